@@ -1,0 +1,337 @@
+"""Model bundles (SPEC §0): a generator and a classifier as ONNX, or one fused model.
+
+A bundle folder holds ``generator.onnx``, ``classifier.onnx`` and ``bundle.json``.
+Whatever the input, :meth:`Bundle.fused_model` gives one ONNX graph mapping a
+latent batch ``z [B, N]`` to class probabilities ``[B, C]`` (fp32): generator,
+then the linear map from the generator's output range to the classifier's input
+range, then the classifier, then softmax when the classifier emits logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corrkit.errors import BundleError
+
+BUILTIN = Path(__file__).parent / "bundle"
+OUTPUT_KINDS = ("logits", "probabilities")
+
+
+def builtin_path() -> Path:
+    """Folder of the bundle shipped inside the package."""
+    return BUILTIN
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_onnx(path: str | os.PathLike, role: str = "model"):
+    """Load and check an ONNX file; any failure becomes a :class:`BundleError`."""
+    import onnx
+
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{role} {path} does not exist")
+    if path.is_dir():
+        raise BundleError(f"{role} {path} is a folder, expected an .onnx file")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{role} {path} is not a valid ONNX model ({first[:200]})") from None
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise BundleError(
+            f"{role} {path} has {len(model.graph.input)} inputs and {len(model.graph.output)} outputs; "
+            "corrkit needs exactly one of each"
+        )
+    return model
+
+
+def _dims(value_info) -> list:
+    """Dims of a graph input/output: int for fixed, str for symbolic, None if unknown."""
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+
+def io_shapes(model) -> tuple[list, list]:
+    return _dims(model.graph.input[0]), _dims(model.graph.output[0])
+
+
+def _check_rank2(dims: list, what: str, path) -> int:
+    if len(dims) != 2 or not isinstance(dims[1], int) or dims[1] <= 0:
+        shown = "[" + ", ".join("batch" if not isinstance(d, int) else str(d) for d in dims) + "]"
+        raise BundleError(f"{what} of {path} has shape {shown}; expected [batch, N] with a fixed N")
+    return dims[1]
+
+
+def _align(models: list):
+    """Bring models to one default-domain opset and IR version so they can be merged."""
+    import onnx
+    from onnx import version_converter
+
+    def opset(m):
+        return max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=17)
+
+    target = max(opset(m) for m in models)
+    out = []
+    for m in models:
+        if opset(m) != target:
+            m = version_converter.convert_version(m, target)
+        out.append(m)
+    ir = max(m.ir_version for m in out)
+    for m in out:
+        m.ir_version = ir
+    return out, target, onnx
+
+
+def compose(generator, classifier, gen_range, cls_range, classifier_output: str):
+    """One ONNX graph z -> probabilities from a generator and a classifier ModelProto."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    (g, q), opset, onnx = _align([generator, classifier])
+    g = onnx.compose.add_prefix(g, "g/")
+    q = onnx.compose.add_prefix(q, "q/")
+    lo_g, hi_g = map(float, gen_range)
+    lo_q, hi_q = map(float, cls_range)
+    scale = (hi_q - lo_q) / (hi_g - lo_g)
+    shift = lo_q - lo_g * scale
+    g_out, q_in = g.graph.output[0].name, q.graph.input[0].name
+    nodes = list(g.graph.node)
+    inits = list(g.graph.initializer) + list(q.graph.initializer)
+    if abs(scale - 1.0) > 0 or abs(shift) > 0:
+        inits += [numpy_helper.from_array(np.array(scale, np.float32), "range/scale"),
+                  numpy_helper.from_array(np.array(shift, np.float32), "range/shift")]
+        nodes += [helper.make_node("Mul", [g_out, "range/scale"], ["range/scaled"]),
+                  helper.make_node("Add", ["range/scaled", "range/shift"], [q_in])]
+    else:
+        nodes += [helper.make_node("Identity", [g_out], [q_in])]
+    nodes += list(q.graph.node)
+    q_out = q.graph.output[0].name
+    if classifier_output == "logits":
+        nodes.append(helper.make_node("Softmax", [q_out], ["probs"], axis=-1))
+    else:
+        nodes.append(helper.make_node("Identity", [q_out], ["probs"]))
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", None])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", _dims(generator.graph.input[0])[1]])
+    nodes = [_rename_input(n, g.graph.input[0].name, "z") for n in nodes]
+    graph = helper.make_graph(nodes, "corrkit_fused", [z], [out], initializer=inits,
+                              value_info=list(g.graph.value_info) + list(q.graph.value_info))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = g.ir_version
+    return model
+
+
+def _rename_input(node, old: str, new: str):
+    for k, name in enumerate(node.input):
+        if name == old:
+            node.input[k] = new
+    return node
+
+
+def wrap_fused(model, classifier_output: str):
+    """A fused user model z -> logits/probabilities, renamed to z -> probs."""
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    old_in, old_out = g.input[0].name, g.output[0].name
+    nodes = [_rename_input(n, old_in, "z") for n in g.node]
+    op = "Softmax" if classifier_output == "logits" else "Identity"
+    kw = {"axis": -1} if op == "Softmax" else {}
+    nodes.append(helper.make_node(op, [old_out], ["probs"], **kw))
+    n = _dims(g.input[0])[1]
+    graph = helper.make_graph(
+        nodes, "corrkit_fused", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", None])],
+        initializer=list(g.initializer), value_info=list(g.value_info),
+    )
+    out = helper.make_model(graph, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    return out
+
+
+@dataclass
+class Bundle:
+    """A generator/classifier pair (or one fused model) and what is known about it."""
+
+    latent_dim: int
+    n_classes: int
+    classes: list[str]
+    classifier_output: str
+    generator: Path | None = None
+    classifier: Path | None = None
+    fused: Path | None = None
+    path: Path | None = None
+    generator_output_range: tuple[float, float] = (-1.0, 1.0)
+    classifier_input_range: tuple[float, float] = (-1.0, 1.0)
+    image_shape: tuple[int, ...] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def fused_model(self):
+        """ONNX ModelProto mapping ``z [B, N]`` to probabilities ``[B, C]``."""
+        if self.fused is not None:
+            return wrap_fused(load_onnx(self.fused, "model"), self.classifier_output)
+        g = load_onnx(self.generator, "generator")
+        q = load_onnx(self.classifier, "classifier")
+        return compose(g, q, self.generator_output_range, self.classifier_input_range, self.classifier_output)
+
+    def generator_model(self):
+        if self.generator is None:
+            raise BundleError("this is a fused model with no separate generator; pass a bundle folder or G.onnx")
+        return load_onnx(self.generator, "generator")
+
+    def image_model(self):
+        """ONNX ModelProto of the generator (z -> image), for pictures."""
+        return self.generator_model()
+
+    def hashes(self) -> dict[str, str]:
+        files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
+        return {k: sha256(v) for k, v in files.items() if v is not None}
+
+    def card(self) -> dict:
+        """The bundle's description as a JSON-ready dict."""
+        return {
+            "path": str(self.path or self.fused or ""),
+            "latent_dim": self.latent_dim,
+            "latent_distribution": self.meta.get("latent_distribution", "normal"),
+            "n_classes": self.n_classes,
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "generator_output_range": list(self.generator_output_range),
+            "classifier_input_range": list(self.classifier_input_range),
+            "classifier_output": self.classifier_output,
+            "files": self.hashes(),
+            "provenance": self.meta.get("provenance", {}),
+            "metrics": self.meta.get("metrics", {}),
+        }
+
+
+def _check_output_kind(kind: str) -> str:
+    if kind not in OUTPUT_KINDS:
+        raise BundleError(f"classifier output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+    return kind
+
+
+def _check_range(r, what: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise BundleError(f"{what} must be two numbers [lo, hi], got {r!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise BundleError(f"{what} must satisfy lo < hi, got [{lo}, {hi}]")
+    return lo, hi
+
+
+def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1, 1),
+              classifier_input_range=(-1, 1), classifier_output="logits", meta=None, path=None) -> Bundle:
+    """Check a generator/classifier ONNX pair and describe it as a :class:`Bundle`."""
+    generator, classifier = Path(generator), Path(classifier)
+    g = load_onnx(generator, "generator")
+    q = load_onnx(classifier, "classifier")
+    g_in, g_out = io_shapes(g)
+    q_in, q_out = io_shapes(q)
+    n = _check_rank2(g_in, "generator input", generator)
+    c = _check_rank2(q_out, "classifier output", classifier)
+    fixed = lambda dims: [d for d in dims[1:]] if all(isinstance(d, int) for d in dims[1:]) else None  # noqa: E731
+    if fixed(g_out) and fixed(q_in) and fixed(g_out) != fixed(q_in):
+        raise BundleError(
+            f"generator output {g_out[1:]} does not match classifier input {q_in[1:]} (per-sample shapes)"
+        )
+    if classes is None:
+        classes = [str(i) for i in range(c)]
+    classes = list(classes)
+    if len(classes) != c:
+        raise BundleError(f"{len(classes)} class names given, but the classifier has {c} outputs")
+    return Bundle(
+        latent_dim=n, n_classes=c, classes=classes, classifier_output=_check_output_kind(classifier_output),
+        generator=generator, classifier=classifier, path=path,
+        generator_output_range=_check_range(generator_output_range, "generator output range"),
+        classifier_input_range=_check_range(classifier_input_range, "classifier input range"),
+        image_shape=tuple(fixed(g_out)) if fixed(g_out) else None, meta=meta or {},
+    )
+
+
+def from_fused(model_path, *, classes=None, classifier_output="probabilities") -> Bundle:
+    """A single ONNX file mapping ``z [B, N]`` to probabilities or logits ``[B, C]``."""
+    model_path = Path(model_path)
+    m = load_onnx(model_path, "model")
+    dims_in, dims_out = io_shapes(m)
+    n = _check_rank2(dims_in, "model input", model_path)
+    c = _check_rank2(dims_out, "model output", model_path)
+    classes = list(classes) if classes is not None else [str(i) for i in range(c)]
+    if len(classes) != c:
+        raise BundleError(f"{len(classes)} class names given, but the model has {c} outputs")
+    return Bundle(latent_dim=n, n_classes=c, classes=classes,
+                  classifier_output=_check_output_kind(classifier_output), fused=model_path)
+
+
+def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str | None = None) -> Bundle:
+    """Load the built-in bundle (``None``), a bundle folder, or a fused ``.onnx`` file."""
+    path = builtin_path() if path is None else Path(path)
+    if not path.exists():
+        raise BundleError(f"{path} does not exist; give a bundle folder or an .onnx model")
+    if path.is_file():
+        return from_fused(path, classifier_output=classifier_output or "probabilities")
+    card = path / "bundle.json"
+    if not card.is_file():
+        raise BundleError(f"{path} is a folder without bundle.json; create one with `corrkit bundle create`")
+    try:
+        meta = json.loads(card.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{card} is not valid JSON ({exc})") from None
+    bundle = from_pair(
+        path / "generator.onnx", path / "classifier.onnx", classes=meta.get("classes"),
+        generator_output_range=meta.get("generator_output_range", (-1, 1)),
+        classifier_input_range=meta.get("classifier_input_range", (-1, 1)),
+        classifier_output=classifier_output or meta.get("classifier_output", "logits"), meta=meta, path=path,
+    )
+    if int(meta.get("latent_dim", bundle.latent_dim)) != bundle.latent_dim:
+        raise BundleError(f"{card} says latent_dim {meta['latent_dim']}, generator.onnx takes {bundle.latent_dim}")
+    return bundle
+
+
+def create_bundle(generator, classifier, out, *, classes=None, generator_output_range=(-1, 1),
+                  classifier_input_range=(-1, 1), classifier_output="logits", check_samples: int = 64,
+                  seed: int = 0) -> Bundle:
+    """Turn a user's ONNX pair into a bundle folder, after checking shapes and output kind.
+
+    The output kind is checked on ``check_samples`` prior samples: declared
+    probabilities must be non-negative rows summing to 1.
+    """
+    from corrkit.engine import Engine
+
+    b = from_pair(generator, classifier, classes=classes, generator_output_range=generator_output_range,
+                  classifier_input_range=classifier_input_range, classifier_output=classifier_output)
+    z = np.random.default_rng(seed).standard_normal((check_samples, b.latent_dim)).astype(np.float32)
+    Engine(b).probabilities(z)  # raises on NaN, wrong shapes, or logits declared as probabilities
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(b.generator, tmp / "generator.onnx")
+    shutil.copyfile(b.classifier, tmp / "classifier.onnx")
+    card = {
+        "format": 1, "latent_dim": b.latent_dim, "latent_distribution": "normal", "classes": b.classes,
+        "image_shape": list(b.image_shape) if b.image_shape else None,
+        "generator_output_range": list(b.generator_output_range),
+        "classifier_input_range": list(b.classifier_input_range),
+        "classifier_output": b.classifier_output,
+        "provenance": {"created_by": "corrkit bundle create", "generator": str(generator),
+                       "classifier": str(classifier)},
+        "metrics": {},
+    }
+    (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return load_bundle(out)

@@ -1,0 +1,168 @@
+"""The inference engine: one onnxruntime session over the fused z -> probabilities graph.
+
+CPU and CUDA share one code path; the device, IO binding and a preallocated
+output buffer are parameters. Batches are sized from a memory budget.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from corrkit.errors import BundleError, ModelOutputError
+
+DEFAULT_BUDGET_MB = {"cpu": 256, "cuda": 4096}
+PROB_TOL = 1e-3
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise BundleError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cuda" and not cuda_available():
+        raise BundleError("--device cuda needs onnxruntime-gpu and a GPU: pip install 'corrkit[gpu]'")
+    return device
+
+
+def bytes_per_point(model) -> int:
+    """Upper bound on activation bytes for one batch row: every intermediate tensor, fp32.
+
+    onnxruntime reuses buffers, so the real peak is lower; this keeps the budget safe.
+    """
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    except Exception:
+        return 1 << 20
+    total = 0
+    for vi in inferred.graph.value_info:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            total += int(np.prod([d.dim_value for d in dims])) * 4
+    return max(total, 4096)
+
+
+class Engine:
+    """Batched probabilities ``S(z)`` on onnxruntime.
+
+    Parameters
+    ----------
+    bundle : Bundle or onnx.ModelProto
+        A bundle (its fused graph is built) or a fused ModelProto ``z -> probs``.
+    device : {"auto", "cpu", "cuda"}
+    batch_size : int, optional
+        Rows per session call; by default derived from ``memory_budget_mb``.
+    memory_budget_mb : int, optional
+        Activation memory allowed for one batch (default 256 on CPU, 4096 on CUDA).
+    threads : int, optional
+        onnxruntime intra-op threads (default: all cores of this process). Numba
+        kernels run between session calls, never at the same time, so they get the
+        same cores without contention.
+    io_binding : bool, optional
+        Bind input and a preallocated output buffer (default: on for CUDA).
+    check_probabilities : bool
+        Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
+    """
+
+    def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
+                 memory_budget_mb: int | None = None, threads: int | None = None,
+                 io_binding: bool | None = None, check_probabilities: bool = True):
+        import onnxruntime as ort
+
+        model = bundle.fused_model() if hasattr(bundle, "fused_model") else bundle
+        self.device = resolve_device(device)
+        self.latent_dim = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+        self.threads = threads or cpu_count()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
+            "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+        except Exception as exc:
+            raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
+        self.provider = self.session.get_providers()[0]
+        budget = (memory_budget_mb or DEFAULT_BUDGET_MB[self.device]) * (1 << 20)
+        self.batch_size = int(batch_size or np.clip(budget // bytes_per_point(model), 16, 16384))
+        self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)
+        self.check_probabilities = check_probabilities
+        self.n_classes: int | None = None
+        self._out: np.ndarray | None = None
+
+    def _run(self, z: np.ndarray) -> np.ndarray:
+        if not self.io_binding:
+            return self.session.run(["probs"], {"z": z})[0]
+        b = self.session.io_binding()
+        b.bind_cpu_input("z", z)
+        if self.n_classes is None:
+            b.bind_output("probs", "cpu")
+            self.session.run_with_iobinding(b)
+            return b.copy_outputs_to_cpu()[0]
+        if self._out is None or self._out.shape[0] < len(z):
+            self._out = np.empty((self.batch_size, self.n_classes), np.float32)
+        out = self._out[: len(z)]
+        b.bind_output("probs", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        self.session.run_with_iobinding(b)
+        return out.copy()
+
+    def probabilities(self, z: np.ndarray, describe: Callable[[int], str] | None = None) -> np.ndarray:
+        """``S(z)`` for ``z`` float32 ``[B, N]``; returns float32 ``[B, C]``.
+
+        Raises :class:`ModelOutputError` on NaN/inf or non-probability rows, naming
+        the first bad row through ``describe(row)`` when given.
+        """
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise BundleError(f"latent batch has shape {z.shape}, the model takes [batch, {self.latent_dim}]")
+        parts = []
+        for s in range(0, len(z), self.batch_size):
+            p = self._run(z[s:s + self.batch_size])
+            self._check(p, s, describe)
+            parts.append(p)
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_classes or 0), np.float32)
+
+    def _check(self, p: np.ndarray, offset: int, describe) -> None:
+        if p.ndim != 2:
+            raise BundleError(f"the classifier output has shape {list(p.shape)}, expected [batch, C]")
+        if self.n_classes is None:
+            self.n_classes = p.shape[1]
+        where = (lambda r: describe(offset + r)) if describe else (lambda r: f"row {offset + r}")
+        finite = np.isfinite(p).all(axis=1)
+        if not finite.all():
+            r = int(np.argmin(finite))
+            raise ModelOutputError(f"the model produced NaN or infinite outputs at {where(r)}")
+        if self.check_probabilities:
+            bad = (np.abs(p.sum(axis=1) - 1.0) > PROB_TOL) | (p.min(axis=1) < -PROB_TOL)
+            if bad.any():
+                r = int(np.argmax(bad))
+                raise ModelOutputError(
+                    f"the classifier outputs are not probabilities (row sums to {p[r].sum():.4g}) at {where(r)}; "
+                    "if the model emits logits, declare it (--output logits / classifier_output: logits)"
+                )

@@ -1,0 +1,91 @@
+"""Base latent codes and class-conditional code sets (SPEC §1)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from corrkit.errors import GridError
+
+
+@dataclass
+class CodeSets:
+    """Class-conditional codes, grouped by class (class 0's codes first).
+
+    Attributes
+    ----------
+    latents : float32 [M, N]
+    labels : int64 [M]
+        Class of each code.
+    base : float32 [M, C]
+        ``S(z)`` of each code (the ``k = 0`` point).
+    counts : int64 [C]
+        Codes found per class (below ``n`` when a class could not be filled).
+    draws : int
+        Prior samples drawn (or user codes seen).
+    """
+
+    latents: np.ndarray
+    labels: np.ndarray
+    base: np.ndarray
+    counts: np.ndarray
+    draws: int
+
+
+def _select(probs: np.ndarray, n: int, tau: float, n_classes: int, taken: list[list[int]], offset: int) -> None:
+    top = probs.argmax(1)
+    conf = probs[np.arange(len(probs)), top]
+    for r in np.flatnonzero(conf >= tau):
+        j = top[r]
+        if len(taken[j]) < n:
+            taken[j].append(offset + int(r))
+
+
+def class_sets(engine, n_classes: int, n: int = 64, tau: float = 0.5, seed: int = 0,
+               latents: np.ndarray | None = None, draw_batch: int = 1024, max_draws: int | None = None,
+               progress=None) -> CodeSets:
+    """First ``n`` codes per class (draw order) with ``argmax S = j`` and ``S_j >= tau``.
+
+    Codes come from ``N(0, I)`` via ``numpy.random.default_rng(seed)`` in batches of
+    ``draw_batch`` until every class is full or ``max_draws`` (default ``50 n C``)
+    is reached, or from the user's ``latents``. Unfilled classes give a warning.
+    """
+    if n < 1:
+        raise GridError(f"--samples-per-class must be >= 1 (got {n})")
+    if not 0 <= tau < 1:
+        raise GridError(f"--threshold must be in [0, 1) (got {tau})")
+    taken: list[list[int]] = [[] for _ in range(n_classes)]
+    zs, ps = [], []
+    drawn = 0
+    if latents is not None:
+        probs = engine.probabilities(latents, describe=lambda r: f"latent code {r}")
+        _select(probs, n, tau, n_classes, taken, 0)
+        zs, ps, drawn = [latents], [probs], len(latents)
+    else:
+        rng = np.random.default_rng(seed)
+        cap = max_draws or 50 * n * n_classes
+        while drawn < cap and min(len(t) for t in taken) < n:
+            z = rng.standard_normal((min(draw_batch, cap - drawn), engine.latent_dim)).astype(np.float32)
+            p = engine.probabilities(z, describe=lambda r, o=drawn: f"prior sample {o + r}")
+            _select(p, n, tau, n_classes, taken, drawn)
+            zs.append(z); ps.append(p)
+            drawn += len(z)
+            if progress:
+                progress(sum(map(len, taken)), n * n_classes)
+    z_all, p_all = np.concatenate(zs), np.concatenate(ps)
+    idx = np.array([r for t in taken for r in t], dtype=np.int64)
+    labels = np.array([j for j, t in enumerate(taken) for _ in t], dtype=np.int64)
+    counts = np.array([len(t) for t in taken], dtype=np.int64)
+    short = [j for j in range(n_classes) if counts[j] < n]
+    if short:
+        warnings.warn(
+            "could not fill class set(s) "
+            + ", ".join(f"{j} ({counts[j]}/{n})" for j in short)
+            + f" after {drawn} codes; `counts` records it. Lower --threshold or raise the draw cap.",
+            stacklevel=2,
+        )
+    if len(idx) == 0:
+        raise GridError(f"no code reached probability {tau} for any class; lower --threshold")
+    return CodeSets(z_all[idx].copy(), labels, p_all[idx].copy(), counts, drawn)

@@ -1,0 +1,114 @@
+"""APCR accumulation kernels (Li et al., ICPR 2020, Eq. 1-3; SPEC §2).
+
+The intervention grid is a flat sequence of points ``p`` in code-major order::
+
+    p = (code * K + i) * (2m) + s,   s in [0, 2m),  k = s - m if s < m else s - m + 1
+
+so step ``k = 0`` is not part of the grid (it is the base point, evaluated once per
+code). A batch is a contiguous range ``[p0, p0 + B)``. The kernel adds the batch's
+contributions into float64 sums; each direction ``i`` owns its own slots and a
+direction's slots are always filled in ascending ``p`` order, so the sums are the
+same bit for bit whatever the batch size or thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from corrkit.kernels._config import CACHE, FASTMATH, PARALLEL
+
+
+@njit(parallel=PARALLEL, fastmath=FASTMATH, cache=CACHE)
+def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum, down_sum):
+    n_rows = probs.shape[0]
+    n_cls = probs.shape[1]
+    per_code = n_dirs * 2 * m
+    c_lo = p0 // per_code
+    c_hi = (p0 + n_rows - 1) // per_code
+    for i in prange(n_dirs):
+        for c in range(c_lo, c_hi + 1):
+            j = labels[c]
+            if j < 0:
+                continue
+            b_j = np.float64(base[c, j])
+            first = (c * n_dirs + i) * 2 * m
+            for s in range(2 * m):
+                r = first + s - p0
+                if r < 0 or r >= n_rows:
+                    continue
+                kk = s if s < m else s + 1  # curve index k + m, skipping k = 0
+                for l in range(n_cls):
+                    curves_sum[i, kk, j, l] += probs[r, l]
+                d = np.float64(probs[r, j]) - b_j
+                apcr_sum[i, j] += abs(d) / b_j
+                if s < m:
+                    down_sum[i, j] += d
+                else:
+                    up_sum[i, j] += d
+
+
+def new_sums(n_dirs: int, m: int, n_classes: int) -> dict[str, np.ndarray]:
+    """Zeroed float64 accumulators for a grid of ``n_dirs`` directions and ``2m+1`` steps."""
+    return {
+        "curves_sum": np.zeros((n_dirs, 2 * m + 1, n_classes, n_classes)),
+        "apcr_sum": np.zeros((n_dirs, n_classes)),
+        "up_sum": np.zeros((n_dirs, n_classes)),
+        "down_sum": np.zeros((n_dirs, n_classes)),
+    }
+
+
+def accumulate(sums: dict[str, np.ndarray], probs: np.ndarray, p0: int, base: np.ndarray,
+               labels: np.ndarray, m: int) -> None:
+    """Add one batch of grid probabilities to ``sums`` in place.
+
+    Parameters
+    ----------
+    sums : dict of float64 arrays from :func:`new_sums`
+    probs : float32 [B, C]
+        ``S(z^(i,k))`` for grid points ``p0 .. p0 + B - 1``.
+    p0 : int
+        Flat index of the first row.
+    base : float32 [M, C]
+        ``S(z)`` for every code (the ``k = 0`` point).
+    labels : int64 [M]
+        Class of each code (``-1``: not in any class set, skipped).
+    m : int
+        Steps on each side.
+    """
+    curves = sums["curves_sum"]
+    n_dirs, n_steps, n_cls, _ = curves.shape
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if n_steps != 2 * m + 1 or m < 1:
+        raise ValueError(f"sums hold {n_steps} steps, m={m} needs {2 * m + 1}")
+    if probs.ndim != 2 or probs.shape[1] != n_cls or base.shape != (len(labels), n_cls):
+        raise ValueError(f"probs {probs.shape}, base {base.shape}, labels {labels.shape} do not fit C={n_cls}")
+    if len(probs) == 0:
+        return
+    if p0 < 0 or p0 + len(probs) > len(labels) * n_dirs * 2 * m:
+        raise ValueError(f"rows {p0}..{p0 + len(probs)} fall outside the grid")
+    _accumulate(probs, int(p0), base, labels, n_dirs, m, curves, sums["apcr_sum"], sums["up_sum"],
+                sums["down_sum"])
+
+
+def finalize(sums: dict[str, np.ndarray], base: np.ndarray, labels: np.ndarray, m: int) -> dict[str, np.ndarray]:
+    """Turn sums into ``curves [K, 2m+1, C, C]``, ``apcr``, ``up``, ``down [K, C]`` (float64).
+
+    Means are over the codes of each class (and over steps for APCR, up, down);
+    a class with no codes gets NaN.
+    """
+    curves_sum = sums["curves_sum"]
+    n_dirs, _, n_cls, _ = curves_sum.shape
+    counts = np.bincount(labels[labels >= 0], minlength=n_cls).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv = np.where(counts > 0, 1.0 / counts, np.nan)
+        base_sum = np.zeros((n_cls, n_cls))
+        np.add.at(base_sum, labels[labels >= 0], base[labels >= 0].astype(np.float64))
+        curves = curves_sum * inv[None, None, :, None]
+        curves[:, m] = (base_sum * inv[:, None])[None]
+        apcr = sums["apcr_sum"] * inv[None, :] / (2 * m)
+        up = sums["up_sum"] * inv[None, :] / m
+        down = sums["down_sum"] * inv[None, :] / m
+    return {"curves": curves, "apcr": apcr, "up": up, "down": down, "counts": counts.astype(np.int64)}
