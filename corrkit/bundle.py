@@ -122,7 +122,7 @@ def compose(generator, classifier, gen_range, cls_range, classifier_output: str)
         nodes.append(helper.make_node("Softmax", [q_out], ["probs"], axis=-1))
     else:
         nodes.append(helper.make_node("Identity", [q_out], ["probs"]))
-    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", None])
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", _dims(classifier.graph.output[0])[1]])
     z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", _dims(generator.graph.input[0])[1]])
     nodes = [_rename_input(n, g.graph.input[0].name, "z") for n in nodes]
     graph = helper.make_graph(nodes, "corrkit_fused", [z], [out], initializer=inits,
@@ -146,13 +146,20 @@ def wrap_fused(model, classifier_output: str):
     g = model.graph
     old_in, old_out = g.input[0].name, g.output[0].name
     nodes = [_rename_input(n, old_in, "z") for n in g.node]
+    if old_out == "probs":  # keep our output name unique
+        for n in nodes:
+            _rename_input(n, "probs", "probs/raw")
+            for k, name in enumerate(n.output):
+                if name == "probs":
+                    n.output[k] = "probs/raw"
+        old_out = "probs/raw"
     op = "Softmax" if classifier_output == "logits" else "Identity"
     kw = {"axis": -1} if op == "Softmax" else {}
     nodes.append(helper.make_node(op, [old_out], ["probs"], **kw))
     n = _dims(g.input[0])[1]
     graph = helper.make_graph(
         nodes, "corrkit_fused", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", None])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", _dims(g.output[0])[1]])],
         initializer=list(g.initializer), value_info=list(g.value_info),
     )
     out = helper.make_model(graph, opset_imports=list(model.opset_import))

@@ -59,6 +59,7 @@ class APCRResult:
     points: int = 0
     seconds: float = 0.0
     bundle_card: dict = field(default_factory=dict)
+    resumed_from: int = 0
 
     def controlling_set(self, k: int = 10) -> np.ndarray:
         """``[C, k]``: the top-``k`` directions per class by APCR (``C_j^seq``)."""
@@ -81,6 +82,7 @@ class APCRResult:
             "points": int(self.points),
             "seconds": round(self.seconds, 3),
             "points_per_second": round(self.points / self.seconds, 1) if self.seconds > 0 else None,
+            "resumed_from": int(self.resumed_from),
             "counts": self.counts.tolist(),
             "classes": list(self.classes),
             "top": {
@@ -184,6 +186,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
                           progress=lambda d, t: report("codes", d, t))
         sums = kern.new_sums(len(directions), steps, bundle.n_classes)
         p_next, elapsed = 0, 0.0
+    resumed_from = p_next
     grid = Grid(sets.latents, directions, int(steps), float(delta))
     total = grid.n_points
     buf = np.empty((engine.batch_size, n), np.float32)
@@ -207,6 +210,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
         latents=sets.latents, labels=sets.labels, base=sets.base, directions=directions,
         classes=list(bundle.classes), params=params, provider=engine.provider,
         points=total + sets.draws, seconds=elapsed + time.perf_counter() - t0, bundle_card=bundle.card(),
+        resumed_from=resumed_from,
     )
     if out is not None:
         result.save(out)

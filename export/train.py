@@ -153,13 +153,14 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
     return G, {"settings": asdict(s), "wall_seconds": wall}
 
 
-def main(work: str = "build/train", gan_epochs: int = 25, cls_epochs: int = 12, threads: int = 2) -> None:
+def main(work: str = "build/train", gan_epochs: int = 25, cls_epochs: int = 12, threads: int = 2,
+         data_dir=None) -> None:
     torch.set_num_threads(threads)
     w = Path(work)
-    model, rec = train_classifier(w, ClassifierSettings(epochs=cls_epochs))
+    model, rec = train_classifier(w, ClassifierSettings(epochs=cls_epochs), data_dir)
     torch.save(model.state_dict(), w / "classifier.pt")
     (w / "classifier.json").write_text(json.dumps(rec, indent=2))
-    G, grec = train_gan(w, GANSettings(epochs=gan_epochs))
+    G, grec = train_gan(w, GANSettings(epochs=gan_epochs), data_dir)
     (w / "gan.json").write_text(json.dumps(grec, indent=2))
     _log("training finished")
 

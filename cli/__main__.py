@@ -1,0 +1,3 @@
+from corrkit.cli.main import run
+
+run()

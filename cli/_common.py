@@ -1,0 +1,104 @@
+"""What every command shares: error handling, bundle options, progress, output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.errors import CorrkitError
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def handles_errors(fn):
+    """Turn a :class:`CorrkitError` into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        warnings.showwarning = _warn_one_line
+        try:
+            return fn(*args, **kwargs)
+        except CorrkitError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def echo_json(obj) -> None:
+    from corrkit.io import _default
+
+    typer.echo(json.dumps(obj, indent=2, default=_default))
+
+
+# Options shared by every command that takes a model.
+ModelArg = typer.Argument(None, help="Bundle folder or fused .onnx model (default: the built-in bundle).",
+                          show_default=False)
+GeneratorOpt = typer.Option(None, "--generator", help="Generator ONNX (z [B, N] -> image).")
+ClassifierOpt = typer.Option(None, "--classifier", help="Classifier ONNX (image -> [B, C]).")
+ClassesOpt = typer.Option(None, "--classes", help="Comma-separated class names.")
+GenRangeOpt = typer.Option("-1,1", "--generator-range", help="Generator output range lo,hi.")
+ClsRangeOpt = typer.Option("-1,1", "--classifier-range", help="Classifier input range lo,hi.")
+OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits or probabilities "
+                         "(default: bundle.json's; probabilities for a fused model).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+def parse_range(text: str, what: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CorrkitError(f"{what} must be two numbers 'lo,hi', got {text!r}") from None
+    return lo, hi
+
+
+def resolve_bundle(model: Optional[Path], generator: Optional[Path] = None, classifier: Optional[Path] = None,
+                   classes: Optional[str] = None, generator_range: str = "-1,1", classifier_range: str = "-1,1",
+                   output: Optional[str] = None):
+    """A bundle from the positional MODEL, or from --generator/--classifier."""
+    from corrkit.bundle import from_pair, load_bundle
+
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    if generator is not None or classifier is not None:
+        if generator is None or classifier is None or model is not None:
+            raise CorrkitError("give both --generator and --classifier (and no MODEL), or a MODEL alone")
+        return from_pair(generator, classifier, classes=names,
+                         generator_output_range=parse_range(generator_range, "--generator-range"),
+                         classifier_input_range=parse_range(classifier_range, "--classifier-range"),
+                         classifier_output=output or "logits")
+    bundle = load_bundle(model, classifier_output=output)
+    if names is not None:
+        if len(names) != bundle.n_classes:
+            raise CorrkitError(f"{len(names)} class names given, the model has {bundle.n_classes} classes")
+        bundle.classes = names
+    return bundle
+
+
+@contextmanager
+def progress_bar(enabled: bool = True):
+    """Yields ``update(stage, done, total)``; draws a bar on stderr when it is a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    show = enabled and console.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not show) as prog:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total)
+            prog.update(tasks[stage], completed=done, total=total)
+
+        yield update

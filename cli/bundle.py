@@ -1,0 +1,51 @@
+"""`corrkit bundle info|create`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+
+app = typer.Typer(help="Inspect and create model bundles.", no_args_is_help=True)
+
+
+@app.command("info")
+@c.handles_errors
+def info(path: Optional[Path] = c.ModelArg, json_out: bool = c.JsonOpt):
+    """Print a bundle's card: models, classes, ranges, provenance and metrics."""
+    from corrkit.bundle import load_bundle
+    from corrkit.engine import Engine
+
+    bundle = load_bundle(path)
+    card = bundle.card()
+    card["providers"] = Engine(bundle, device="cpu", batch_size=16).session.get_providers()
+    if json_out:
+        return c.echo_json(card)
+    for key in ("path", "latent_dim", "latent_distribution", "classes", "image_shape", "generator_output_range",
+                "classifier_input_range", "classifier_output"):
+        typer.echo(f"{key:24s} {card[key]}")
+    for key, value in card["metrics"].items():
+        typer.echo(f"metric {key:17s} {value}")
+
+
+@app.command("create")
+@c.handles_errors
+def create(
+    generator: Path = typer.Option(..., "--generator", help="Generator ONNX (z [B, N] -> image)."),
+    classifier: Path = typer.Option(..., "--classifier", help="Classifier ONNX (image -> [B, C])."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
+    classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+    classifier_range: str = c.ClsRangeOpt,
+    output: str = typer.Option("logits", "--output", help="Classifier output kind: logits or probabilities."),
+):
+    """Turn a user's ONNX generator and classifier into a bundle, checking shapes and output kind."""
+    from corrkit.bundle import create_bundle
+
+    names = [s.strip() for s in classes.split(",")] if classes else None
+    b = create_bundle(generator, classifier, out, classes=names, classifier_output=output,
+                      generator_output_range=c.parse_range(generator_range, "--generator-range"),
+                      classifier_input_range=c.parse_range(classifier_range, "--classifier-range"))
+    typer.echo(f"bundle written to {out} (N={b.latent_dim}, C={b.n_classes}, {b.classifier_output})")

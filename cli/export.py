@@ -1,0 +1,47 @@
+"""`corrkit export ...`: the torch side (extra `train`): training, export, optimisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+from corrkit.errors import MissingExtraError
+
+app = typer.Typer(help="Torch-side work: train, export the bundle (needs the `train` extra).",
+                  no_args_is_help=True)
+
+
+def need_torch() -> None:
+    try:
+        import torch  # noqa: F401, TID251
+    except ImportError:
+        raise MissingExtraError("torch", "train") from None
+
+
+@app.command("train")
+@c.handles_errors
+def train(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder (a killed run resumes)."),
+          gan_epochs: int = typer.Option(25), classifier_epochs: int = typer.Option(12),
+          data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder.")):
+    """Train the paper's classifier and DCGAN on Fashion-MNIST (seeded, resumable)."""
+    need_torch()
+    from corrkit.export.train import main
+
+    main(str(work), gan_epochs=gan_epochs, cls_epochs=classifier_epochs, data_dir=data_dir)
+
+
+@app.command("bundle")
+@c.handles_errors
+def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written by `corrkit export train`."),
+           out: Optional[Path] = typer.Option(None, help="Bundle folder (default: the built-in one)."),
+           data_dir: Optional[Path] = typer.Option(None)):
+    """Select the generator, export both models to ONNX (validated) and write the card."""
+    need_torch()
+    from corrkit.bundle import BUILTIN
+    from corrkit.export.bundle import build
+
+    card = build(work, out or BUILTIN, data_dir)
+    c.echo_json(card["metrics"])

@@ -1,0 +1,21 @@
+"""The `corrkit` command: assembles the sub-apps, nothing else."""
+
+from __future__ import annotations
+
+import typer
+
+from corrkit.cli import apcr, bundle, export
+from corrkit.cli import sefa
+
+app = typer.Typer(
+    help="corrkit: what does each latent variable of a GAN control?",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+app.add_typer(apcr.app)
+app.add_typer(sefa.app)
+app.add_typer(bundle.app, name="bundle")
+app.add_typer(export.app, name="export")
+
+
+def run() -> None:
+    app()

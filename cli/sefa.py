@@ -1,0 +1,41 @@
+"""`corrkit sefa`: closed-form directions from the generator's first layer (SPEC §7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+
+app = typer.Typer()
+
+
+@app.command("sefa")
+@c.handles_errors
+def sefa_command(
+    model: Optional[Path] = typer.Argument(None, help="Bundle folder or generator .onnx (default: the built-in "
+                                           "bundle).", show_default=False),
+    out: Optional[Path] = typer.Option(None, help="Write directions [K, N] and eigenvalues [K] to this .npz."),
+    top: int = typer.Option(10, min=0, help="Eigenvalues shown."),
+    json_out: bool = c.JsonOpt,
+):
+    """Find SeFa directions: eigenvectors of AᵀA for the first layer A (no training, no torch)."""
+    import time
+
+    from corrkit.sefa import sefa
+
+    t0 = time.perf_counter()
+    result = sefa(model)
+    if out is not None:
+        result.save(out)
+    summary = {"layer": result.layer, "eigenvalues": result.eigenvalues[:top], "n_directions": len(result.directions),
+               "seconds": round(time.perf_counter() - t0, 4), "out": out}
+    if json_out:
+        return c.echo_json(summary)
+    typer.echo(f"{result.layer}; {summary['n_directions']} directions in {summary['seconds']:.3f} s")
+    for i, v in enumerate(summary["eigenvalues"]):
+        typer.echo(f"{i:4d}  {v:12.4f}")
+    if out is not None:
+        typer.echo(f"wrote {out}")

@@ -1,0 +1,245 @@
+"""SeFa: closed-form factorisation of the latent space (SPEC §7).
+
+Shen & Zhou, "Closed-Form Factorization of Latent Semantics in GANs" (CVPR 2021,
+arXiv 2007.06600), Eq. 5-6: the directions ``n`` that the first layer ``y = A z + b``
+of the generator moves most, ``argmax ||A n||^2`` subject to ``||n|| = 1``, are the
+eigenvectors of ``AᵀA`` with the largest eigenvalues. The first layer is read from
+the generator's ONNX graph, so no torch is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from corrkit.errors import BundleError
+
+# Ops that move the latent's values without mixing them (the batch stays the batch).
+PASSTHROUGH = {"Reshape", "Flatten", "Unsqueeze", "Squeeze", "Identity", "Cast"}
+# Ops that read only the latent's shape (torch's ``z.view(z.size(0), ...)`` adds them).
+SHAPE_ONLY = {"Shape", "Size"}
+LINEAR = {"Gemm", "MatMul", "ConvTranspose", "Conv"}
+
+
+@dataclass
+class SefaResult:
+    """Directions found by SeFa.
+
+    Attributes
+    ----------
+    directions : ndarray, float32, shape [K, N]
+        Orthonormal rows, eigenvectors of ``AᵀA`` by descending eigenvalue; each
+        row's largest-magnitude entry is positive.
+    eigenvalues : ndarray, float64, shape [K]
+        Eigenvalues of ``AᵀA`` (rows of ``A`` unit-normalised), descending.
+    layer : str
+        Which ONNX node gave ``A`` and how it was read.
+    """
+
+    directions: np.ndarray
+    eigenvalues: np.ndarray
+    layer: str
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``directions`` and ``eigenvalues`` to an ``.npz`` file, atomically."""
+        from corrkit.io import write_npz
+
+        write_npz(path, directions=self.directions, eigenvalues=self.eigenvalues)
+
+
+class _Graph:
+    """Producer/consumer indexes and constant values of an ONNX graph."""
+
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        g = model.graph
+        self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.consumers: dict[str, list] = {}
+        for node in g.node:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value":
+                        self.consts[node.output[0]] = numpy_helper.to_array(a.t)
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        # Old exporters also list initializers as graph inputs.
+        inputs = [i for i in g.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            raise BundleError(f"the generator has {len(inputs)} inputs; SeFa needs one latent input")
+        self.latent = inputs[0]
+
+    def const(self, name: str, node) -> np.ndarray:
+        if name not in self.consts:
+            raise BundleError(f"{node.op_type} node {node.name!r}: input {name!r} is not a constant weight; "
+                              "SeFa needs the first layer's weight stored in the model")
+        return np.asarray(self.consts[name], dtype=np.float64)
+
+    def chain(self, node, depth: int = 3) -> str:
+        """``Relu -> Gemm -> ...``: the ops after ``node`` along first consumers, for messages."""
+        ops = [node.op_type]
+        while len(ops) < depth and node.output and self.consumers.get(node.output[0]):
+            node = self.consumers[node.output[0]][0]
+            ops.append(node.op_type)
+        more = node.output and self.consumers.get(node.output[0])
+        return " -> ".join(ops) + (" -> ..." if more else "")
+
+
+def _latent_size(vi) -> int | None:
+    """N of a latent input ``[B, N]`` or ``[B, N, 1, 1]``; None when a dim is symbolic."""
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    if len(dims) < 2 or any(d is None for d in dims[1:]):
+        return None
+    return int(np.prod(dims[1:]))
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _gemm(node, src: str, g: _Graph) -> np.ndarray:
+    # Y = alpha * A' B' + beta C, where A' = Aᵀ if transA, B' = Bᵀ if transB.
+    at = _attrs(node)
+    alpha, ta, tb = float(at.get("alpha", 1.0)), at.get("transA", 0), at.get("transB", 0)
+    if node.input[0] == src and not ta:  # z [B, N] @ B' [N, M]
+        w = g.const(node.input[1], node)
+        return alpha * (w if tb else w.T)
+    if node.input[1] == src and tb:  # A' [M, N] @ zᵀ [N, B]
+        w = g.const(node.input[0], node)
+        return alpha * (w.T if ta else w)
+    raise BundleError(f"Gemm node {node.name!r} mixes the latent across the batch (transA={ta}, transB={tb}); "
+                      "SeFa needs z [B, N] times a weight")
+
+
+def _matmul(node, src: str, g: _Graph) -> np.ndarray:
+    if node.input[0] == src:  # z [B, N] @ W [N, M]
+        w = g.const(node.input[1], node)
+        if w.ndim == 2:
+            return w.T
+    else:  # W [M, N] @ z [B, N, 1]
+        w = g.const(node.input[0], node)
+        if w.ndim == 2:
+            return w
+    raise BundleError(f"MatMul node {node.name!r} has a {w.ndim}-D weight; SeFa needs a 2-D weight")
+
+
+def _conv_transpose(node, g: _Graph) -> np.ndarray:
+    # On a 1x1 input, output[co, y, x] = sum_ci z[ci] W[ci, co, y + pad_top, x + pad_left]:
+    # the kernel itself, cropped by the pads, is the map.
+    at = _attrs(node)
+    w = g.const(node.input[1], node)  # [N, Cout, kh, kw]
+    if at.get("group", 1) != 1 or w.ndim != 4:
+        raise BundleError(f"ConvTranspose node {node.name!r}: only 2-D, group=1 first layers are supported")
+    p = list(at.get("pads", [0, 0, 0, 0]))
+    w = w[:, :, p[0]:w.shape[2] - p[2], p[1]:w.shape[3] - p[3]]
+    return w.reshape(w.shape[0], -1).T
+
+
+def _conv(node, g: _Graph) -> np.ndarray:
+    w = g.const(node.input[1], node)  # [Cout, N, 1, 1]
+    if _attrs(node).get("group", 1) != 1 or w.ndim != 4 or w.shape[2:] != (1, 1):
+        raise BundleError(f"Conv node {node.name!r} on the latent has kernel {list(w.shape)}; "
+                          "SeFa reads only 1x1, group=1 convolutions on a 1x1 latent")
+    return w.reshape(w.shape[0], w.shape[1])
+
+
+def first_linear_map(model) -> tuple[np.ndarray, str]:
+    """The first layer of a generator as a matrix (SPEC §7).
+
+    Follows the latent input through reshaping ops to the first ``Gemm``,
+    ``MatMul``, ``ConvTranspose`` or ``Conv`` (on a 1×1 latent).
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        Generator mapping ``z [B, N]`` (or ``[B, N, 1, 1]``) to images.
+
+    Returns
+    -------
+    A : ndarray, float64, shape [M, N]
+        Maps ``z`` to the layer's ``M`` pre-activations (bias left out).
+    description : str
+        The node and weight ``A`` came from.
+
+    Raises
+    ------
+    BundleError
+        When the latent does not feed exactly one such layer; the message names what it feeds.
+    """
+    g = _Graph(model)
+    z = g.latent.name
+    found, other, frontier = [], [], [z]
+    while frontier:
+        name = frontier.pop()
+        for node in g.consumers.get(name, []):
+            if node.op_type in SHAPE_ONLY:
+                continue
+            if node.op_type in PASSTHROUGH and node.input[0] == name:
+                frontier.append(node.output[0])
+            elif node.op_type in LINEAR and name in node.input[:2]:
+                found.append((node, name))
+            else:
+                other.append(node)
+    if len(found) != 1 or other:
+        seen = [g.chain(n) for n in other] + [n.op_type for n, _ in found]
+        raise BundleError(f"the latent input {z!r} feeds {', '.join(seen) or 'nothing'}; SeFa needs exactly one "
+                          "Gemm/MatMul/ConvTranspose/Conv as first layer, reached only through "
+                          f"{'/'.join(sorted(PASSTHROUGH))}")
+    node, src = found[0]
+    if node.op_type.startswith("Conv") and node.input[0] != src:
+        raise BundleError(f"{node.op_type} node {node.name!r} takes the latent as its weight; SeFa cannot read it")
+    read = {"Gemm": lambda: _gemm(node, src, g), "MatMul": lambda: _matmul(node, src, g),
+            "ConvTranspose": lambda: _conv_transpose(node, g), "Conv": lambda: _conv(node, g)}
+    a = read[node.op_type]()
+    n = _latent_size(g.latent)
+    if n is not None and a.shape[1] != n:
+        raise BundleError(f"{node.op_type} node {node.name!r} maps {a.shape[1]} inputs, the latent has {n}; "
+                          "SeFa needs the first layer to see the whole latent at one spatial position")
+    weight = node.input[1] if node.input[0] == src else node.input[0]
+    return a, f"{node.op_type} {node.name or node.output[0]!r} (weight {weight!r}): A [{a.shape[0]}, {a.shape[1]}]"
+
+
+def _generator_model(source):
+    """A generator ModelProto from a ModelProto, a Bundle, a bundle folder, a .onnx file or None."""
+    from corrkit.bundle import Bundle, load_bundle, load_onnx
+
+    if hasattr(source, "graph"):
+        return source
+    if isinstance(source, Bundle):
+        return source.generator_model()
+    if source is not None and Path(source).is_file():
+        return load_onnx(source, "generator")  # a bare .onnx given to SeFa is a generator, not a fused model
+    return load_bundle(source).generator_model()
+
+
+def sefa(source=None) -> SefaResult:
+    """Closed-form directions of a generator (Shen & Zhou 2021, Eq. 5-6; SPEC §7).
+
+    Parameters
+    ----------
+    source : onnx.ModelProto, Bundle, path or None
+        The generator: a model, a bundle, a bundle folder, a generator ``.onnx`` file,
+        or None for the built-in bundle.
+
+    Returns
+    -------
+    SefaResult
+        ``directions`` float32 [N, N] (rows), ``eigenvalues`` float64 [N], descending.
+    """
+    a, layer = first_linear_map(_generator_model(source))
+    # As the official code: each output unit's weights to unit norm, so that loud units
+    # do not dominate. All-zero rows (cropped-out or dead units) stay zero.
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    a = a / np.where(norms > 0, norms, 1.0)
+    values, vectors = np.linalg.eigh(a.T @ a)  # ascending, columns
+    order = np.argsort(values)[::-1]
+    values, d = values[order], vectors[:, order].T
+    # eigh's signs are arbitrary; pin them so results are reproducible across BLAS builds.
+    lead = d[np.arange(len(d)), np.abs(d).argmax(axis=1)]
+    d = d * np.where(lead < 0, -1.0, 1.0)[:, None]
+    return SefaResult(directions=d.astype(np.float32), eigenvalues=values.astype(np.float64), layer=layer)
