@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corrkit.cli import apcr, bundle, export
+from corrkit.cli import apcr, bench, bundle, export
 from corrkit.cli import sefa
 
 app = typer.Typer(
@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
 )
 app.add_typer(apcr.app)
+app.add_typer(bench.app)
 app.add_typer(sefa.app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(export.app, name="export")

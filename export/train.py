@@ -121,7 +121,8 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
     start, wall = 0, 0.0
     if ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
-        G.load_state_dict(st["G"]); D.load_state_dict(st["D"]); oG.load_state_dict(st["oG"]); oD.load_state_dict(st["oD"])
+        G.load_state_dict(st["G"]); D.load_state_dict(st["D"])
+        oG.load_state_dict(st["oG"]); oD.load_state_dict(st["oD"])
         start, wall = st["epoch"], st["wall"]
         _log(f"gan: resuming after epoch {start}")
     bce = nn.BCEWithLogitsLoss()

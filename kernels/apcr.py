@@ -38,8 +38,8 @@ def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum
                 if r < 0 or r >= n_rows:
                     continue
                 kk = s if s < m else s + 1  # curve index k + m, skipping k = 0
-                for l in range(n_cls):
-                    curves_sum[i, kk, j, l] += probs[r, l]
+                for q in range(n_cls):
+                    curves_sum[i, kk, j, q] += probs[r, q]
                 d = np.float64(probs[r, j]) - b_j
                 apcr_sum[i, j] += abs(d) / b_j
                 if s < m:

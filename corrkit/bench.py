@@ -1,0 +1,99 @@
+"""Side-by-side throughput of corrkit and the alternatives, in points per second.
+
+A point is one latent code through the generator and then the classifier. All
+paths run in one process, one after another, on the same inputs, so ratios
+are comparable even on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from corrkit.bundle import Bundle, load_bundle
+
+
+@dataclass
+class Row:
+    path: str
+    points_per_second: float
+    note: str = ""
+
+
+def timed(fn, points: int, repeats: int = 3, min_seconds: float = 1.0) -> float:
+    """Best-of-``repeats`` points per second of ``fn`` (each repeat runs at least ``min_seconds``)."""
+    fn()  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn(); n += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds:
+                break
+        best = max(best, n * points / dt)
+    return best
+
+
+def raw_session(bundle: Bundle, batch: int, threads: int | None = None):
+    """The models as exported, two plain onnxruntime sessions with default options: a closure."""
+    import onnxruntime as ort
+
+    from corrkit.engine import cpu_count
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or cpu_count()
+    g = ort.InferenceSession(str(bundle.generator), so, providers=["CPUExecutionProvider"])
+    q = ort.InferenceSession(str(bundle.classifier), so, providers=["CPUExecutionProvider"])
+    z = np.random.default_rng(0).standard_normal((batch, bundle.latent_dim)).astype(np.float32)
+    gi, qi = g.get_inputs()[0].name, q.get_inputs()[0].name
+
+    def run():
+        return q.run(None, {qi: g.run(None, {gi: z})[0]})[0]
+
+    return run
+
+
+def engine_call(bundle: Bundle, batch: int, **engine_kw):
+    from corrkit.engine import Engine
+
+    e = Engine(bundle, batch_size=batch, **engine_kw)
+    z = np.random.default_rng(0).standard_normal((batch, bundle.latent_dim)).astype(np.float32)
+    return lambda: e.probabilities(z), e
+
+
+def corrkit_end_to_end(bundle: Bundle, mode: str = "fp32", device: str = "cpu", codes_per_class: int = 2,
+                       steps: int = 2) -> float:
+    """Points per second of a whole ``corrkit.apcr`` run (sampling, grid, inference, reductions)."""
+    from corrkit.sequential import apcr
+
+    kw = {"mode": mode} if mode != "fp32" else {}
+    apcr(bundle, samples_per_class=1, steps=1, device=device, directions=np.eye(bundle.latent_dim)[:2], **kw)
+    r = apcr(bundle, samples_per_class=codes_per_class, steps=steps, device=device, **kw)
+    return r.points / r.seconds
+
+
+def compare(bundle: Bundle | str | None = None, batch: int = 256, device: str = "cpu", torch_rows: bool = True,
+            quick: bool = False) -> list[Row]:
+    """Every available path on the same bundle; PyTorch rows need torch and the bundle's torch weights."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    secs = 0.3 if quick else 1.0
+    rows = []
+    if bundle.generator is not None:
+        rows.append(Row("onnxruntime raw session (as exported)", timed(raw_session(bundle, batch), batch,
+                                                                       min_seconds=secs)))
+    fn, e = engine_call(bundle, batch, device=device)
+    rows.append(Row(f"corrkit engine fp32 ({e.provider})", timed(fn, batch, min_seconds=secs)))
+    rows.append(Row("corrkit apcr end-to-end fp32", corrkit_end_to_end(bundle, device=device,
+                                                                       codes_per_class=1 if quick else 2)))
+    if torch_rows:
+        try:
+            from corrkit.export.bench_torch import torch_rows as _torch_rows
+        except ImportError:
+            rows.append(Row("PyTorch rows", float("nan"), "torch not installed (pip install 'corrkit[train]')"))
+        else:
+            rows += [Row(*r) for r in _torch_rows(bundle, batch, secs)]
+    return rows

@@ -1,0 +1,305 @@
+"""Controlling sets by optimisation (Li et al., ICPR 2020, Eq. 5-8; SPEC §3), torch-free.
+
+The objective, shared with the gradient implementation in :mod:`corrkit.export.optimize`:
+weights ``w = tanh(v)`` (``v = 0.5`` at the start) define the intervention
+
+- ``objective="paper"`` (default): ``z± = z ± xi * w``, ``xi ~ U[xi_min, xi_max]`` per code;
+- ``objective="authors"`` (the authors' released code): ``z± = z * (1 ± 10 mean(z) w)``;
+
+and the per-code loss ``L = -max(|S_j(z+) - S_j(z)|, |S_j(z-) - S_j(z)|) + lambda ||w||_2``
+is minimised by plain gradient descent on ``v`` over the codes of ``Z_j``.
+
+Both implementations draw the same mini-batches and the same ``xi`` from
+:class:`Schedule`, so for the same settings they follow the same trajectory up to
+the gradient estimate. Here the gradient of the data term is estimated from
+antithetic evaluations ``loss(v + sigma u) - loss(v - sigma u)`` over ``P``
+perturbations ``u`` (rows of random orthogonal matrices scaled to norm ``sqrt(N)``
+by default, or Gaussian), every perturbation x code x {+, -} in one engine batch,
+with the same ``xi`` for all of them (common random numbers). The gradient of the
+regulariser ``lambda ||tanh(v)||`` is known in closed form and used exactly
+**(choice)**: it carries no information about the model, only variance.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corrkit import io
+from corrkit.errors import CorrkitError, GridError
+
+OBJECTIVES = ("paper", "authors")
+PERTURBATIONS = ("orthogonal", "gaussian")
+WEIGHTS_FILE = "optimized_weights.npz"
+
+
+@dataclass
+class Settings:
+    """Everything that fixes an optimisation run (stored beside ``w*``)."""
+
+    objective: str = "paper"
+    iterations: int = 100
+    lr: float = 0.05
+    lam: float = 0.2
+    xi_min: float = 2.0
+    xi_max: float = 4.0
+    v_init: float = 0.5
+    batch_size: int = 8
+    samples_per_class: int = 32
+    threshold: float = 0.5
+    seed: int = 0
+    method: str = "zeroth-order"
+    perturbations: int = 32
+    perturbation_kind: str = "orthogonal"
+    sigma: float = 0.02
+
+    def check(self) -> "Settings":
+        if self.objective not in OBJECTIVES:
+            raise GridError(f"--objective must be one of {', '.join(OBJECTIVES)} (got {self.objective!r})")
+        if self.perturbation_kind not in PERTURBATIONS:
+            raise GridError(f"perturbations must be one of {', '.join(PERTURBATIONS)} (got {self.perturbation_kind!r})")
+        if self.iterations < 1 or self.batch_size < 1 or self.perturbations < 1:
+            raise GridError("--iterations, --batch-size and --perturbations must be >= 1")
+        if not (self.lr > 0 and self.lam >= 0 and self.sigma > 0 and 0 <= self.xi_min <= self.xi_max):
+            raise GridError("need lr > 0, lambda >= 0, sigma > 0 and 0 <= xi_min <= xi_max")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def intervention_scale(z: np.ndarray, xi: np.ndarray, objective: str) -> np.ndarray:
+    """``a`` with ``z± = z ± a * w`` (elementwise), float32 ``[B, N]``.
+
+    ``paper``: ``a = xi`` broadcast over dims; ``authors``: ``a = 10 mean(z) z``
+    (``xi`` unused), so that ``z ± a w = z * (1 ± 10 mean(z) w)``.
+    """
+    z = np.asarray(z, np.float32)
+    if objective == "paper":
+        return np.repeat(np.asarray(xi, np.float32)[:, None], z.shape[1], axis=1)
+    return (np.float32(10.0) * z.mean(axis=1, keepdims=True) * z).astype(np.float32)
+
+
+def data_term(s_plus: np.ndarray, s_minus: np.ndarray, s0: np.ndarray) -> np.ndarray:
+    """``-max(|S_j(z+) - S_j(z)|, |S_j(z-) - S_j(z)|)`` elementwise (any shape)."""
+    return -np.maximum(np.abs(s_plus - s0), np.abs(s_minus - s0))
+
+
+def loss(s_plus, s_minus, s0, w: np.ndarray, lam: float) -> float:
+    """Mean over codes of the SPEC §3 loss; ``s_*`` are ``S_j`` values ``[B]``, ``w`` is ``[N]``."""
+    return float(np.mean(data_term(s_plus, s_minus, s0)) + lam * np.linalg.norm(w))
+
+
+def regulariser_grad(v: np.ndarray, lam: float) -> np.ndarray:
+    """Exact ``d/dv lambda ||tanh(v)||_2``."""
+    w = np.tanh(v)
+    norm = np.linalg.norm(w)
+    return lam * (w / norm if norm > 0 else np.zeros_like(w)) * (1.0 - w * w)
+
+
+class Schedule:
+    """Mini-batches and ``xi`` draws of class ``j``, identical for both implementations.
+
+    Codes are visited in a fresh seeded permutation each pass (``batch_size`` at a
+    time, the last batch of a pass may be short), ``xi ~ U[xi_min, xi_max]`` per code.
+    """
+
+    def __init__(self, n_codes: int, settings: Settings, j: int):
+        self.n, self.s = int(n_codes), settings
+        self.rng = np.random.default_rng([settings.seed, j, 0])
+        self._order: list[int] = []
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices int64 [B], xi float32 [B])`` of the next step."""
+        if not self._order:
+            self._order = self.rng.permutation(self.n).tolist()
+        b = min(self.s.batch_size, len(self._order))
+        idx, self._order = np.array(self._order[:b], np.int64), self._order[b:]
+        xi = self.rng.uniform(self.s.xi_min, self.s.xi_max, size=b).astype(np.float32)
+        return idx, xi
+
+
+def perturbation_matrix(rng: np.random.Generator, p: int, n: int, kind: str) -> np.ndarray:
+    """``[p, n]`` float64 directions with ``E[u u^T] = I``.
+
+    ``orthogonal``: rows of independent random orthogonal ``n x n`` matrices (Haar,
+    by QR of a Gaussian matrix with signs fixed), times ``sqrt(n)``; with ``p = n`` the
+    estimate is exact central differences in a random basis. ``gaussian``: ``N(0, I)``.
+    """
+    if kind == "gaussian":
+        return rng.standard_normal((p, n))
+    blocks = []
+    for _ in range(-(-p // n)):
+        q, r = np.linalg.qr(rng.standard_normal((n, n)))
+        blocks.append(q * np.sign(np.diag(r)))
+    return np.sqrt(n) * np.concatenate(blocks, axis=0)[:p]
+
+
+def zo_gradient(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarray, v: np.ndarray,
+                u: np.ndarray, sigma: float, lam: float) -> tuple[np.ndarray, float]:
+    """Zeroth-order estimate of ``dL/dv`` and the loss at ``v``.
+
+    Parameters
+    ----------
+    probs_fn : callable float32 [R, N] -> float32 [R, C]
+        The model ``S`` (e.g. :meth:`corrkit.engine.Engine.probabilities`); called once.
+    z : float32 [B, N]; s0 : float [B]
+        Codes and their ``S_j(z)``.
+    scale : float32 [B, N]
+        :func:`intervention_scale` of the codes (fixed across perturbations: common random numbers).
+    v : float64 [N]; u : float64 [P, N]
+
+    Returns
+    -------
+    grad : float64 [N]
+        ``mean_p (L_d(v + sigma u_p) - L_d(v - sigma u_p)) / (2 sigma) u_p`` plus the exact
+        regulariser gradient, where ``L_d`` is the mean data term over the codes.
+    loss : float
+        The loss at ``v`` (from the same batch).
+    """
+    p, (b, n) = len(u), z.shape
+    vs = np.concatenate([v[None] + sigma * u, v[None] - sigma * u, v[None]])  # [2P+1, N]
+    ws = np.tanh(vs).astype(np.float32)
+    shift = scale[None, :, :] * ws[:, None, :]  # [2P+1, B, N]
+    pts = np.concatenate([z[None] + shift, z[None] - shift]).reshape(-1, n)  # [2, 2P+1, B] rows
+    s = probs_fn(np.ascontiguousarray(pts, np.float32))[:, j].astype(np.float64).reshape(2, 2 * p + 1, b)
+    data = data_term(s[0], s[1], np.asarray(s0, np.float64)[None]).mean(axis=1)  # [2P+1]
+    diff = (data[:p] - data[p:2 * p]) / (2.0 * sigma)
+    grad = (diff[:, None] * u).mean(axis=0) + regulariser_grad(v, lam)
+    return grad, float(data[-1] + lam * np.linalg.norm(ws[-1].astype(np.float64)))
+
+
+@dataclass
+class OptimizedWeights:
+    """``w*`` for every class and how it was found.
+
+    Attributes
+    ----------
+    w : float32 [C, N]
+        ``tanh(v*)`` per class.
+    loss : float64 [C, T]
+        Loss of each step's mini-batch at the step's ``v`` (before the update).
+    classes : list of str; counts : int64 [C] (codes per class set); settings : dict
+    """
+
+    w: np.ndarray
+    loss: np.ndarray
+    classes: list[str]
+    counts: np.ndarray
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def controlling_set(self, k: int = 10) -> np.ndarray:
+        """``[C, k]`` int64: the top-``k`` dims per class by ``|w*_j|`` (``C_j^opt``)."""
+        from corrkit.kernels.ranking import top_k
+
+        return top_k(np.abs(self.w).T, k)
+
+    def summary(self, k: int = 10) -> dict:
+        sets = self.controlling_set(min(k, self.w.shape[1]))
+        return {"settings": self.settings, "seconds": round(self.seconds, 3), "counts": self.counts.tolist(),
+                "classes": list(self.classes), "final_loss": self.loss[:, -1].round(6).tolist(),
+                "top": {c: [{"dim": int(i), "w": round(float(self.w[j, i]), 6)} for i in sets[j]]
+                        for j, c in enumerate(self.classes)}}
+
+    def save(self, path: str | Path) -> None:
+        """One ``.npz``: ``w``, ``loss``, ``counts``, ``classes`` and ``settings`` (a JSON string), atomically."""
+        meta = dict(self.settings, seconds=round(self.seconds, 3))
+        io.write_npz(path, w=self.w.astype(np.float32), loss=self.loss, counts=self.counts,
+                     classes=np.array(self.classes), settings=np.array(json.dumps(meta, sort_keys=True)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OptimizedWeights":
+        path = Path(path)
+        try:
+            d = np.load(path, allow_pickle=False)
+            w = d["w"]
+            settings = json.loads(str(d["settings"])) if "settings" in d.files else {}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CorrkitError(f"{path} is not an optimized-weights file with an array `w` ({exc}); "
+                               "make one with `corrkit optimize --out` or `corrkit export optimize`") from None
+        if w.ndim != 2:
+            raise CorrkitError(f"{path}: `w` has shape {list(w.shape)}, expected [C, N]")
+        classes = [str(c) for c in d["classes"]] if "classes" in d.files else [str(j) for j in range(len(w))]
+        loss = d["loss"] if "loss" in d.files else np.zeros((len(w), 0))
+        counts = d["counts"] if "counts" in d.files else np.zeros(len(w), np.int64)
+        return cls(w=w, loss=loss, classes=classes, counts=counts, settings=settings,
+                   seconds=float(settings.get("seconds", 0.0)))
+
+
+def code_sets(bundle, settings: Settings, engine=None, device: str = "auto", progress=None):
+    """The class-conditional sets of SPEC §1, drawn exactly as ``corrkit apcr`` draws them."""
+    from corrkit.engine import Engine
+    from corrkit.latents import class_sets
+
+    engine = engine or Engine(bundle, device=device)
+    return class_sets(engine, bundle.n_classes, settings.samples_per_class, settings.threshold, settings.seed,
+                      progress=progress), engine
+
+
+def optimize(bundle=None, settings: Settings | None = None, *, engine=None, device: str = "auto",
+             classes: list[int] | None = None, progress=None, **overrides) -> OptimizedWeights:
+    """Zeroth-order ``w*`` for every class on the ONNX models (SPEC §3), no torch.
+
+    Parameters
+    ----------
+    bundle : Bundle, path or None
+        ``None`` is the built-in bundle.
+    settings : Settings, optional
+        Defaults of :class:`Settings`; keyword ``overrides`` replace single fields.
+    classes : list of int, optional
+        Optimise only these classes (the others' rows of ``w`` stay ``tanh(v_init)``).
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    OptimizedWeights
+    """
+    from corrkit.bundle import Bundle, load_bundle
+
+    settings = Settings(**{**asdict(settings or Settings()), **overrides, "method": "zeroth-order"}).check()
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    t0 = time.perf_counter()
+    report = progress or (lambda *a: None)
+    sets, engine = code_sets(bundle, settings, engine, device, lambda d, t: report("codes", d, t))
+    c, n, t = bundle.n_classes, bundle.latent_dim, settings.iterations
+    todo = list(range(c)) if classes is None else list(classes)
+    w = np.full((c, n), np.tanh(settings.v_init), np.float32)
+    losses = np.full((c, t), np.nan)
+    for done, j in enumerate(todo):
+        rows = np.flatnonzero(sets.labels == j)
+        if len(rows) == 0:
+            continue
+        z_j, s0_j = sets.latents[rows], sets.base[rows, j]
+        sched = Schedule(len(rows), settings, j)
+        rng_u = np.random.default_rng([settings.seed, j, 1])
+        v = np.full(n, settings.v_init, np.float64)
+        for it in range(t):
+            idx, xi = sched.next()
+            scale = intervention_scale(z_j[idx], xi, settings.objective)
+            u = perturbation_matrix(rng_u, settings.perturbations, n, settings.perturbation_kind)
+            grad, losses[j, it] = zo_gradient(engine.probabilities, z_j[idx], s0_j[idx], j, scale, v, u,
+                                              settings.sigma, settings.lam)
+            v -= settings.lr * grad
+            report("optimise", done * t + it + 1, len(todo) * t)
+        w[j] = np.tanh(v)
+    return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts,
+                            settings=dict(settings.to_dict(), device=engine.device, provider=engine.provider),
+                            seconds=time.perf_counter() - t0)
+
+
+def agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict:
+    """Top-``k`` overlap of ``|w|`` and cosine of ``w`` per class between two ``[C, N]`` weight sets."""
+    from corrkit.kernels.ranking import top_k
+
+    sa, sb = top_k(np.abs(a).T, k), top_k(np.abs(b).T, k)
+    overlap = np.array([len(set(x) & set(y)) / k for x, y in zip(sa.tolist(), sb.tolist())])
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+    return {"k": k, "overlap": overlap.tolist(), "mean_overlap": float(overlap.mean()),
+            "cosine": cos.tolist(), "mean_cosine": float(cos.mean())}

@@ -1,0 +1,166 @@
+"""Controlling sets by gradient optimisation on the torch modules (Li et al., ICPR 2020, Eq. 5-8; SPEC §3).
+
+The same objective, code sets, mini-batches and ``xi`` draws as the torch-free
+:func:`corrkit.optimize.optimize`; only the gradient differs: exact (autograd)
+here, estimated from antithetic evaluations there. The class-conditional sets are
+drawn on the bundle's ONNX engine with :func:`corrkit.latents.class_sets`, so they
+are the very codes ``corrkit apcr`` analyses, and the torch modules are checked
+against the ONNX models on those codes before anything is optimised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corrkit.errors import BundleError
+from corrkit.optimize import WEIGHTS_FILE, OptimizedWeights, Schedule, Settings, code_sets, intervention_scale
+
+WEIGHTS = Path(__file__).parent / "weights"
+MATCH_ATOL = 1e-4
+
+
+class FusedTorch(torch.nn.Module):
+    """``z [B, N] -> S(z) [B, C]``: generator, range map, classifier, softmax (logits classifiers)."""
+
+    def __init__(self, generator: torch.nn.Module, classifier: torch.nn.Module, gen_range=(-1.0, 1.0),
+                 cls_range=(-1.0, 1.0), logits: bool = True):
+        super().__init__()
+        self.generator, self.classifier, self.logits = generator.eval(), classifier.eval(), logits
+        (lo_g, hi_g), (lo_q, hi_q) = gen_range, cls_range
+        self.scale = (hi_q - lo_q) / (hi_g - lo_g)
+        self.shift = lo_q - lo_g * self.scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.classifier(self.generator(z) * self.scale + self.shift)
+        return torch.softmax(out, dim=1) if self.logits else out
+
+
+def load_modules(bundle, weights: str | Path = WEIGHTS) -> FusedTorch:
+    """The paper's Generator/Classifier from ``weights/{generator,classifier}.pt`` (state dicts)."""
+    from corrkit.export.models import Classifier, Generator
+
+    weights = Path(weights)
+    g, q = Generator(bundle.latent_dim), Classifier(bundle.n_classes)
+    for module, name in ((g, "generator.pt"), (q, "classifier.pt")):
+        path = weights / name
+        if not path.is_file():
+            raise BundleError(f"{path} does not exist; give --weights DIR holding generator.pt and classifier.pt")
+        try:
+            module.load_state_dict(torch.load(path, map_location="cpu"))
+        except RuntimeError as exc:
+            raise BundleError(f"{path} does not fit the paper's architecture ({str(exc).splitlines()[0]})") from None
+    for p in list(g.parameters()) + list(q.parameters()):
+        p.requires_grad_(False)
+    return FusedTorch(g, q, bundle.generator_output_range, bundle.classifier_input_range,
+                      bundle.classifier_output == "logits")
+
+
+def check_matches(model: FusedTorch, latents: np.ndarray, probs: np.ndarray, atol: float = MATCH_ATOL) -> float:
+    """Max ``|S_torch - S_onnx|`` on the given codes; a :class:`BundleError` above ``atol``."""
+    with torch.no_grad():
+        got = model(torch.from_numpy(np.ascontiguousarray(latents))).numpy()
+    diff = float(np.max(np.abs(got - probs)))
+    if not np.isfinite(diff) or diff > atol:
+        raise BundleError(f"the torch modules disagree with the bundle's ONNX models (max |dS| = {diff:.3g}); "
+                          "give --weights DIR with the generator.pt/classifier.pt this bundle was exported from")
+    return diff
+
+
+def loss_and_grad(model: torch.nn.Module, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarray,
+                  v: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
+    """The SPEC §3 loss (mean over codes) at ``v`` and its autograd gradient ``dL/dv``.
+
+    Parameters
+    ----------
+    model : callable float32 [R, N] -> probabilities [R, C] (torch)
+    z : float32 [B, N]; s0 : float [B] (``S_j(z)``); scale : float32 [B, N] (see
+        :func:`corrkit.optimize.intervention_scale`); v : float [N]
+
+    Returns
+    -------
+    grad : float64 [N]; loss : float
+    """
+    vt = torch.tensor(np.asarray(v, np.float64), dtype=torch.float64, requires_grad=True)
+    w = torch.tanh(vt)
+    zt, at = torch.from_numpy(np.ascontiguousarray(z)), torch.from_numpy(np.ascontiguousarray(scale))
+    shift = at * w.float()
+    s = model(torch.cat([zt + shift, zt - shift]))[:, j].double()
+    b = len(z)
+    base = torch.from_numpy(np.asarray(s0, np.float64))
+    data = -torch.maximum((s[:b] - base).abs(), (s[b:] - base).abs())
+    loss = data.mean() + lam * torch.linalg.vector_norm(w)
+    loss.backward()
+    return vt.grad.numpy().copy(), float(loss)
+
+
+def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights: str | Path = WEIGHTS,
+                      model: torch.nn.Module | None = None, engine=None, classes: list[int] | None = None,
+                      progress=None, **overrides) -> OptimizedWeights:
+    """Gradient ``w*`` for every class (SPEC §3), plain gradient descent on ``v``.
+
+    Parameters
+    ----------
+    bundle : Bundle, path or None
+        Where the code sets are drawn (``None``: the built-in bundle).
+    settings : Settings, optional; ``overrides`` replace single fields.
+    weights : path
+        Folder with the torch state dicts (default: the built-in bundle's).
+    model : torch module, optional
+        ``z -> S(z)`` to use instead of loading ``weights`` (still checked against the bundle).
+
+    Returns
+    -------
+    OptimizedWeights
+    """
+    from corrkit.bundle import Bundle, load_bundle
+
+    settings = Settings(**{**asdict(settings or Settings()), **overrides, "method": "gradient"}).check()
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    t0 = time.perf_counter()
+    report = progress or (lambda *a: None)
+    sets, engine = code_sets(bundle, settings, engine, "cpu", lambda d, t: report("codes", d, t))
+    model = model if model is not None else load_modules(bundle, weights)
+    max_diff = check_matches(model, sets.latents[:64], sets.base[:64])
+    c, n, t = bundle.n_classes, bundle.latent_dim, settings.iterations
+    todo = list(range(c)) if classes is None else list(classes)
+    w = np.full((c, n), np.tanh(settings.v_init), np.float32)
+    losses = np.full((c, t), np.nan)
+    for done, j in enumerate(todo):
+        rows = np.flatnonzero(sets.labels == j)
+        if len(rows) == 0:
+            continue
+        z_j, s0_j = sets.latents[rows], sets.base[rows, j]
+        sched = Schedule(len(rows), settings, j)
+        v = np.full(n, settings.v_init, np.float64)
+        for it in range(t):
+            idx, xi = sched.next()
+            scale = intervention_scale(z_j[idx], xi, settings.objective)
+            grad, losses[j, it] = loss_and_grad(model, z_j[idx], s0_j[idx], j, scale, v, settings.lam)
+            v -= settings.lr * grad
+            report("optimise", done * t + it + 1, len(todo) * t)
+        w[j] = np.tanh(v)
+    meta = dict(settings.to_dict(), device="cpu", provider="torch " + torch.__version__,
+                torch_vs_onnx_max_abs_diff=max_diff)
+    return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, settings=meta,
+                            seconds=time.perf_counter() - t0)
+
+
+def optimize_bundle(bundle=None, out: str | Path | None = None, **kwargs) -> tuple[OptimizedWeights, Path]:
+    """:func:`optimize_gradient` and store ``w*`` as ``optimized_weights.npz`` in the bundle folder (or ``out``)."""
+    from corrkit.bundle import Bundle, load_bundle
+
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    if out is None:
+        if bundle.path is None:
+            raise BundleError("a fused model has no bundle folder to store optimized_weights.npz in; give --out")
+        out = Path(bundle.path) / WEIGHTS_FILE
+    result = optimize_gradient(bundle, **kwargs)
+    result.save(out)
+    return result, Path(out)
