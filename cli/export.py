@@ -45,3 +45,28 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
 
     card = build(work, out or BUILTIN, data_dir)
     c.echo_json(card["metrics"])
+
+
+@app.command("optimize")
+@c.handles_errors
+def optimize(model: Optional[Path] = c.ModelArg,
+             objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
+             iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
+             batch_size: int = typer.Option(8, help="Codes per step."),
+             seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
+             weights: Optional[Path] = typer.Option(None, help="Folder with generator.pt and classifier.pt "
+                                                    "(default: the built-in bundle's)."),
+             out: Optional[Path] = typer.Option(None, help="Output .npz (default: optimized_weights.npz in the "
+                                                "bundle folder)."),
+             json_out: bool = c.JsonOpt):
+    """Gradient optimisation of w* per class on the torch modules (SPEC §3); stores it in the bundle."""
+    need_torch()
+    from corrkit.export.optimize import WEIGHTS, optimize_bundle
+
+    bundle = c.resolve_bundle(model)
+    with c.progress_bar(not json_out) as progress:
+        result, path = optimize_bundle(bundle, out, objective=objective, iterations=iterations,
+                                       batch_size=batch_size, seed=seed, weights=weights or WEIGHTS,
+                                       progress=progress)
+    summary = {**result.summary(), "out": path}
+    c.echo_json(summary) if json_out else typer.echo(f"wrote {path} ({result.seconds:.0f} s)")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from corrkit.cli import apcr, bench, bundle, export
+from corrkit.cli import apcr, bench, bundle, compare, export
 from corrkit.cli import sefa
+from corrkit.cli import optimize
+from corrkit.cli import control
+from corrkit.cli import manipulate
+from corrkit.cli import translate
 
 app = typer.Typer(
     help="corrkit: what does each latent variable of a GAN control?",
@@ -13,7 +17,12 @@ app = typer.Typer(
 )
 app.add_typer(apcr.app)
 app.add_typer(bench.app)
+app.add_typer(compare.app)
 app.add_typer(sefa.app)
+app.add_typer(optimize.app)
+app.add_typer(control.app)
+app.add_typer(manipulate.app)
+app.add_typer(translate.app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(export.app, name="export")
 

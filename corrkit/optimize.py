@@ -14,8 +14,8 @@ Both implementations draw the same mini-batches and the same ``xi`` from
 the gradient estimate. Here the gradient of the data term is estimated from
 antithetic evaluations ``loss(v + sigma u) - loss(v - sigma u)`` over ``P``
 perturbations ``u`` (rows of random orthogonal matrices scaled to norm ``sqrt(N)``
-by default, or Gaussian), every perturbation x code x {+, -} in one engine batch,
-with the same ``xi`` for all of them (common random numbers). The gradient of the
+by default, or Gaussian), every perturbation x code x {+sigma, -sigma} in one engine
+batch, with the same ``xi`` for all of them (common random numbers). The gradient of the
 regulariser ``lambda ||tanh(v)||`` is known in closed form and used exactly
 **(choice)**: it carries no information about the model, only variance.
 """
@@ -55,7 +55,7 @@ class Settings:
     method: str = "zeroth-order"
     perturbations: int = 32
     perturbation_kind: str = "orthogonal"
-    sigma: float = 0.02
+    sigma: float = 0.005
 
     def check(self) -> "Settings":
         if self.objective not in OBJECTIVES:
@@ -143,10 +143,16 @@ def zo_gradient(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarr
                 u: np.ndarray, sigma: float, lam: float) -> tuple[np.ndarray, float]:
     """Zeroth-order estimate of ``dL/dv`` and the loss at ``v``.
 
+    Two engine calls: the ``2B`` points ``z ± a w`` at ``v`` give the loss and, per code,
+    the branch that attains the max; then one batch of ``2 P B`` points evaluates that
+    branch at ``v + sigma u_p`` and ``v - sigma u_p`` for every perturbation and code.
+    The max is locally its active branch, so this is the same derivative autograd
+    takes, at half the cost of evaluating both branches.
+
     Parameters
     ----------
     probs_fn : callable float32 [R, N] -> float32 [R, C]
-        The model ``S`` (e.g. :meth:`corrkit.engine.Engine.probabilities`); called once.
+        The model ``S`` (e.g. :meth:`corrkit.engine.Engine.probabilities`).
     z : float32 [B, N]; s0 : float [B]
         Codes and their ``S_j(z)``.
     scale : float32 [B, N]
@@ -157,20 +163,23 @@ def zo_gradient(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarr
     -------
     grad : float64 [N]
         ``mean_p (L_d(v + sigma u_p) - L_d(v - sigma u_p)) / (2 sigma) u_p`` plus the exact
-        regulariser gradient, where ``L_d`` is the mean data term over the codes.
+        regulariser gradient, ``L_d`` the mean data term over the codes.
     loss : float
-        The loss at ``v`` (from the same batch).
+        The loss at ``v``.
     """
     p, (b, n) = len(u), z.shape
-    vs = np.concatenate([v[None] + sigma * u, v[None] - sigma * u, v[None]])  # [2P+1, N]
-    ws = np.tanh(vs).astype(np.float32)
-    shift = scale[None, :, :] * ws[:, None, :]  # [2P+1, B, N]
-    pts = np.concatenate([z[None] + shift, z[None] - shift]).reshape(-1, n)  # [2, 2P+1, B] rows
-    s = probs_fn(np.ascontiguousarray(pts, np.float32))[:, j].astype(np.float64).reshape(2, 2 * p + 1, b)
-    data = data_term(s[0], s[1], np.asarray(s0, np.float64)[None]).mean(axis=1)  # [2P+1]
-    diff = (data[:p] - data[p:2 * p]) / (2.0 * sigma)
+    s0 = np.asarray(s0, np.float64)
+    w = np.tanh(v).astype(np.float32)
+    here = probs_fn(np.concatenate([z + scale * w, z - scale * w]))[:, j].astype(np.float64)
+    d_plus, d_minus = np.abs(here[:b] - s0), np.abs(here[b:] - s0)
+    sign = np.where(d_plus >= d_minus, np.float32(1), np.float32(-1))[:, None]
+    ws = np.tanh(np.concatenate([v[None] + sigma * u, v[None] - sigma * u])).astype(np.float32)  # [2P, N]
+    pts = (z[None] + (sign * scale)[None] * ws[:, None, :]).reshape(-1, n)  # [2P * B, N]
+    s = probs_fn(np.ascontiguousarray(pts)).reshape(2 * p, b, -1)[:, :, j].astype(np.float64)
+    data = -np.abs(s - s0[None]).mean(axis=1)  # [2P]
+    diff = (data[:p] - data[p:]) / (2.0 * sigma)
     grad = (diff[:, None] * u).mean(axis=0) + regulariser_grad(v, lam)
-    return grad, float(data[-1] + lam * np.linalg.norm(ws[-1].astype(np.float64)))
+    return grad, float(-np.maximum(d_plus, d_minus).mean() + lam * np.linalg.norm(np.tanh(v)))
 
 
 @dataclass

@@ -95,7 +95,7 @@ def loss_and_grad(model: torch.nn.Module, z: np.ndarray, s0: np.ndarray, j: int,
     data = -torch.maximum((s[:b] - base).abs(), (s[b:] - base).abs())
     loss = data.mean() + lam * torch.linalg.vector_norm(w)
     loss.backward()
-    return vt.grad.numpy().copy(), float(loss)
+    return vt.grad.numpy().copy(), float(loss.detach())
 
 
 def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights: str | Path = WEIGHTS,

@@ -1,0 +1,91 @@
+"""End-to-end points per second: corrkit against the raw session and PyTorch (same run, same model).
+
+One point is one latent code through the generator and the classifier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from corrkit.bench import engine_call, raw_session
+from corrkit.bundle import load_bundle
+from corrkit.sequential import apcr
+
+BATCH = 256
+GROUP = "points/s on the built-in bundle, CPU"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle()
+
+
+def test_raw_onnxruntime_session(benchmark, bundle, record):
+    run = raw_session(bundle, BATCH)
+    run()
+    benchmark.pedantic(run, rounds=10, iterations=1)
+    record(benchmark, GROUP, "onnxruntime raw sessions, model as exported", BATCH)
+
+
+@pytest.mark.parametrize("mode", ["fp32"])
+def test_corrkit_engine(benchmark, bundle, record, mode):
+    run, _ = engine_call(bundle, BATCH, device="cpu")
+    run()
+    benchmark.pedantic(run, rounds=10, iterations=1)
+    record(benchmark, GROUP, f"corrkit engine {mode}", BATCH)
+
+
+@pytest.mark.parametrize("mode", ["fp32"])
+def test_corrkit_apcr_end_to_end(benchmark, bundle, record, mode):
+    dirs = np.eye(100, dtype=np.float32)[:40]
+    apcr(bundle, samples_per_class=1, steps=1, device="cpu", directions=dirs[:2])
+    out = {}
+
+    def run():
+        out["r"] = apcr(bundle, samples_per_class=2, steps=2, device="cpu", directions=dirs)
+
+    benchmark.pedantic(run, rounds=2, iterations=1)
+    r = out["r"]
+    record(benchmark, GROUP, f"corrkit apcr end-to-end {mode} (grid+sampling+reduce)", r.points)
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def modules():
+    from corrkit.export.bench_torch import load_builtin_modules
+
+    return load_builtin_modules()
+
+
+def test_torch_paper_loop(benchmark, modules, record):
+    g, q = modules
+    z = torch.randn(16, 100)
+
+    @torch.no_grad()
+    def run():
+        for i in range(16):
+            torch.softmax(q(g(z[i:i + 1])), 1)
+
+    run()
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    record(benchmark, GROUP, "PyTorch paper-style loop, one code at a time", 16)
+
+
+@pytest.mark.parametrize("layout,bf16", [("nchw", False), ("channels_last", False), ("channels_last", True)])
+def test_torch_eager(benchmark, modules, record, layout, bf16):
+    g, q = modules
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    g, q = g.to(memory_format=fmt), q.to(memory_format=fmt)
+    z = torch.randn(BATCH, 100)
+
+    @torch.no_grad()
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return torch.softmax(q(g(z).contiguous(memory_format=fmt)).float(), 1)
+
+    run()
+    benchmark.pedantic(run, rounds=10, iterations=1)
+    record(benchmark, GROUP, f"PyTorch eager {'bf16' if bf16 else 'fp32'} {layout}", BATCH)

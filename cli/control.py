@@ -1,0 +1,30 @@
+"""`corrkit control`: intersection ratio of C_seq and C_opt (paper Table 1, SPEC §4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+
+app = typer.Typer()
+
+
+@app.command("control")
+@c.handles_errors
+def control_command(
+    run_dir: Optional[Path] = typer.Argument(None, help="A `corrkit apcr --out` folder (default: run apcr with its "
+                                             "defaults on the built-in bundle).", show_default=False),
+    top_k: int = typer.Option(10, help="k: size of both controlling sets."),
+    weights: Optional[Path] = typer.Option(None, help="Optimised weights .npz (default: the bundle's "
+                                           "optimized_weights.npz)."),
+    json_out: bool = c.JsonOpt,
+):
+    """Compare the top-k dims by APCR with the top-k by |w*| per class (intersection ratio)."""
+    from corrkit.control import control, control_table
+
+    with c.progress_bar(not json_out) as progress:
+        result = control(run_dir, weights, top_k, progress=progress)
+    c.echo_json(result.to_json()) if json_out else control_table(result)

@@ -1,0 +1,37 @@
+"""`corrkit manipulate`: lower a class's probability through its controlling set (SPEC §5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+
+app = typer.Typer()
+
+
+@app.command("manipulate")
+@c.handles_errors
+def manipulate_command(
+    model: Optional[Path] = c.ModelArg,
+    class_: str = typer.Option("all", "--class", help="Class index or name, or 'all'."),
+    top_k: int = typer.Option(10, help="Dims per set (top, bottom and random)."),
+    alpha: float = typer.Option(2.0, help="Step along every dim of the set."),
+    steps: int = typer.Option(4, help="Alpha steps measured and drawn (alpha·1/steps .. alpha)."),
+    seed: int = typer.Option(0, help="Seed of the random sets."),
+    run: Optional[Path] = typer.Option(None, help="A `corrkit apcr --out` folder (default: run apcr now)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for manipulate.json and PNG grids."),
+    device: str = c.DeviceOpt,
+    json_out: bool = c.JsonOpt,
+):
+    """Push codes of a class along its top-, bottom- and random-k dims; report drops and flip rates."""
+    from corrkit.manipulate import class_index, manipulate, manipulation_table
+
+    bundle = c.resolve_bundle(model)
+    classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]
+    with c.progress_bar(not json_out) as progress:
+        result = manipulate(bundle, run=run, classes=classes, top_k=top_k, alpha=alpha, steps=steps, seed=seed,
+                            out=out, device=device, progress=progress)
+    c.echo_json(result.to_json()) if json_out else manipulation_table(result)

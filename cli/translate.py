@@ -1,0 +1,42 @@
+"""`corrkit translate`: class-to-class translation by extreme interventions (SPEC §5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+from corrkit.errors import CorrkitError
+
+app = typer.Typer()
+
+
+@app.command("translate")
+@c.handles_errors
+def translate_command(
+    model: Optional[Path] = c.ModelArg,
+    source: Optional[str] = typer.Option(None, help="Source class (index or name)."),
+    target: Optional[str] = typer.Option(None, help="Target class (index or name)."),
+    all_pairs: bool = typer.Option(False, "--all", help="Every ordered pair (the default without --source)."),
+    top_k: int = typer.Option(10, help="Dims pushed together."),
+    alpha: float = typer.Option(6.0, help="Largest step along every chosen dim."),
+    steps: int = typer.Option(4, help="Alpha steps (alpha·1/steps .. alpha)."),
+    run: Optional[Path] = typer.Option(None, help="A `corrkit apcr --out` folder (default: run apcr now)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for translate.json and PNG grids."),
+    device: str = c.DeviceOpt,
+    json_out: bool = c.JsonOpt,
+):
+    """Translate codes of one class into another; the success matrix over all pairs."""
+    from corrkit.manipulate import class_index
+    from corrkit.translate import translate, translation_table
+
+    bundle = c.resolve_bundle(model)
+    if (source is None) != (target is None) or (all_pairs and source is not None):
+        raise CorrkitError("give --source and --target together, or --all (the default) alone")
+    pairs = None if source is None else [(class_index(source, bundle.classes), class_index(target, bundle.classes))]
+    with c.progress_bar(not json_out) as progress:
+        result = translate(bundle, run=run, pairs=pairs, top_k=top_k, alpha=alpha, steps=steps, out=out,
+                           device=device, progress=progress)
+    c.echo_json(result.to_json()) if json_out else translation_table(result)

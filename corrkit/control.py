@@ -1,0 +1,142 @@
+"""Intersection ratio of the two controlling sets (Li et al., ICPR 2020, Table 1; SPEC §4).
+
+``IR_j = |C_j^seq ∩ C_j^opt| / k``: ``C_j^seq`` are the top-``k`` latent dims of class
+``j`` by APCR (sequential intervention, SPEC §2), ``C_j^opt`` the top-``k`` by
+``|w*_j|`` (optimisation, SPEC §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from corrkit.errors import CorrkitError
+
+# Li et al. (ICPR 2020), Table 1: Fashion-MNIST, k = 10, classes in the dataset's order.
+PAPER_TABLE1 = (0.7, 0.9, 0.7, 0.8, 0.4, 1.0, 0.7, 0.9, 0.7, 0.7)
+PAPER_TABLE1_MEAN = 0.75
+
+
+def intersection_ratio(seq: np.ndarray, opt: np.ndarray) -> np.ndarray:
+    """``|C_j^seq ∩ C_j^opt| / k`` per class.
+
+    Parameters
+    ----------
+    seq, opt : int [C, k]
+        Controlling sets, one row per class (each row without repeats).
+
+    Returns
+    -------
+    float64 [C]
+    """
+    seq, opt = np.asarray(seq), np.asarray(opt)
+    if seq.shape != opt.shape or seq.ndim != 2 or seq.shape[1] == 0:
+        raise CorrkitError(f"controlling sets must both be [C, k] with k >= 1 (got {list(seq.shape)} and "
+                           f"{list(opt.shape)})")
+    k = seq.shape[1]
+    return np.array([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(seq, opt)], dtype=np.float64)
+
+
+@dataclass
+class ControlResult:
+    """Both controlling sets and their intersection ratio per class.
+
+    Attributes
+    ----------
+    seq, opt : int64 [C, k]; ratio : float64 [C]; classes : list of str; k : int
+    paper : tuple of float or None
+        Table 1 of the paper, when the model has its 10 Fashion-MNIST classes.
+    """
+
+    seq: np.ndarray
+    opt: np.ndarray
+    ratio: np.ndarray
+    classes: list[str]
+    k: int
+    paper: tuple | None = None
+    weights_path: str = ""
+
+    @property
+    def mean(self) -> float:
+        return float(self.ratio.mean())
+
+    def to_json(self) -> dict:
+        out = {
+            "k": self.k,
+            "classes": list(self.classes),
+            "intersection_ratio": {"per_class": self.ratio.tolist(), "mean": self.mean},
+            "sets": {"seq": self.seq.tolist(), "opt": self.opt.tolist(),
+                     "common": [sorted(set(a) & set(b)) for a, b in zip(self.seq.tolist(), self.opt.tolist())]},
+            "weights": self.weights_path,
+        }
+        if self.paper is not None:
+            out["paper"] = {"per_class": list(self.paper), "mean": PAPER_TABLE1_MEAN}
+        return out
+
+
+def default_weights_path(run) -> Path:
+    """``optimized_weights.npz`` in the folder of the bundle the run analysed."""
+    from corrkit.bundle import builtin_path
+    from corrkit.optimize import WEIGHTS_FILE
+
+    where = (run.bundle_card or {}).get("path") or str(builtin_path())
+    where = Path(where)
+    return (where if where.is_dir() else where.parent) / WEIGHTS_FILE
+
+
+def control(run=None, weights=None, top_k: int = 10, progress=None) -> ControlResult:
+    """Compare ``C_j^seq`` of an APCR run with ``C_j^opt`` of optimised weights (SPEC §4).
+
+    Parameters
+    ----------
+    run : APCRResult, run folder or None
+        ``None`` runs :func:`corrkit.apcr` with its defaults on the built-in bundle.
+        The run must use the latent axes as directions.
+    weights : OptimizedWeights, path or None
+        ``None``: ``optimized_weights.npz`` of the run's bundle.
+    """
+    from corrkit.optimize import OptimizedWeights
+    from corrkit.sequential import APCRResult, apcr
+
+    if run is None:
+        run = apcr(progress=progress)
+    elif not isinstance(run, APCRResult):
+        run = APCRResult.load(run)
+    path = ""
+    if not isinstance(weights, OptimizedWeights):
+        path = Path(weights) if weights is not None else default_weights_path(run)
+        if not path.is_file():
+            raise CorrkitError(f"no optimised weights at {path}; make them with `corrkit export optimize` or "
+                               "`corrkit optimize --out w.npz`, or pass --weights")
+        weights = OptimizedWeights.load(path)
+    k_dirs, c = run.apcr.shape
+    n = run.latents.shape[1]
+    if k_dirs != n or not np.array_equal(run.directions, np.eye(n, dtype=run.directions.dtype)):
+        raise CorrkitError("the APCR run did not use the latent axes as directions; the intersection ratio "
+                           "compares latent dims, so run `corrkit apcr` without --directions")
+    if weights.w.shape != (c, n):
+        raise CorrkitError(f"the weights have shape {list(weights.w.shape)}, the run has {c} classes and {n} dims")
+    if not 1 <= top_k <= n:
+        raise CorrkitError(f"--top-k must be between 1 and {n} (got {top_k})")
+    seq, opt = run.controlling_set(top_k), weights.controlling_set(top_k)
+    paper = PAPER_TABLE1 if (c == len(PAPER_TABLE1) and top_k == 10) else None
+    return ControlResult(seq=seq, opt=opt, ratio=intersection_ratio(seq, opt), classes=list(run.classes), k=top_k,
+                         paper=paper, weights_path=str(path))
+
+
+def control_table(result: ControlResult) -> None:
+    """Print the paper's Table 1 layout: classes as columns, ours and the paper's rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Intersection ratio |C_seq ∩ C_opt| / k, k = {result.k}")
+    t.add_column("")
+    for name in result.classes:
+        t.add_column(name, justify="right")
+    t.add_column("mean", justify="right")
+    t.add_row("corrkit", *[f"{r:.1f}" if result.k == 10 else f"{r:.2f}" for r in result.ratio], f"{result.mean:.2f}")
+    if result.paper is not None:
+        t.add_row("Li et al. Table 1", *[f"{r:.1f}" for r in result.paper], f"{PAPER_TABLE1_MEAN:.2f}")
+    Console().print(t)

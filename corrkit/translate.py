@@ -1,0 +1,220 @@
+"""Class-to-class translation by extreme interventions (Li et al., ICPR 2020, Figure 6; SPEC §5).
+
+For a source class ``j`` and a target ``l`` (``tgt`` in the code), the APCR run's curves
+say how ``S_l`` moves on the codes of ``Z_j`` along every latent axis: the gain of dim ``i`` is
+``max over k != 0 of curves[i, k, j, l] - curves[i, 0, j, l]``, its sign the side
+(``k > 0`` or ``k < 0``) where that maximum lies. The ``k`` dims with the largest
+gain are pushed together, ``z' = z + alpha * sum_i s_i e_i``, for growing ``alpha``;
+the success rate is the share of ``Z_j`` whose argmax is ``l`` afterwards.
+
+Conventions **(choice)**: the success matrix is read at the largest ``alpha``
+(``success_by_alpha`` holds every step); its diagonal is 1, since every code of
+``Z_j`` is already classified ``j`` (nothing is intervened), and it is left out
+of the off-diagonal mean and of the easiest/hardest pair lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corrkit.errors import CorrkitError
+from corrkit.manipulate import image_grid, load_run, shifted, slug
+
+
+def translation_dims(curves: np.ndarray, j: int, tgt: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dims, signs and gains that raise ``S_l`` on ``Z_j`` most.
+
+    Parameters
+    ----------
+    curves : float [K, 2m+1, C, C]
+        ``curves[i, k+m, j, tgt]`` of an APCR run.
+
+    Returns
+    -------
+    dims : int64 [k]   sorted by gain, descending (ties by index)
+    signs : int8 [k]   ``+1`` when the gain is on the ``k > 0`` side
+    gains : float64 [k]
+    """
+    from corrkit.kernels.ranking import rank
+
+    m = (curves.shape[1] - 1) // 2
+    c = curves[:, :, j, tgt].astype(np.float64)
+    plus = c[:, m + 1:].max(axis=1) - c[:, m]
+    minus = c[:, :m].max(axis=1) - c[:, m]
+    gain = np.maximum(plus, minus)
+    dims = rank(gain[:, None])[:k, 0]
+    return dims, np.where(plus[dims] >= minus[dims], 1, -1).astype(np.int8), gain[dims]
+
+
+@dataclass
+class TranslationResult:
+    """``success_by_alpha[a, j, l]``: share of ``Z_j`` classified ``l`` after the ``j -> l`` intervention.
+
+    Attributes
+    ----------
+    success_by_alpha : float64 [A, C, C]; alphas : float64 [A]
+    pairs : list of (j, tgt) that were computed (others are NaN off the diagonal)
+    dims, signs : dict (j, tgt) -> int64 [k] / int8 [k]
+    """
+
+    classes: list[str]
+    alphas: np.ndarray
+    success_by_alpha: np.ndarray
+    top_k: int
+    pairs: list[tuple[int, int]]
+    dims: dict = field(default_factory=dict)
+    signs: dict = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def alpha(self) -> float:
+        return float(self.alphas[-1])
+
+    @property
+    def success(self) -> np.ndarray:
+        """``[C, C]`` at the largest alpha."""
+        return self.success_by_alpha[-1]
+
+    def ranked_pairs(self) -> list[tuple[int, int, float]]:
+        """Computed off-diagonal pairs, easiest first (ties by source, then target)."""
+        got = [(j, tgt, float(self.success[j, tgt])) for j, tgt in self.pairs if j != tgt]
+        return sorted(got, key=lambda t: (-t[2], t[0], t[1]))
+
+    def to_json(self, n_pairs: int = 10) -> dict:
+        def nan_none(a):
+            return [[None if np.isnan(x) else float(x) for x in row] for row in a]
+
+        ranked = self.ranked_pairs()
+        name = lambda t: {"source": self.classes[t[0]], "target": self.classes[t[1]], "success": t[2]}  # noqa: E731
+        off = [t[2] for t in ranked]
+        return {
+            "alpha": self.alpha, "alphas": self.alphas.tolist(), "top_k": self.top_k, "classes": list(self.classes),
+            "success": nan_none(self.success),
+            "success_by_alpha": [nan_none(s) for s in self.success_by_alpha],
+            "mean_off_diagonal": float(np.mean(off)) if off else None,
+            "easiest": [name(t) for t in ranked[:n_pairs]],
+            "hardest": [name(t) for t in ranked[::-1][:n_pairs]],
+            "pairs": [{"source": j, "target": tgt, "dims": self.dims[(j, tgt)].tolist(),
+                       "signs": self.signs[(j, tgt)].tolist()} for j, tgt in self.pairs if j != tgt],
+            "images": self.images,
+        }
+
+
+def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = None, top_k: int = 10,
+              alpha: float = 6.0, steps: int = 4, out: str | Path | None = None, device: str = "auto",
+              engine=None, progress=None) -> TranslationResult:
+    """Success matrix of ``j -> l`` translation (SPEC §5).
+
+    Parameters
+    ----------
+    bundle : Bundle, path or None
+    run : APCRResult, run folder or None
+        ``None`` runs :func:`corrkit.apcr` with its defaults.
+    pairs : list of (source, target), optional
+        Default: every ordered pair of distinct classes.
+    alpha, steps : float, int
+        ``alphas = alpha * (1..steps) / steps``; the matrix is read at ``alpha``.
+    out : path, optional
+        Folder for ``translate.json`` and PNG grids: one per pair when pairs are given,
+        else one with each source class pushed toward its easiest target.
+    """
+    from corrkit.bundle import Bundle, load_bundle
+    from corrkit.engine import Engine
+
+    if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
+        raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    c = bundle.n_classes
+    if not 1 <= top_k <= bundle.latent_dim:
+        raise CorrkitError(f"--top-k must be between 1 and {bundle.latent_dim} (got {top_k})")
+    explicit = pairs is not None
+    pairs = [(j, tgt) for j in range(c) for tgt in range(c) if j != tgt] if pairs is None else list(pairs)
+    for j, tgt in pairs:
+        if not (0 <= j < c and 0 <= tgt < c):
+            raise CorrkitError(f"pair {j} -> {tgt} is out of range for {c} classes")
+    engine = engine or Engine(bundle, device=device)
+    run = load_run(run, bundle, progress)
+    alphas = alpha * np.arange(1, steps + 1, dtype=np.float64) / steps
+    success = np.full((steps, c, c), np.nan)
+    for j in range(c):
+        success[:, j, j] = 1.0
+    result = TranslationResult(classes=list(bundle.classes), alphas=alphas, success_by_alpha=success, top_k=top_k,
+                               pairs=pairs)
+    by_source: dict[int, list[int]] = {}
+    for j, tgt in pairs:
+        by_source.setdefault(j, []).append(tgt)
+    for done, (j, targets) in enumerate(sorted(by_source.items())):
+        z = run.latents[run.labels == j]
+        targets = [tgt for tgt in targets if tgt != j]
+        if len(z) == 0 or not targets:
+            continue
+        pts = []
+        for tgt in targets:
+            dims, signs, _ = translation_dims(run.curves, j, tgt, top_k)
+            result.dims[(j, tgt)], result.signs[(j, tgt)] = dims, signs
+            pts.append(shifted(z, dims, signs, alphas))
+        p = engine.probabilities(np.concatenate(pts).reshape(-1, z.shape[1]))
+        top = p.argmax(1).reshape(len(targets), steps, len(z))
+        for r, tgt in enumerate(targets):
+            success[:, j, tgt] = (top[r] == tgt).mean(axis=1)
+        if progress:
+            progress("translate", done + 1, len(by_source))
+    if out is not None:
+        _pictures(bundle, run, result, Path(out), explicit)
+    return result
+
+
+def _pictures(bundle, run, result: TranslationResult, out: Path, explicit: bool, rows: int = 4) -> None:
+    from corrkit import io
+
+    steps = np.concatenate([[0.0], result.alphas])
+    if bundle.generator is not None:
+        names = bundle.classes
+        if explicit:
+            for j, tgt in result.pairs:
+                if j == tgt or (j, tgt) not in result.dims:
+                    continue
+                z = run.latents[run.labels == j][:rows]
+                path = out / f"translate_{j:02d}_{tgt:02d}_{slug(names[j])}_to_{slug(names[tgt])}.png"
+                image_grid(bundle, [(f"{names[j]} → {names[tgt]}", shifted(z, result.dims[(j, tgt)],
+                                                                          result.signs[(j, tgt)], steps))],
+                           path, f"{names[j]} → {names[tgt]}: success {result.success[j, tgt]:.2f}", steps)
+                result.images.append(str(path))
+        else:
+            best = {}
+            for j, tgt, s in result.ranked_pairs():
+                best.setdefault(j, tgt)
+            blocks = [(f"{names[j][:9]}→{names[tgt][:9]}",
+                       shifted(run.latents[run.labels == j][:1], result.dims[(j, tgt)], result.signs[(j, tgt)],
+                               steps)) for j, tgt in sorted(best.items())]
+            if blocks:
+                path = out / "translate_easiest.png"
+                image_grid(bundle, blocks, path, "each class toward its easiest target", steps)
+                result.images.append(str(path))
+    io.write_json(out / "translate.json", result.to_json())
+
+
+def translation_table(result: TranslationResult, n_pairs: int = 10) -> None:
+    """The success matrix (rows: source, columns: target) and the easiest and hardest pairs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = result.classes
+    t = Table(title=f"Translation success (share of Z_source classified as target), {result.top_k} dims, "
+                    f"alpha = {result.alpha:g}")
+    t.add_column("source \\ target")
+    for n in names:
+        t.add_column(n[:10], justify="right")
+    for j, row in enumerate(result.success):
+        t.add_row(names[j], *["·" if np.isnan(x) else f"{x:.2f}" for x in row])
+    console = Console()
+    console.print(t)
+    ranked = result.ranked_pairs()
+    if len(ranked) > 1:
+        fmt = lambda ps: ", ".join(f"{names[j]}→{names[tgt]} {s:.2f}" for j, tgt, s in ps)  # noqa: E731
+        console.print(f"easiest: {fmt(ranked[:n_pairs])}")
+        console.print(f"hardest: {fmt(ranked[::-1][:n_pairs])}")

@@ -1,0 +1,258 @@
+"""Latent codes of real images by optimisation (SPEC §6, for the paper's Fig. 1), in torch.
+
+For a test image ``x`` (in [-1, 1]) the code is
+
+    z* = argmin_z  ||G(z) - x||²  +  beta · ||z||²          (sums over pixels and latent dims)
+
+found with Adam from ``restarts`` starting points; the restart with the lowest
+objective is kept. Starting points **(choice)**: a seeded pool of prior samples
+is generated once, and restart ``r`` of image ``x`` starts from the ``r``-th
+nearest pool image (pixel space), which reaches a given error in far fewer
+steps than a random start; ``pool=0`` gives seeded ``N(0, I)`` starts instead.
+
+Adam works element-wise and the generator runs in eval mode (BatchNorm uses its
+running statistics), so optimising a batch of codes together is the same as
+optimising each alone: images and restarts are batched. The learning rate
+follows a cosine decay to a tenth of its start over the ``steps``.
+"""
+
+from __future__ import annotations
+
+import io as _bytes_io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corrkit import io
+from corrkit.errors import CorrkitError
+from corrkit.export.models import Generator
+
+WEIGHTS = Path(__file__).parent / "weights" / "generator.pt"
+MATCH_TOL = 1e-4
+
+
+@dataclass
+class InversionSettings:
+    """Optimisation settings; the defaults invert 2,000 images in about 2.5 minutes on 2 CPU cores."""
+
+    steps: int = 100
+    restarts: int = 3
+    lr: float = 0.05
+    beta: float = 0.01
+    pool: int = 4096
+    batch_size: int = 500
+    seed: int = 0
+
+    def check(self) -> "InversionSettings":
+        for name in ("steps", "restarts", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise CorrkitError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if self.pool < 0 or (0 < self.pool < self.restarts):
+            raise CorrkitError(f"--pool must be 0 (random starts) or at least --restarts (got {self.pool})")
+        if not (self.lr > 0 and self.beta >= 0):
+            raise CorrkitError("--lr must be > 0 and --beta >= 0")
+        return self
+
+
+def load_generator(weights: str | Path | None = None) -> Generator:
+    """The torch generator (eval mode, frozen) from a ``state_dict`` file (default: the built-in weights)."""
+    path = Path(weights) if weights is not None else WEIGHTS
+    if not path.is_file():
+        raise CorrkitError(f"generator weights {path} do not exist; pass --weights (a state_dict of "
+                           "corrkit.export.models.Generator)")
+    g = Generator()
+    try:
+        g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CorrkitError(f"{path} is not a state_dict of corrkit's Generator ({str(exc).splitlines()[0]})") from None
+    g.eval()
+    for p in g.parameters():
+        p.requires_grad_(False)
+    return g
+
+
+@torch.no_grad()
+def check_matches_bundle(g: Generator, bundle, n: int = 8, tol: float = MATCH_TOL) -> float:
+    """Max |torch - ONNX| of the generators on ``n`` seeded codes; raises when above ``tol``.
+
+    Codes found with the torch weights are only meaningful for the bundle when both
+    generators are the same function.
+    """
+    from corrkit.figures import generate
+
+    z = np.random.default_rng(7).standard_normal((n, g.latent_dim)).astype(np.float32)
+    if bundle.latent_dim != g.latent_dim:
+        raise CorrkitError(f"the bundle's latent size is {bundle.latent_dim}, the torch generator's {g.latent_dim}")
+    diff = float(np.abs(g(torch.from_numpy(z))[:, 0].numpy() - generate(bundle, z)).max())
+    if not diff <= tol:
+        raise CorrkitError(f"the torch weights and the bundle's generator.onnx differ (max |diff| {diff:.3g}); "
+                           "pass --weights with the state_dict that generator.onnx was exported from")
+    return diff
+
+
+def select_images(n_per_class: int, seed: int = 0, data_dir=None, n_classes: int = 10):
+    """``n_per_class`` test images of each class, drawn with a seeded permutation.
+
+    Returns images float32 ``[M, 1, 28, 28]`` in [-1, 1], labels int64 ``[M]`` and
+    test-set indices int64 ``[M]``, grouped by class.
+    """
+    from corrkit.data import load_split
+
+    test = load_split("test", data_dir)
+    order = np.random.default_rng(seed).permutation(len(test.labels))
+    idx = []
+    for j in range(n_classes):
+        mine = order[test.labels[order] == j][:n_per_class]
+        if len(mine) < n_per_class:
+            raise CorrkitError(f"class {j} has only {len(mine)} test images; lower --n-per-class")
+        idx.append(np.sort(mine))
+    idx = np.concatenate(idx).astype(np.int64)
+    x = test.images[idx].astype(np.float32) / 127.5 - 1.0
+    return x[:, None], test.labels[idx].astype(np.int64), idx
+
+
+@torch.no_grad()
+def starts(g: Generator, x: np.ndarray, s: InversionSettings) -> np.ndarray:
+    """Starting codes float32 ``[restarts, M, N]`` (nearest pool images, or seeded random draws)."""
+    rng = np.random.default_rng(s.seed)
+    if s.pool == 0:
+        return rng.standard_normal((s.restarts, len(x), g.latent_dim)).astype(np.float32)
+    pool = rng.standard_normal((s.pool, g.latent_dim)).astype(np.float32)
+    imgs = torch.cat([g(torch.from_numpy(pool[i:i + 1024])) for i in range(0, s.pool, 1024)]).flatten(1).numpy()
+    flat = x.reshape(len(x), -1)
+    d2 = (flat ** 2).sum(1)[:, None] + (imgs ** 2).sum(1)[None, :] - 2.0 * flat @ imgs.T
+    near = np.argsort(d2, axis=1, kind="stable")[:, : s.restarts]  # [M, R]
+    return np.ascontiguousarray(pool[near].transpose(1, 0, 2))
+
+
+def _objective(g: Generator, z: torch.Tensor, x: torch.Tensor, beta: float):
+    err = ((g(z) - x) ** 2).flatten(1)
+    return err.sum(1) + beta * (z ** 2).sum(1), err.mean(1)
+
+
+def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndarray | None = None,
+                  progress=None) -> dict[str, np.ndarray]:
+    """Codes of images ``x`` float32 ``[M, 1, H, W]`` in [-1, 1].
+
+    Returns
+    -------
+    dict of ndarray
+        ``codes`` float32 [M, N]; ``recon_error`` float32 [M] (mean squared pixel
+        error of ``G(z*)``, in [-1, 1] units); ``start_error`` float32 [M] (the
+        same for the best starting point); ``restart`` int64 [M] (which restart won).
+    """
+    s.check()
+    z0 = starts(g, x, s) if z0 is None else np.asarray(z0, np.float32)
+    r, m, n = z0.shape
+    out = {"codes": np.empty((m, n), np.float32), "recon_error": np.empty(m, np.float32),
+           "start_error": np.empty(m, np.float32), "restart": np.empty(m, np.int64)}
+    per_batch = max(1, s.batch_size // r)
+    total = m * s.steps
+    for b0 in range(0, m, per_batch):
+        b1 = min(b0 + per_batch, m)
+        xb = torch.from_numpy(np.ascontiguousarray(x[b0:b1])).repeat(r, 1, 1, 1)
+        z = torch.from_numpy(np.ascontiguousarray(z0[:, b0:b1].reshape(-1, n))).clone().requires_grad_(True)
+        with torch.no_grad():
+            _, start_err = _objective(g, z, xb, s.beta)
+        opt = torch.optim.Adam([z], lr=s.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 10)
+        for step in range(s.steps):
+            opt.zero_grad(set_to_none=True)
+            obj, _ = _objective(g, z, xb, s.beta)
+            obj.sum().backward()  # codes are independent: the gradient of the sum is each one's own
+            opt.step()
+            sched.step()
+            if progress and (step % 10 == 9 or step == s.steps - 1):
+                progress("invert", b0 * s.steps + (b1 - b0) * (step + 1), total)
+        with torch.no_grad():
+            obj, err = _objective(g, z, xb, s.beta)
+        obj, err, start_err = (t.view(r, b1 - b0).numpy() for t in (obj, err, start_err))
+        best = obj.argmin(0)
+        cols = np.arange(b1 - b0)
+        out["codes"][b0:b1] = z.detach().view(r, b1 - b0, n).numpy()[best, cols]
+        out["recon_error"][b0:b1] = err[best, cols]
+        out["start_error"][b0:b1] = start_err.min(0)
+        out["restart"][b0:b1] = best
+    return out
+
+
+def _save_npy(path: Path, a: np.ndarray) -> None:
+    buf = _bytes_io.BytesIO()
+    np.save(buf, a)
+    io.write_bytes(path, buf.getvalue())
+
+
+def _recon_figure(g: Generator, x: np.ndarray, labels: np.ndarray, codes: np.ndarray, classes, path: Path,
+                  per_class: int = 4) -> bool:
+    """Real images next to their reconstructions, one row per class (skipped without matplotlib)."""
+    from corrkit.errors import MissingExtraError
+    from corrkit.figures import image_grid
+
+    rows, names = [], []
+    for j, name in enumerate(classes):
+        k = np.flatnonzero(labels == j)[:per_class]
+        if len(k) == 0:
+            continue
+        with torch.no_grad():
+            rec = g(torch.from_numpy(codes[k]))[:, 0].numpy()
+        pairs = np.stack([x[k, 0], rec], 1).reshape(-1, *rec.shape[1:])
+        rows.append(pairs); names.append(name)
+    width = max(len(r) for r in rows)
+    grid = np.full((len(rows), width, *rows[0].shape[1:]), -1.0, np.float32)
+    for a, r in enumerate(rows):
+        grid[a, : len(r)] = r
+    try:
+        image_grid(grid, row_labels=names, col_labels=["real", "G(z*)"] * (width // 2),
+                   title="Test images and the generator's image of their inverted codes", out=path)
+    except MissingExtraError:
+        return False
+    return True
+
+
+def invert(bundle=None, *, n_per_class: int = 200, settings: InversionSettings | None = None,
+           weights: str | Path | None = None, data_dir=None, out: str | Path | None = None,
+           progress=None) -> dict:
+    """Invert ``n_per_class`` Fashion-MNIST test images per class into the bundle's latent space.
+
+    With ``out`` set, writes ``codes.npy`` (float32 [M, N]), ``labels.npy``
+    (int64 [M]), ``recon_error.npy`` (float32 [M]), ``indices.npy`` (test-set
+    rows), ``invert.json`` (settings and summary) and ``recon.png``, each atomically.
+    Returns the summary dict.
+    """
+    from corrkit.bundle import Bundle, load_bundle
+
+    s = (settings or InversionSettings()).check()
+    if n_per_class < 1:
+        raise CorrkitError(f"--n-per-class must be >= 1 (got {n_per_class})")
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    g = load_generator(weights)
+    diff = check_matches_bundle(g, bundle)
+    x, labels, idx = select_images(n_per_class, s.seed, data_dir, bundle.n_classes)
+    t0 = time.perf_counter()
+    res = invert_images(g, x, s, progress=progress)
+    seconds = time.perf_counter() - t0
+    err = res["recon_error"]
+    summary = {
+        "settings": asdict(s), "n_per_class": int(n_per_class), "n_images": int(len(labels)),
+        "objective": "sum (G(z) - x)^2 + beta * sum z^2; recon_error = mean squared pixel error in [-1, 1]",
+        "recon_error_mean": float(err.mean()), "recon_error_median": float(np.median(err)),
+        "start_error_mean": float(res["start_error"].mean()),
+        "recon_error_per_class": {c: float(err[labels == j].mean()) for j, c in enumerate(bundle.classes)
+                                  if np.any(labels == j)},
+        "restart_wins": np.bincount(res["restart"], minlength=s.restarts).tolist(),
+        "code_norm_mean": float(np.linalg.norm(res["codes"], axis=1).mean()),
+        "seconds": round(seconds, 2), "torch_threads": torch.get_num_threads(),
+        "weights": str(Path(weights) if weights else WEIGHTS), "generator_sha256": bundle.hashes().get("generator"),
+        "torch_vs_onnx_max_abs_diff": diff, "bundle": str(bundle.path or ""), "classes": list(bundle.classes),
+    }
+    if out is not None:
+        out = Path(out)
+        for name, a in (("codes", res["codes"]), ("labels", labels), ("recon_error", err), ("indices", idx)):
+            _save_npy(out / f"{name}.npy", a)
+        summary["figure"] = _recon_figure(g, x, labels, res["codes"], bundle.classes, out / "recon.png")
+        io.write_bytes(out / "invert.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return summary

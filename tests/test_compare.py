@@ -1,0 +1,68 @@
+"""One yardstick: every direction set scored by the same APCR machinery."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from corrkit.cli.main import app
+from corrkit.compare import compare, random_orthogonal, selectivity
+from tests import onnx_fixtures as fx
+
+
+def test_random_orthogonal_is_orthonormal_and_seeded():
+    q = random_orthogonal(20, seed=3)
+    np.testing.assert_allclose(q @ q.T, np.eye(20), atol=1e-6)
+    assert np.array_equal(q, random_orthogonal(20, seed=3)) and not np.array_equal(q, random_orthogonal(20, seed=4))
+
+
+def test_selectivity_hand_computed():
+    a = np.array([[0.4, 0.1, 0.2], [0.3, 0.3, 0.0], [0.0, 0.5, 0.0]])
+    np.testing.assert_allclose(selectivity(a), [2.0, 1.0, np.inf])
+
+
+def test_same_directions_score_the_same(tmp_path):
+    lin = fx.linear_logits(tmp_path / "lin.onnx", n=6, c=3)
+    from corrkit.bundle import from_fused
+
+    b = from_fused(lin, classifier_output="logits")
+    np.save(tmp_path / "axes.npy", np.eye(6, dtype=np.float32)[::-1].copy())  # the axes, reversed
+    s = compare(b, {"axes_reversed": str(tmp_path / "axes.npy")}, samples_per_class=3, steps=2, delta=0.5,
+                device="cpu")
+    coord, rev = s["methods"]["coordinate"], s["methods"]["axes_reversed"]
+    assert coord["strongest_apcr"] == rev["strongest_apcr"]
+    assert [5 - i for i in coord["best_direction"]] == rev["best_direction"]
+    assert "sefa" not in s["methods"]  # a fused model has no generator to factorise
+
+
+def test_linear_model_best_direction_is_the_largest_weight_gap(tmp_path):
+    # for logits z @ W, moving along axis i changes logit j by k*delta*W[i, j]; the axis with the largest
+    # spread of W[i, :] around W[i, j] moves S_j most
+    lin = fx.linear_logits(tmp_path / "lin.onnx", n=6, c=3, seed=0)
+    from corrkit.bundle import from_fused
+
+    w = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    from corrkit.sequential import apcr
+
+    r = apcr(from_fused(lin, classifier_output="logits"), steps=1, delta=0.01, samples_per_class=4, threshold=0.4,
+             device="cpu")
+    for j in range(3):
+        p = r.base[r.labels == j]
+        # first-order: dS_j/dz_i = S_j (W[i, j] - sum_l S_l W[i, l]); APCR_ij ~ delta * mean |W_ij - E_S W_i|
+        grad = np.abs(w[:, j][None, :] - p @ w.T).mean(0)
+        assert int(np.argmax(r.apcr[:, j])) == int(np.argmax(grad))
+
+
+def test_cli_writes_json_and_figures(tmp_path):
+    r = CliRunner().invoke(app, ["compare", "--samples-per-class", "1", "--steps", "1", "--out", str(tmp_path),
+                                 "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert {"coordinate", "random", "sefa", "sefa_top10"} <= set(s["methods"])
+    assert s == json.loads((tmp_path / "compare.json").read_text())
+    assert len(s["methods"]["sefa"]["strongest_apcr"]) == 10
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "compare.png").stat().st_size > 1000
