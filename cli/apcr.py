@@ -28,6 +28,7 @@ def apcr_command(
     delta: float = typer.Option(1.0, help="Step length."),
     top_k: int = typer.Option(10, help="Directions listed per class."),
     device: str = c.DeviceOpt,
+    mode: str = typer.Option("fp32", help="fp32 (reference) or int8 (faster; fidelity vs fp32 reported)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per inference call (default: from memory budget)."),
     out: Optional[Path] = typer.Option(None, help="Folder for apcr.npz and summary.json (resumable)."),
     checkpoint_every: float = typer.Option(10.0, help="Seconds between checkpoints in --out."),
@@ -44,5 +45,5 @@ def apcr_command(
     with c.progress_bar(not json_out) as progress:
         result = apcr(bundle, directions=dirs, steps=steps, delta=delta, samples_per_class=samples_per_class,
                       threshold=threshold, seed=seed, latents=lat, device=device, batch_size=batch_size,
-                      out=out, checkpoint_seconds=checkpoint_every, progress=progress)
+                      out=out, checkpoint_seconds=checkpoint_every, progress=progress, mode=mode)
     c.echo_json(result.summary(top_k)) if json_out else apcr_table(result, top_k)

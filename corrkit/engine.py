@@ -85,16 +85,24 @@ class Engine:
         Bind input and a preallocated output buffer (default: on for CUDA).
     check_probabilities : bool
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
+    mode : {"fp32", "int8"}
+        ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit.quantize`).
     """
 
     def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
                  memory_budget_mb: int | None = None, threads: int | None = None,
-                 io_binding: bool | None = None, check_probabilities: bool = True):
+                 io_binding: bool | None = None, check_probabilities: bool = True, mode: str = "fp32",
+                 seed: int = 0):
         import onnxruntime as ort
+
+        from corrkit.quantize import check_mode, quantize_int8
 
         model = bundle.fused_model() if hasattr(bundle, "fused_model") else bundle
         self.device = resolve_device(device)
         self.latent_dim = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+        self.mode = check_mode(mode)
+        if mode == "int8":
+            model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads

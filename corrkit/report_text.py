@@ -15,3 +15,8 @@ def apcr_table(result, top_k: int = 10) -> None:
         t.add_row(name, str(result.counts[j]),
                   "  ".join(f"{i} ({result.apcr[i, j]:.2f})" for i in sets[j]))
     Console().print(t)
+    fid = result.params.get("fidelity")
+    if fid:
+        ov = [k for k in fid if k.startswith("top")][0]
+        Console().print(f"{result.params['mode']} fidelity vs fp32 ({fid['codes_per_class']} codes/class): "
+                        f"max |dAPCR| {fid['max_abs_delta_apcr']:.4f}, {ov} per class {fid[ov]}")

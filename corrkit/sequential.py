@@ -114,6 +114,34 @@ class APCRResult:
                    points=s["points"], seconds=s["seconds"], bundle_card=s.get("bundle", {}))
 
 
+def grid_apcr(engine: Engine, latents: np.ndarray, labels: np.ndarray, directions: np.ndarray, steps: int,
+              delta: float) -> dict[str, np.ndarray]:
+    """SPEC §2 arrays for given codes in one go (no checkpoints): used for fidelity checks."""
+    base = engine.probabilities(latents)
+    grid = Grid(latents, directions, int(steps), float(delta))
+    sums = kern.new_sums(len(directions), steps, base.shape[1])
+    for p0 in range(0, grid.n_points, engine.batch_size):
+        p1 = min(p0 + engine.batch_size, grid.n_points)
+        kern.accumulate(sums, engine.probabilities(grid.points(p0, p1)), p0, base, labels, steps)
+    return kern.finalize(sums, base, labels, steps)
+
+
+def fidelity(fast: Engine, reference: Engine, sets: CodeSets, directions: np.ndarray, steps: int, delta: float,
+             codes_per_class: int = 2, k: int = 10) -> dict:
+    """SPEC §10: a faster mode against fp32 on the same codes (the first few of each class set).
+
+    Returns max |APCR difference| and the top-``k`` overlap per class.
+    """
+    keep = np.concatenate([np.flatnonzero(sets.labels == j)[:codes_per_class] for j in np.unique(sets.labels)])
+    a = grid_apcr(fast, sets.latents[keep], sets.labels[keep], directions, steps, delta)["apcr"]
+    b = grid_apcr(reference, sets.latents[keep], sets.labels[keep], directions, steps, delta)["apcr"]
+    kk = min(k, len(directions))
+    ta, tb = top_k(np.nan_to_num(a, nan=-1), kk), top_k(np.nan_to_num(b, nan=-1), kk)
+    overlap = [len(set(ta[j]) & set(tb[j])) / kk for j in range(a.shape[1])]
+    return {"codes_per_class": codes_per_class, "max_abs_delta_apcr": float(np.nanmax(np.abs(a - b))),
+            f"top{kk}_overlap": [round(o, 3) for o in overlap], f"min_top{kk}_overlap": float(min(overlap))}
+
+
 def _fingerprint(bundle: Bundle, params: dict, directions: np.ndarray, latents: np.ndarray | None) -> str:
     h = hashlib.sha256(json.dumps({"files": bundle.hashes(), "params": params}, sort_keys=True).encode())
     h.update(directions.tobytes())
@@ -138,7 +166,8 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
          delta: float = 1.0, samples_per_class: int = 32, threshold: float = 0.5, seed: int = 0,
          latents: np.ndarray | None = None, normalize_directions: bool = True, device: str = "auto",
          batch_size: int | None = None, threads: int | None = None, out: str | Path | None = None,
-         checkpoint_seconds: float = 10.0, progress=None, engine: Engine | None = None) -> APCRResult:
+         checkpoint_seconds: float = 10.0, progress=None, engine: Engine | None = None,
+         mode: str = "fp32") -> APCRResult:
     """Rank directions by how much they move each class (SPEC §2).
 
     Parameters
@@ -152,6 +181,9 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
         ``m`` and the step length: ``z + k * delta * d_i`` for ``k in -m..m``.
     samples_per_class, threshold, seed, latents :
         Class-conditional code sets (SPEC §1).
+    mode : {"fp32", "int8"}
+        ``int8`` is faster on CPUs with VNNI; its fidelity against fp32 on the first
+        codes of each class is measured and stored in ``params["fidelity"]``.
     out : path, optional
         Folder for ``apcr.npz``, ``summary.json`` and the resumable checkpoint.
     progress : callable(stage: str, done: int, total: int), optional
@@ -169,8 +201,9 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
         latents = check_latents(latents, n)
     params = {"steps": int(steps), "delta": float(delta), "samples_per_class": int(samples_per_class),
               "threshold": float(threshold), "seed": int(seed), "n_directions": len(directions),
-              "user_latents": latents is not None, "normalize_directions": bool(normalize_directions)}
-    engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads)
+              "user_latents": latents is not None, "normalize_directions": bool(normalize_directions),
+              "mode": engine.mode if engine is not None else mode}
+    engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
     params["device"] = engine.device
     fingerprint = _fingerprint(bundle, params, directions, latents)
     ck_path = Path(out) / CHECKPOINT if out is not None else None
@@ -205,11 +238,17 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
                          **sums)
             last_ck = time.perf_counter()
     fin = kern.finalize(sums, sets.base, sets.labels, steps)
+    seconds = elapsed + time.perf_counter() - t0
+    if engine.mode != "fp32":
+        reference = Engine(bundle, device=engine.device, batch_size=engine.batch_size, threads=threads)
+        t1 = time.perf_counter()
+        params["fidelity"] = fidelity(engine, reference, sets, directions, steps, delta)
+        params["fidelity"]["seconds"] = round(time.perf_counter() - t1, 2)
     result = APCRResult(
         apcr=fin["apcr"], curves=fin["curves"], up=fin["up"], down=fin["down"], counts=sets.counts,
         latents=sets.latents, labels=sets.labels, base=sets.base, directions=directions,
         classes=list(bundle.classes), params=params, provider=engine.provider,
-        points=total + sets.draws, seconds=elapsed + time.perf_counter() - t0, bundle_card=bundle.card(),
+        points=total + sets.draws, seconds=seconds, bundle_card=bundle.card(),
         resumed_from=resumed_from,
     )
     if out is not None:
