@@ -28,22 +28,25 @@ def test_raw_onnxruntime_session(benchmark, bundle, record):
     record(benchmark, GROUP, "onnxruntime raw sessions, model as exported", BATCH)
 
 
-@pytest.mark.parametrize("mode", ["fp32"])
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_corrkit_engine(benchmark, bundle, record, mode):
-    run, _ = engine_call(bundle, BATCH, device="cpu")
+    run, _ = engine_call(bundle, BATCH, device="cpu", mode=mode)
     run()
     benchmark.pedantic(run, rounds=10, iterations=1)
     record(benchmark, GROUP, f"corrkit engine {mode}", BATCH)
 
 
-@pytest.mark.parametrize("mode", ["fp32"])
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_corrkit_apcr_end_to_end(benchmark, bundle, record, mode):
+    from corrkit.engine import Engine
+
     dirs = np.eye(100, dtype=np.float32)[:40]
-    apcr(bundle, samples_per_class=1, steps=1, device="cpu", directions=dirs[:2])
+    engine = Engine(bundle, device="cpu", mode=mode)
+    apcr(bundle, samples_per_class=1, steps=1, engine=engine, directions=dirs[:2])
     out = {}
 
     def run():
-        out["r"] = apcr(bundle, samples_per_class=2, steps=2, device="cpu", directions=dirs)
+        out["r"] = apcr(bundle, samples_per_class=4, steps=2, engine=engine, directions=dirs)
 
     benchmark.pedantic(run, rounds=2, iterations=1)
     r = out["r"]

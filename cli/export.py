@@ -54,6 +54,7 @@ def optimize(model: Optional[Path] = c.ModelArg,
              iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
              batch_size: int = typer.Option(8, help="Codes per step."),
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
+             samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
              weights: Optional[Path] = typer.Option(None, help="Folder with generator.pt and classifier.pt "
                                                     "(default: the built-in bundle's)."),
              out: Optional[Path] = typer.Option(None, help="Output .npz (default: optimized_weights.npz in the "
@@ -66,7 +67,7 @@ def optimize(model: Optional[Path] = c.ModelArg,
     bundle = c.resolve_bundle(model)
     with c.progress_bar(not json_out) as progress:
         result, path = optimize_bundle(bundle, out, objective=objective, iterations=iterations,
-                                       batch_size=batch_size, seed=seed, weights=weights or WEIGHTS,
-                                       progress=progress)
+                                       batch_size=batch_size, seed=seed, samples_per_class=samples_per_class,
+                                       weights=weights or WEIGHTS, progress=progress)
     summary = {**result.summary(), "out": path}
     c.echo_json(summary) if json_out else typer.echo(f"wrote {path} ({result.seconds:.0f} s)")

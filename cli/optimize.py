@@ -23,6 +23,7 @@ def optimize_command(
     perturbations: int = typer.Option(32, help="Antithetic perturbation pairs per step."),
     sigma: float = typer.Option(0.005, help="Perturbation size in v."),
     seed: int = typer.Option(0, help="Seed of the code sets, mini-batches, xi and perturbations."),
+    samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,
 ):
@@ -32,7 +33,8 @@ def optimize_command(
     bundle = c.resolve_bundle(model)
     with c.progress_bar(not json_out) as progress:
         result = optimize(bundle, objective=objective, iterations=iterations, batch_size=batch_size,
-                          perturbations=perturbations, sigma=sigma, seed=seed, device=device, progress=progress)
+                          perturbations=perturbations, sigma=sigma, seed=seed, samples_per_class=samples_per_class,
+                          device=device, progress=progress)
     result.save(out)
     summary = {**result.summary(), "out": out}
     c.echo_json(summary) if json_out else _print(result, out)

@@ -117,6 +117,7 @@ class Engine:
         except Exception as exc:
             raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
         self.provider = self.session.get_providers()[0]
+        self.model = model
         budget = (memory_budget_mb or DEFAULT_BUDGET_MB[self.device]) * (1 << 20)
         self.batch_size = int(batch_size or np.clip(budget // bytes_per_point(model), 16, 16384))
         self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)

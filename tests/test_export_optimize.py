@@ -100,6 +100,7 @@ def test_optimize_bundle_stores_weights_and_cli(bundle, tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
     out = tmp_path / "cli.npz"
     r = runner.invoke(app, ["export", "optimize", "--iterations", "1", "--objective", "authors", "--out", str(out),
+                            "--samples-per-class", "1",
                             "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)

@@ -38,7 +38,7 @@ def exact_grad(w_model, z, s0, j, scale, v, lam):
     zp, zm = z + scale * w, z - scale * w
     sp, sm = softmax(zp @ w_model), softmax(zm @ w_model)
     use_plus = np.abs(sp[:, j] - s0) >= np.abs(sm[:, j] - s0)
-    zz, ss, sign = np.where(use_plus[:, None], zp, zm), np.where(use_plus[:, None], sp, sm), np.where(use_plus, 1, -1)
+    ss, sign = np.where(use_plus[:, None], sp, sm), np.where(use_plus, 1, -1)
     grad_s = ss[:, j:j + 1] * (w_model[:, j][None] - ss @ w_model.T)  # dS_j/dz at z'
     d_w = -(np.sign(ss[:, j] - s0) * sign)[:, None] * scale * grad_s
     g = d_w.mean(0) * (1 - w * w)

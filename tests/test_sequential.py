@@ -88,3 +88,25 @@ def test_points_and_summary(small_run):
     assert s["points"] >= len(small_run.latents) * k * 2 * m
     assert set(s["top"]) == set(small_run.classes) and len(s["top"]["Trouser"]) == 4
     assert s["provider"] == "CPUExecutionProvider"
+
+
+def test_fidelity_of_fp32_against_itself_is_perfect(bundle, small_run, small_dirs):
+    from corrkit.latents import CodeSets
+    from corrkit.sequential import fidelity
+
+    e = Engine(bundle, device="cpu")
+    sets = CodeSets(small_run.latents, small_run.labels, small_run.base, small_run.counts, 0)
+    f = fidelity(e, e, sets, small_dirs, 1, 0.5, codes_per_class=1, k=3)
+    assert f["max_abs_delta_apcr"] == 0.0 and f["top3_overlap"] == [1.0] * 10
+
+
+def test_int8_mode_quantizes_convs_and_reports_fidelity(bundle, small_dirs):
+    e = Engine(bundle, device="cpu", mode="int8")
+    ops = [n.op_type for n in e.model.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    z = np.random.default_rng(0).standard_normal((64, 100)).astype(np.float32)
+    p8, p32 = e.probabilities(z), Engine(bundle, device="cpu").probabilities(z)
+    assert np.abs(p8 - p32).mean() < 0.05 and (p8.argmax(1) == p32.argmax(1)).mean() >= 0.8
+    r = corrkit.apcr(bundle, directions=small_dirs, device="cpu", mode="int8", samples_per_class=2, steps=1)
+    fid = r.params["fidelity"]
+    assert r.params["mode"] == "int8" and 0 < fid["max_abs_delta_apcr"] < 1 and len(fid["top4_overlap"]) == 10
