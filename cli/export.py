@@ -71,3 +71,71 @@ def optimize(model: Optional[Path] = c.ModelArg,
                                        weights=weights or WEIGHTS, progress=progress)
     summary = {**result.summary(), "out": path}
     c.echo_json(summary) if json_out else typer.echo(f"wrote {path} ({result.seconds:.0f} s)")
+
+
+@app.command("discover")
+@c.handles_errors
+def discover(model: Optional[Path] = c.ModelArg,
+             kind: str = typer.Option("ortho", "--type", help="Direction matrix A: ortho (exp of a skew matrix, "
+                                      "K = N), proj (unit-norm columns) or linear."),
+             steps: int = typer.Option(3000, min=1, help="Training steps of each of the three reconstructors "
+                                       "(learned, random, coordinate); the default takes ~30 min on 2 CPU cores."),
+             n_directions: Optional[int] = typer.Option(None, "--directions", help="K for proj/linear (default N)."),
+             seed: int = typer.Option(0, help="Seed of the initialisation, every batch and the evaluation pairs."),
+             eval_samples: int = typer.Option(2000, min=1, help="Fresh pairs on which RCA is measured."),
+             bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
+             threads: int = typer.Option(2, min=1, help="Torch CPU threads."),
+             out: Path = typer.Option(Path("runs/vb"), help="Folder for checkpoints (a killed run resumes), "
+                                      "directions.npz, discover.json and rca.png."),
+             torch_generator: Optional[str] = typer.Option(None, help="For a bundle other than the built-in one: "
+                                                           "the generator as 'package.module:factory'."),
+             generator_weights: Optional[Path] = typer.Option(None, help="state_dict .pt of that generator."),
+             json_out: bool = c.JsonOpt):
+    """Voynov–Babenko directions learned with a reconstructor, and their RCA against random and coordinate
+    directions (SPEC §8).
+
+    Only the built-in bundle's torch generator ships. For your own BUNDLE, give the generator as a torch module:
+    --torch-generator package.module:factory (importable, returns the nn.Module) and --generator-weights
+    state_dict.pt; it is checked against the bundle's generator.onnx.
+    """
+    need_torch()
+    from corrkit.export.discover import DiscoverSettings, discover_bundle
+
+    s = DiscoverSettings(kind=kind, steps=steps, n_directions=n_directions, seed=seed, eval_samples=eval_samples,
+                         bf16=bf16, threads=threads)
+    with c.progress_bar(not json_out) as progress:
+        r = discover_bundle(c.resolve_bundle(model), s, out, torch_generator=torch_generator,
+                            generator_weights=generator_weights, progress=progress)
+    summary = {**r.summary(), "out": out}
+    c.echo_json(summary) if json_out else typer.echo(
+        f"RCA learned {r.rca:.3f}, random {r.rca_random:.3f}, coordinate {r.rca_coordinate:.3f}; wrote {out}")
+
+
+@app.command("invert")
+@c.handles_errors
+def invert(model: Optional[Path] = c.ModelArg,
+           n_per_class: int = typer.Option(200, help="Test images per class."),
+           restarts: int = typer.Option(3, help="Starting points per image; the best is kept."),
+           steps: int = typer.Option(100, help="Adam steps of the kept restart."),
+           explore_steps: int = typer.Option(20, help="Steps every restart runs before the best is chosen."),
+           lr: float = typer.Option(0.05, help="Adam learning rate (cosine decay to a tenth)."),
+           beta: float = typer.Option(0.01, help="Weight of ||z||² against the summed squared pixel error."),
+           pool: int = typer.Option(4096, help="Prior samples whose nearest images start the restarts (0: random)."),
+           seed: int = typer.Option(0, help="Seed of the image choice, pool and starts."),
+           weights: Optional[Path] = typer.Option(None, help="Generator state_dict matching the bundle's "
+                                                  "generator.onnx (default: the built-in weights)."),
+           data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder."),
+           out: Path = typer.Option(Path("build/invert"), help="Folder for codes.npy, labels.npy, recon_error.npy."),
+           json_out: bool = c.JsonOpt):
+    """Invert real test images into latent codes: min ||G(z) - x||² + beta·||z||² (SPEC §6)."""
+    need_torch()
+    from corrkit.export.invert import InversionSettings, invert as run_invert
+
+    s = InversionSettings(steps=steps, explore_steps=explore_steps, restarts=restarts, lr=lr, beta=beta, pool=pool,
+                          seed=seed)
+    with c.progress_bar(not json_out) as progress:
+        summary = run_invert(model, n_per_class=n_per_class, settings=s, weights=weights, data_dir=data_dir, out=out,
+                             progress=progress)
+    c.echo_json(summary) if json_out else typer.echo(
+        f"{summary['n_images']} images in {summary['seconds']:.0f} s; mean reconstruction error "
+        f"{summary['recon_error_mean']:.4f} (start {summary['start_error_mean']:.4f}); wrote {out}")

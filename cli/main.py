@@ -10,6 +10,7 @@ from corrkit.cli import optimize
 from corrkit.cli import control
 from corrkit.cli import manipulate
 from corrkit.cli import translate
+from corrkit.cli import figures, latents, report
 
 app = typer.Typer(
     help="corrkit: what does each latent variable of a GAN control?",
@@ -23,6 +24,9 @@ app.add_typer(optimize.app)
 app.add_typer(control.app)
 app.add_typer(manipulate.app)
 app.add_typer(translate.app)
+app.add_typer(figures.app)
+app.add_typer(latents.app)
+app.add_typer(report.app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(export.app, name="export")
 

@@ -16,6 +16,7 @@ app = typer.Typer()
 @c.handles_errors
 def manipulate_command(
     model: Optional[Path] = c.ModelArg,
+    output: Optional[str] = c.OutputOpt,
     class_: str = typer.Option("all", "--class", help="Class index or name, or 'all'."),
     top_k: int = typer.Option(10, help="Dims per set (top, bottom and random)."),
     alpha: float = typer.Option(2.0, help="Step along every dim of the set."),
@@ -29,7 +30,7 @@ def manipulate_command(
     """Push codes of a class along its top-, bottom- and random-k dims; report drops and flip rates."""
     from corrkit.manipulate import class_index, manipulate, manipulation_table
 
-    bundle = c.resolve_bundle(model)
+    bundle = c.resolve_bundle(model, output=output)
     classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]
     with c.progress_bar(not json_out) as progress:
         result = manipulate(bundle, run=run, classes=classes, top_k=top_k, alpha=alpha, steps=steps, seed=seed,

@@ -16,6 +16,7 @@ app = typer.Typer()
 @c.handles_errors
 def optimize_command(
     model: Optional[Path] = c.ModelArg,
+    output: Optional[str] = c.OutputOpt,
     out: Path = typer.Option(Path("optimized_weights.npz"), help="Where to write w* [C, N] and the settings."),
     objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
     iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
@@ -24,24 +25,32 @@ def optimize_command(
     sigma: float = typer.Option(0.005, help="Perturbation size in v."),
     seed: int = typer.Option(0, help="Seed of the code sets, mini-batches, xi and perturbations."),
     samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
+    against: Optional[Path] = typer.Option(None, help="Weights to compare with (default: the bundle's "
+                                           "optimized_weights.npz, the gradient w*, when there is one)."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Find w* per class without torch: gradient descent with antithetic zeroth-order gradients."""
-    from corrkit.optimize import optimize
+    from corrkit.optimize import WEIGHTS_FILE, compare_with, optimize
 
-    bundle = c.resolve_bundle(model)
+    bundle = c.resolve_bundle(model, output=output)
     with c.progress_bar(not json_out) as progress:
         result = optimize(bundle, objective=objective, iterations=iterations, batch_size=batch_size,
                           perturbations=perturbations, sigma=sigma, seed=seed, samples_per_class=samples_per_class,
                           device=device, progress=progress)
     result.save(out)
-    summary = {**result.summary(), "out": out}
-    c.echo_json(summary) if json_out else _print(result, out)
+    against = against or (bundle.path / WEIGHTS_FILE if bundle.path else None)
+    agree = compare_with(result, against) if against is not None and against.is_file() else None
+    summary = {**result.summary(), "out": out, "agreement": agree}
+    c.echo_json(summary) if json_out else _print(result, out, agree)
 
 
-def _print(result, out: Path) -> None:
+def _print(result, out: Path, agree) -> None:
     sets = result.controlling_set(10)
     for j, name in enumerate(result.classes):
         typer.echo(f"{name:>12}: " + " ".join(f"{i}" for i in sets[j]))
+    if agree:
+        typer.echo(f"against {agree['against']}: top-{agree['k']} overlap {agree['mean_overlap']:.2f}, "
+                   f"cosine {agree['mean_cosine']:.3f} (of the moves from the start: "
+                   f"{agree['mean_cosine_of_moves']:.3f})")
     typer.echo(f"wrote {out} ({result.seconds:.0f} s)")

@@ -17,6 +17,7 @@ app = typer.Typer()
 @c.handles_errors
 def translate_command(
     model: Optional[Path] = c.ModelArg,
+    output: Optional[str] = c.OutputOpt,
     source: Optional[str] = typer.Option(None, help="Source class (index or name)."),
     target: Optional[str] = typer.Option(None, help="Target class (index or name)."),
     all_pairs: bool = typer.Option(False, "--all", help="Every ordered pair (the default without --source)."),
@@ -32,7 +33,7 @@ def translate_command(
     from corrkit.manipulate import class_index
     from corrkit.translate import translate, translation_table
 
-    bundle = c.resolve_bundle(model)
+    bundle = c.resolve_bundle(model, output=output)
     if (source is None) != (target is None) or (all_pairs and source is not None):
         raise CorrkitError("give --source and --target together, or --all (the default) alone")
     pairs = None if source is None else [(class_index(source, bundle.classes), class_index(target, bundle.classes))]

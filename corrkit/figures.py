@@ -304,13 +304,18 @@ def translation_matrix(success, classes=None, *, alpha: float | None = None, out
 
 def method_comparison(strongest: Mapping[str, Sequence[float]], classes=None, *, out=None,
                       ylabel: str = "strongest APCR") -> bytes:
-    """SPEC §9: per direction method, the strongest APCR reached for each class."""
+    """SPEC §9: per direction method, the strongest APCR reached for each class.
+
+    Parameters
+    ----------
+    strongest : {method: float [C]}
+    """
     if not strongest:
         raise CorrkitError("no methods to compare")
-    return _grouped_bars(strongest, classes, ylabel, out)
+    return _grouped_bars(strongest, classes, ylabel, out, title="Direction methods on one yardstick (SPEC §9)")
 
 
-def _grouped_bars(series: Mapping[str, Sequence[float]], classes, ylabel: str, out) -> bytes:
+def _grouped_bars(series: Mapping[str, Sequence[float]], classes, ylabel: str, out, title: str = "") -> bytes:
     series = {str(k): _check(v, 1, f"series {k!r}") for k, v in series.items()}
     c = len(next(iter(series.values())))
     if any(len(v) != c for v in series.values()):
@@ -329,7 +334,7 @@ def _grouped_bars(series: Mapping[str, Sequence[float]], classes, ylabel: str, o
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    ax.set_title("Direction methods on one yardstick (SPEC §9)", fontsize=11)
+    ax.set_title(title, fontsize=11)
     return _finish(fig, out)
 
 
@@ -432,40 +437,51 @@ def traversal_overview(bundle, result, *, steps: int | None = None, delta: float
 
 # --- every figure a run folder allows ------------------------------------------------------------------------------
 
-def _find(obj, keys: Sequence[str]):
-    """First value stored under any of ``keys`` in a nested dict/list (JSON written by other commands)."""
-    if isinstance(obj, dict):
-        for k in keys:
-            if k in obj:
-                return obj[k]
-        children = obj.values()
-    elif isinstance(obj, list):
-        children = obj
-    else:
-        return None
-    for v in children:
-        found = _find(v, keys)
-        if found is not None:
-            return found
-    return None
-
-
 def _per_class(value, classes: list[str] | None) -> np.ndarray:
-    """A per-class list, or a ``{class name: number}`` dict, as float [C]."""
+    """A per-class list (``None`` read as NaN), or a ``{class name: number}`` dict, as float [C]."""
+    if isinstance(value, dict) and "per_class" in value:
+        value = value["per_class"]
     if isinstance(value, dict) and classes and all(c in value for c in classes):
-        return np.array([float(value[c]) for c in classes])
-    return np.asarray(value, dtype=np.float64)
+        value = [value[c] for c in classes]
+    return np.array([np.nan if v is None else v for v in value], dtype=np.float64)
 
 
-def _series(value, classes, key: str) -> dict[str, np.ndarray]:
-    """``{label: [C]}`` from ``{label: [C] | {class: v} | {key: ...}}`` or a single ``[C]``."""
-    if isinstance(value, dict) and not (classes and all(c in value for c in classes)):
-        out = {}
-        for label, v in value.items():
-            v = v.get(key, v) if isinstance(v, dict) and key in v else v
-            out[str(label)] = _per_class(v, classes)
-        return out
-    return {key: _per_class(value, classes)}
+def _control_figure(d: dict, classes) -> bytes:
+    """``control.json`` (:meth:`corrkit.control.ControlResult.to_json`): IR bars, the paper's Table 1 beside."""
+    series = {"this model": _per_class(d["intersection_ratio"], classes)}
+    if d.get("paper"):
+        series["paper, Table 1"] = _per_class(d["paper"], classes)
+    return controlling_set_bars(series, classes, title=f"Intersection ratio of the top-{d.get('k', 10)} "
+                                "controlling sets (sequential vs optimisation)")
+
+
+def _translate_figure(d: dict, classes) -> bytes:
+    """``translate.json`` (:meth:`corrkit.translate.TranslationResult.to_json`): the success matrix."""
+    m = np.array([_per_class(row, None) for row in d["success"]])
+    return translation_matrix(m, classes, alpha=d.get("alpha"))
+
+
+def _compare_figure(d: dict, classes) -> bytes:
+    """``compare.json`` (:func:`corrkit.compare.compare`): strongest APCR per class per method."""
+    return method_comparison({k: _per_class(v["strongest_apcr"], classes) for k, v in d["methods"].items()}, classes)
+
+
+def _manipulate_figure(d: dict, classes) -> bytes:
+    """``manipulate.json`` (:meth:`corrkit.manipulate.ManipulationResult.to_json`): flip rate per set and class."""
+    per = d.get("per_class") or [d]
+    names = [str(m["class"]) for m in per]
+    sets = list(per[0]["flip_rate"])
+    return _grouped_bars({f"{s} {d.get('top_k', '')}".strip(): [m["flip_rate"][s] for m in per] for s in sets},
+                         names, "flip rate", None,
+                         title=f"Concept manipulation: share of codes leaving their class (α = {d.get('alpha')})")
+
+
+JSON_FIGURES = {  # result file -> (figure file, drawer); the drawers follow the writers' to_json()
+    "control.json": ("intersection_ratio.png", _control_figure),
+    "translate.json": ("translation_matrix.png", _translate_figure),
+    "compare.json": ("compare.png", _compare_figure),
+    "manipulate.json": ("flip_rate.png", _manipulate_figure),
+}
 
 
 def _json_figures(run_dir: Path, classes: list[str] | None, skip) -> dict[str, bytes]:
@@ -473,25 +489,15 @@ def _json_figures(run_dir: Path, classes: list[str] | None, skip) -> dict[str, b
     import warnings
 
     figs: dict[str, bytes] = {}
-    makers = {
-        "control.json": ("intersection_ratio.png", lambda d, c: controlling_set_bars(
-            _series(_find(d, ["intersection_ratio", "intersection_ratios", "ir"]), c, "IR"), c, reference=0.75)),
-        "translate.json": ("translation_matrix.png", lambda d, c: translation_matrix(
-            _find(d, ["success", "success_matrix", "success_rate"]), c, alpha=_find(d, ["alpha"]))),
-        "compare.json": ("method_comparison.png", lambda d, c: method_comparison(
-            _series(_find(d, ["strongest_apcr", "strongest"]), c, "strongest_apcr"), c)),
-        "manipulate.json": ("flip_rate.png", lambda d, c: _grouped_bars(
-            _series(_find(d, ["flip_rates", "sets", "flip_rate"]), c, "flip_rate"), c, "flip rate", None)),
-    }
-    for source, (name, make) in makers.items():
+    for source, (name, make) in JSON_FIGURES.items():
         path = run_dir / source
         if not path.is_file() or name in skip:
             continue
         try:
             data = json.loads(path.read_text())
-            names = [str(x) for x in data.get("classes", classes) or []] or None
+            names = [str(x) for x in data.get("classes") or classes or []] or None
             figs[name] = make(data, names)
-        except (CorrkitError, KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+        except (CorrkitError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             warnings.warn(f"{path}: no figure drawn ({type(exc).__name__}: {exc})", stacklevel=2)
     return figs
 
@@ -529,9 +535,8 @@ def render_run(run_dir: str | os.PathLike, *, skip: Sequence[str] = (), bundle=N
 
     ``apcr.npz`` + ``summary.json`` (``corrkit apcr --out``) give the score curves,
     APCR histograms and heatmap, and (with the run's generator) traversal grids;
-    ``control.json``, ``translate.json``, ``compare.json`` and ``manipulate.json``
-    give intersection-ratio bars, the translation matrix, the method comparison
-    and flip-rate bars.
+    the files of :data:`JSON_FIGURES` give intersection-ratio bars, the
+    translation matrix, the method comparison and flip-rate bars.
     """
     run_dir = Path(run_dir)
     skip = set(skip)

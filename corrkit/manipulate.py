@@ -133,6 +133,10 @@ def load_run(run, bundle, progress=None):
     if bundle is not None and (run.apcr.shape[1] != bundle.n_classes or n != bundle.latent_dim):
         raise CorrkitError(f"the run has {run.apcr.shape[1]} classes and {n} dims, the model "
                            f"{bundle.n_classes} and {bundle.latent_dim}")
+    files = (run.bundle_card or {}).get("files")
+    if bundle is not None and files and set(files.values()) != set(bundle.hashes().values()):
+        raise CorrkitError("the APCR run was made on another model (its files' hashes differ); run `corrkit apcr` "
+                           "on this model, or pass the model the run was made on")
     return run
 
 
@@ -204,8 +208,8 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
                 z = run.latents[run.labels == m.j][:image_rows]
                 blocks = [(s, shifted(z, m.sets[s], m.signs[s], np.concatenate([[0.0], alphas]))) for s in SETS]
                 path = out / f"manipulate_{m.j:02d}_{slug(bundle.classes[m.j])}.png"
-                image_grid(bundle, blocks, path, f"{bundle.classes[m.j]}: lowering S_j through {top_k} dims",
-                           np.concatenate([[0.0], alphas]))
+                title = f"{bundle.classes[m.j]}: lowering its probability through {top_k} dims"
+                image_grid(bundle, blocks, path, title, np.concatenate([[0.0], alphas]))
                 result.images.append(str(path))
         io.write_json(out / "manipulate.json", result.to_json())
     return result
@@ -251,7 +255,7 @@ def image_grid(bundle, blocks: list[tuple[str, np.ndarray]], path: Path, title: 
                 ax.imshow(imgs[r, a], cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([]); ax.set_yticks([])
                 if r0 + r == 0:
-                    ax.set_title(f"α={alphas[a]:.2g}", fontsize=8)
+                    ax.set_title(f"α={alphas[a]:.3g}", fontsize=8)
             axes[r0 + r, 0].set_ylabel(name if r == 0 else "", fontsize=8)
         r0 += rows
     fig.suptitle(title, fontsize=9)

@@ -302,13 +302,37 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
                             seconds=time.perf_counter() - t0)
 
 
-def agreement(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict:
-    """Top-``k`` overlap of ``|w|`` and cosine of ``w`` per class between two ``[C, N]`` weight sets."""
+def agreement(a: np.ndarray, b: np.ndarray, k: int = 10, start: float | None = None) -> dict:
+    """How far two ``[C, N]`` weight sets agree (SPEC §3): top-``k`` overlap of ``|w|`` and cosine of ``w``.
+
+    With ``start`` (the common initial weight ``tanh(v_init)``), also the cosine of the
+    moves ``w - start``, which the shared starting point cannot inflate.
+    """
     from corrkit.kernels.ranking import top_k
 
+    def cosine(x, y):
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        return (x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-300)
+
+    if a.shape != b.shape:
+        raise CorrkitError(f"weights of shapes {list(a.shape)} and {list(b.shape)} cannot be compared")
     sa, sb = top_k(np.abs(a).T, k), top_k(np.abs(b).T, k)
     overlap = np.array([len(set(x) & set(y)) / k for x, y in zip(sa.tolist(), sb.tolist())])
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    cos = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
-    return {"k": k, "overlap": overlap.tolist(), "mean_overlap": float(overlap.mean()),
-            "cosine": cos.tolist(), "mean_cosine": float(cos.mean())}
+    cos = cosine(a, b)
+    out = {"k": k, "overlap": overlap.tolist(), "mean_overlap": float(overlap.mean()),
+           "cosine": cos.tolist(), "mean_cosine": float(cos.mean())}
+    if start is not None:
+        moved = cosine(a - start, b - start)
+        out.update(cosine_of_moves=moved.tolist(), mean_cosine_of_moves=float(moved.mean()))
+    return out
+
+
+def compare_with(result: OptimizedWeights, other: str | Path, k: int = 10) -> dict:
+    """:func:`agreement` of ``result`` with the weights stored in ``other`` (e.g. the gradient ``w*``)."""
+    ref = OptimizedWeights.load(other)
+    start = float(np.tanh(result.settings.get("v_init", 0.5)))
+    shared = ("objective", "iterations", "lr", "lam", "xi_min", "xi_max", "v_init", "batch_size",
+              "samples_per_class", "threshold", "seed")
+    differ = [key for key in shared if result.settings.get(key) != ref.settings.get(key)]
+    return {"against": str(other), "method": ref.settings.get("method"), "settings_differ": differ,
+            **agreement(result.w, ref.w, k, start)}

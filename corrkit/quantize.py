@@ -53,5 +53,6 @@ def quantize_int8(model, latent_dim: int, seed: int = 0, n_calib: int = 512, bat
                             weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["Conv"],
                             calibrate_method=CalibrationMethod.MinMax)
         except Exception as exc:
-            raise CorrkitError(f"int8 quantization failed ({str(exc).splitlines()[0][:200]}); use --mode fp32") from None
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise CorrkitError(f"int8 quantization failed ({first}); use --mode fp32") from None
         return onnx.load(dst)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from corrkit.bundle import load_bundle
 from corrkit.cli.main import app
-from corrkit.optimize import (OptimizedWeights, Schedule, Settings, agreement, code_sets, data_term,
+from corrkit.optimize import (OptimizedWeights, Schedule, Settings, agreement, code_sets, compare_with, data_term,
                               intervention_scale, loss, optimize, perturbation_matrix, regulariser_grad, zo_gradient)
 from tests import onnx_fixtures as fx
 from tests.naive import softmax
@@ -162,6 +162,11 @@ def test_save_load_and_agreement(linear, tmp_path):
     flipped = res.w.copy()
     flipped[0] = -flipped[0]
     assert agreement(res.w, flipped, k=3)["cosine"][0] == pytest.approx(-1.0)
+    moved = agreement(res.w, np.tanh(0.5) + 2 * (res.w - np.tanh(0.5)), k=3, start=np.tanh(0.5))
+    assert moved["mean_cosine_of_moves"] == pytest.approx(1.0)
+    other = optimize(bundle, iterations=4, samples_per_class=4, perturbations=4, device="cpu")
+    same = compare_with(other, tmp_path / "w.npz", k=3)
+    assert same["settings_differ"] == ["iterations"] and same["against"].endswith("w.npz")
 
 
 def test_bad_settings_are_corrkit_errors(linear):
@@ -180,10 +185,9 @@ def test_cli_writes_weights(linear, tmp_path):
                             "3", "--device", "cpu", "--json"])
     # a fused file declared as probabilities by default: the logits model is rejected with one line
     assert r.exit_code == 1 and "not probabilities" in r.output
-    prob = tmp_path / "prob.onnx"
-    onnx.save(bundle.fused_model(), prob)
-    r = runner.invoke(app, ["optimize", str(prob), "--out", str(out), "--iterations", "2", "--perturbations", "3",
-                            "--device", "cpu", "--json"])
+    r = runner.invoke(app, ["optimize", str(bundle.fused), "--output", "logits", "--out", str(out), "--iterations",
+                            "2", "--perturbations", "3", "--samples-per-class", "2", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert np.load(out)["w"].shape == (C, N) and summary["settings"]["iterations"] == 2
+    assert OptimizedWeights.load(out).settings["samples_per_class"] == 2

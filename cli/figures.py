@@ -1,0 +1,30 @@
+"""`corrkit figures`: every figure a run folder allows, as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from corrkit.cli import _common as c
+
+app = typer.Typer()
+
+
+@app.command("figures")
+@c.handles_errors
+def figures_command(
+    run_dir: Path = typer.Argument(..., help="Folder written by `corrkit apcr --out` (or control/translate/...)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the PNGs (default: RUN_DIR)."),
+    traversals: bool = typer.Option(True, help="Draw generator images along the top directions of each class."),
+    json_out: bool = c.JsonOpt,
+):
+    """Draw score curves, APCR histograms and heatmap, traversal grids and any other figure the run allows."""
+    from corrkit.figures import write_run_figures
+
+    paths = write_run_figures(run_dir, out, traversals=traversals)
+    if json_out:
+        return c.echo_json({"figures": [str(p) for p in paths]})
+    for p in paths:
+        typer.echo(f"wrote {p}")
