@@ -202,10 +202,11 @@ def controlling_set_bars(ir: Mapping[str, Sequence[float]] | Sequence[float], cl
     if reference is not None:
         ax.axhline(reference, color="0.3", ls=":", lw=1.2, label=f"reference {reference:.2f}")
     ax.set_xticks(range(c), names, rotation=30, ha="right", fontsize=9)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.22)  # headroom for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("|C_seq ∩ C_opt| / k")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(series) + (reference is not None), frameon=False)
     ax.set_title(title, fontsize=11)
     return _finish(fig, out)
 
@@ -332,8 +333,10 @@ def _grouped_bars(series: Mapping[str, Sequence[float]], classes, ylabel: str, o
                label=f"{label} (mean {v.mean():.2f})")
     ax.set_xticks(range(c), names, rotation=30, ha="right", fontsize=9)
     ax.set_ylabel(ylabel)
+    top = float(np.nanmax([np.nanmax(v) for v in series.values()]))
+    ax.set_ylim(0, 1.2 * top if top > 0 else 1.0)  # headroom for the legend above the bars
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 4), frameon=False)
     ax.set_title(title, fontsize=11)
     return _finish(fig, out)
 
