@@ -161,3 +161,46 @@ def upsample_conv_to_subpixel(model):
     del fused_ct.graph.initializer[:]
     fused_ct.graph.initializer.extend(keep)
     return fused_ct, count
+
+
+def thin_conv_split(model, max_out: int = 1):
+    """Split 3x3 convolutions with ``<= max_out`` output channels into 1x1 (taps) + 3x3 (shift-and-sum).
+
+    onnxruntime's blocked (NCHWc) kernels pad a one-channel output to a full block,
+    which makes the generator's last layer (64 -> 1 grey channel) cost as much as a
+    16-channel one. ``Conv(64 -> 1, 3x3)`` equals ``Conv(64 -> 9 taps, 1x1)`` followed
+    by ``Conv(9 -> 1, 3x3)`` whose weights pick tap ``t`` at offset ``t``: the same
+    products, summed in another order.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    consts = _const_values(m)
+    nodes, inits, count = [], [], 0
+    for n in m.graph.node:
+        a = _attrs(n) if n.op_type == "Conv" else {}
+        w = consts.get(n.input[1]) if n.op_type == "Conv" else None
+        if (w is None or w.shape[0] > max_out or w.shape[2:] != (3, 3) or a.get("group", 1) != 1
+                or list(a.get("strides", [1, 1])) != [1, 1] or list(a.get("dilations", [1, 1])) != [1, 1]):
+            nodes.append(n)
+            continue
+        cout, cin = w.shape[:2]
+        taps = w.transpose(0, 2, 3, 1).reshape(cout * 9, cin, 1, 1)  # row (o, dy, dx)
+        pick = np.zeros((cout, cout * 9, 3, 3), np.float32)
+        for o in range(cout):
+            for t in range(9):
+                pick[o, o * 9 + t, t // 3, t % 3] = 1.0
+        base = f"{n.name or n.output[0]}/thin"
+        inits += [numpy_helper.from_array(taps.astype(np.float32), base + "/taps"),
+                  numpy_helper.from_array(pick, base + "/pick")]
+        nodes.append(helper.make_node("Conv", [n.input[0], base + "/taps"], [base + "/tapout"], kernel_shape=[1, 1]))
+        ins = [base + "/tapout", base + "/pick"] + ([n.input[2]] if len(n.input) > 2 else [])
+        nodes.append(helper.make_node("Conv", ins, list(n.output), kernel_shape=[3, 3],
+                                      pads=list(a.get("pads", [0, 0, 0, 0]))))
+        count += 1
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    m.graph.initializer.extend(inits)
+    return m, count

@@ -205,6 +205,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
               "mode": engine.mode if engine is not None else mode}
     engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
     params["device"] = engine.device
+    params["rewrites"] = dict(engine.rewrites)
     fingerprint = _fingerprint(bundle, params, directions, latents)
     ck_path = Path(out) / CHECKPOINT if out is not None else None
     ck = _load_checkpoint(ck_path, fingerprint) if ck_path else None
