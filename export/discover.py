@@ -203,15 +203,14 @@ def _step_gen(seed: int, method: str, step: int) -> torch.Generator:
 
 
 def _pair(G, z, shift, learn, s: DiscoverSettings):
+    """``G(z)`` and ``G(z + shift)``; only the second carries gradients, and only when ``A`` is learned."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
-        with torch.no_grad():
-            x1 = G(z)
         if learn:
-            x2 = G(z + shift)
-        else:
             with torch.no_grad():
-                x2 = G(z + shift)
-    return x1, x2
+                x1 = G(z)
+            return x1, G(z + shift)
+        with torch.no_grad():  # fixed A: one batch of 2B is cheaper than two of B
+            return G(torch.cat([z, z + shift])).chunk(2)
 
 
 def reconstruction_loss(G, A: DirectionMatrix, R, z, k, eps, s: DiscoverSettings, learn: bool = True):
@@ -298,6 +297,7 @@ class Trained:
     seconds: float
     steps: int
     history: list = field(default_factory=list)
+    cpu_seconds: float = 0.0  # process CPU time, all threads: ~threads x seconds on an idle machine
 
     @property
     def steps_per_second(self) -> float:
@@ -323,7 +323,7 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
     params = list(R.parameters()) + (list(A.parameters()) if learn else [])
     opt = torch.optim.Adam(params, lr=s.lr)
     key = {name: getattr(s, name) for name in _RESUME_KEYS}
-    start, wall, history, done = 0, 0.0, [], None
+    start, wall, cpu, history, done = 0, 0.0, 0.0, [], None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
         st = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -334,7 +334,7 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
             raise CorrkitError(f"{checkpoint} is already past step {s.steps} (at {st['step']}); "
                                "give --steps at least that, or another --out folder")
         A.load_state_dict(st["A"]); R.load_state_dict(st["R"]); opt.load_state_dict(st["opt"])
-        start, wall, history = st["step"], st["wall"], st["history"]
+        start, wall, cpu, history = st["step"], st["wall"], st["cpu"], st["history"]
         done = (st["rca"], st["eps_mae"]) if start == s.steps and "rca" in st else None
         if start < s.steps:
             log(f"{method}: resuming after step {start}")
@@ -342,13 +342,13 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
     def save(step: int, extra: dict | None = None) -> None:
         if checkpoint is not None:
             _save_atomic({"A": A.state_dict(), "R": R.state_dict(), "opt": opt.state_dict(), "step": step,
-                          "wall": wall, "history": history, "settings": key, "method": method, **(extra or {})},
-                         checkpoint)
+                          "wall": wall, "cpu": cpu, "history": history, "settings": key, "method": method,
+                          **(extra or {})}, checkpoint)
 
-    run = np.zeros(4)
+    run, count, cpu_log = np.zeros(4), 0, cpu
     t_log = time.perf_counter()
     for step in range(start, s.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         R.train()
         z, idx, eps = sample_batch(_step_gen(s.seed, method, step), s.batch_size, latent_dim, k, s.eps_max,
                                    s.eps_min)
@@ -357,14 +357,16 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
         total.backward()
         opt.step()
         wall += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         run += [float(v.detach()) for v in (total, ce, sh, acc)]
+        count += 1
         if (step + 1) % s.log_every == 0 or step + 1 == s.steps:
-            m = run / ((step % s.log_every) + 1)
-            rate = ((step % s.log_every) + 1) / max(time.perf_counter() - t_log, 1e-9)
+            m = run / count
+            rate = count / max(time.perf_counter() - t_log, 1e-9)
             history.append([step + 1, *np.round(m, 5).tolist()])
             log(f"{method} step {step + 1}/{s.steps} loss {m[0]:.3f} ce {m[1]:.3f} |eps| {m[2]:.3f} "
-                f"acc {m[3]:.3f} ({rate:.2f} steps/s)")
-            run[:], t_log = 0, time.perf_counter()
+                f"acc {m[3]:.3f} ({rate:.2f} steps/s, {1000 * (cpu - cpu_log) / count:.0f} cpu-ms/step)")
+            run[:], count, cpu_log, t_log = 0, 0, cpu, time.perf_counter()
         if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
             save(step + 1)
         if progress is not None:
@@ -375,7 +377,7 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
         log(f"{method}: RCA {acc:.4f} on {s.eval_samples} fresh pairs, mean |eps_hat - eps| {mae:.3f}")
     else:
         acc, mae = done
-    return Trained(A, R, method, acc, mae, wall, s.steps, history)
+    return Trained(A, R, method, acc, mae, wall, s.steps, history, cpu)
 
 
 # --- the three trainings and their files --------------------------------------------------------------------------
@@ -395,8 +397,9 @@ class DiscoverResult:
     eps_mae : dict
         Per method, the mean ``|eps_hat - eps|`` on those pairs.
     settings : DiscoverSettings
-    seconds : dict
-        Per method, training seconds (without evaluation).
+    seconds, cpu_seconds : dict
+        Per method, training wall seconds (without evaluation) and process CPU seconds
+        (all threads; on a busy machine ``cpu_seconds / threads`` estimates the idle wall time).
     history : dict
         Per method, rows ``[step, loss, ce, |eps| term, batch accuracy]`` (means between logs).
     """
@@ -409,6 +412,7 @@ class DiscoverResult:
     settings: DiscoverSettings
     seconds: dict
     history: dict
+    cpu_seconds: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         k = len(self.directions)
@@ -417,6 +421,7 @@ class DiscoverResult:
                 "chance": 1 / k, "gap_over_best_baseline": self.rca - max(self.rca_random, self.rca_coordinate),
                 "eps_mae": self.eps_mae, "n_directions": k, "latent_dim": int(self.directions.shape[1]),
                 "seconds": {m: round(t, 1) for m, t in self.seconds.items()}, "steps_per_second": sps,
+                "cpu_seconds": {m: round(t, 1) for m, t in self.cpu_seconds.items()},
                 "settings": asdict(self.settings)}
 
     def save(self, out: str | Path) -> dict[str, Path]:
@@ -512,7 +517,8 @@ def discover(G: nn.Module, latent_dim: int, settings: DiscoverSettings | None = 
         directions=trained["learned"].A.directions(), rca=trained["learned"].rca,
         rca_random=trained["random"].rca, rca_coordinate=trained["coordinate"].rca,
         eps_mae={m: t.eps_mae for m, t in trained.items()}, settings=s,
-        seconds={m: t.seconds for m, t in trained.items()}, history={m: t.history for m, t in trained.items()})
+        seconds={m: t.seconds for m, t in trained.items()}, history={m: t.history for m, t in trained.items()},
+        cpu_seconds={m: t.cpu_seconds for m, t in trained.items()})
     if out is not None:
         result.save(out)
     return result
