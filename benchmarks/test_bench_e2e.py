@@ -40,15 +40,17 @@ def test_corrkit_engine(benchmark, bundle, record, mode):
 def test_corrkit_apcr_end_to_end(benchmark, bundle, record, mode):
     from corrkit.engine import Engine
 
-    dirs = np.eye(100, dtype=np.float32)[:40]
-    engine = Engine(bundle, device="cpu", mode=mode)
-    apcr(bundle, samples_per_class=1, steps=1, engine=engine, directions=dirs[:2])
+    engine = Engine(bundle, device="cpu", mode=mode)  # int8: quantization happens here, once per bundle
+    apcr(bundle, samples_per_class=1, steps=1, engine=engine, directions=np.eye(100, dtype=np.float32)[:2])
     out = {}
 
-    def run():
-        out["r"] = apcr(bundle, samples_per_class=4, steps=2, engine=engine, directions=dirs)
+    def run():  # 8 codes/class x 100 axes x 4 steps: sampling, grid, inference, reductions (+ int8 fidelity check)
+        out["r"] = apcr(bundle, samples_per_class=8, steps=2, engine=engine)
 
     benchmark.pedantic(run, rounds=2, iterations=1)
+    if mode != "fp32":
+        benchmark.extra_info["fidelity"] = out["r"].params["fidelity"]
+        print(f"\n{mode} fidelity vs fp32: {out['r'].params['fidelity']}")
     r = out["r"]
     record(benchmark, GROUP, f"corrkit apcr end-to-end {mode} (grid+sampling+reduce)", r.points)
 

@@ -24,7 +24,7 @@ def need_torch() -> None:
 @app.command("train")
 @c.handles_errors
 def train(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder (a killed run resumes)."),
-          gan_epochs: int = typer.Option(25), classifier_epochs: int = typer.Option(12),
+          gan_epochs: int = typer.Option(22), classifier_epochs: int = typer.Option(12),
           data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder.")):
     """Train the paper's classifier and DCGAN on Fashion-MNIST (seeded, resumable)."""
     need_torch()
@@ -52,9 +52,10 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
 def optimize(model: Optional[Path] = c.ModelArg,
              objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
              iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
-             batch_size: int = typer.Option(8, help="Codes per step."),
+             batch_size: int = typer.Option(1, help="Codes per step (the authors used 1)."),
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
              samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
+             average: float = typer.Option(0.25, help="Share of the last steps averaged into w* (0: last w)."),
              weights: Optional[Path] = typer.Option(None, help="Folder with generator.pt and classifier.pt "
                                                     "(default: the built-in bundle's)."),
              out: Optional[Path] = typer.Option(None, help="Output .npz (default: optimized_weights.npz in the "
@@ -68,7 +69,7 @@ def optimize(model: Optional[Path] = c.ModelArg,
     with c.progress_bar(not json_out) as progress:
         result, path = optimize_bundle(bundle, out, objective=objective, iterations=iterations,
                                        batch_size=batch_size, seed=seed, samples_per_class=samples_per_class,
-                                       weights=weights or WEIGHTS, progress=progress)
+                                       average=average, weights=weights or WEIGHTS, progress=progress)
     summary = {**result.summary(), "out": path}
     c.echo_json(summary) if json_out else typer.echo(f"wrote {path} ({result.seconds:.0f} s)")
 
@@ -78,13 +79,14 @@ def optimize(model: Optional[Path] = c.ModelArg,
 def discover(model: Optional[Path] = c.ModelArg,
              kind: str = typer.Option("ortho", "--type", help="Direction matrix A: ortho (exp of a skew matrix, "
                                       "K = N), proj (unit-norm columns) or linear."),
-             steps: int = typer.Option(3000, min=1, help="Training steps of each of the three reconstructors "
-                                       "(learned, random, coordinate); the default takes ~30 min on 2 CPU cores."),
+             steps: int = typer.Option(10_000, min=1, help="Training steps of each of the three reconstructors "
+                                       "(learned, random, coordinate); the default takes ~25 min on an idle CPU."),
              n_directions: Optional[int] = typer.Option(None, "--directions", help="K for proj/linear (default N)."),
              seed: int = typer.Option(0, help="Seed of the initialisation, every batch and the evaluation pairs."),
              eval_samples: int = typer.Option(2000, min=1, help="Fresh pairs on which RCA is measured."),
              bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
-             threads: int = typer.Option(2, min=1, help="Torch CPU threads."),
+             threads: int = typer.Option(2, min=1, help="Torch CPU threads (1 on a machine busy with other jobs: "
+                                         "two threads then wait on each other)."),
              out: Path = typer.Option(Path("runs/vb"), help="Folder for checkpoints (a killed run resumes), "
                                       "directions.npz, discover.json and rca.png."),
              torch_generator: Optional[str] = typer.Option(None, help="For a bundle other than the built-in one: "
@@ -116,12 +118,13 @@ def discover(model: Optional[Path] = c.ModelArg,
 def invert(model: Optional[Path] = c.ModelArg,
            n_per_class: int = typer.Option(200, help="Test images per class."),
            restarts: int = typer.Option(3, help="Starting points per image; the best is kept."),
-           steps: int = typer.Option(100, help="Adam steps of the kept restart."),
-           explore_steps: int = typer.Option(20, help="Steps every restart runs before the best is chosen."),
+           steps: int = typer.Option(80, help="Adam steps of the kept restart (2,000 images: ~4 min on 2 cores)."),
+           explore_steps: int = typer.Option(15, help="Steps every restart runs before the best is chosen."),
            lr: float = typer.Option(0.05, help="Adam learning rate (cosine decay to a tenth)."),
            beta: float = typer.Option(0.01, help="Weight of ||z||² against the summed squared pixel error."),
            pool: int = typer.Option(4096, help="Prior samples whose nearest images start the restarts (0: random)."),
            seed: int = typer.Option(0, help="Seed of the image choice, pool and starts."),
+           bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of the steps (errors in fp32)."),
            weights: Optional[Path] = typer.Option(None, help="Generator state_dict matching the bundle's "
                                                   "generator.onnx (default: the built-in weights)."),
            data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder."),
@@ -132,7 +135,7 @@ def invert(model: Optional[Path] = c.ModelArg,
     from corrkit.export.invert import InversionSettings, invert as run_invert
 
     s = InversionSettings(steps=steps, explore_steps=explore_steps, restarts=restarts, lr=lr, beta=beta, pool=pool,
-                          seed=seed)
+                          seed=seed, bf16=bf16)
     with c.progress_bar(not json_out) as progress:
         summary = run_invert(model, n_per_class=n_per_class, settings=s, weights=weights, data_dir=data_dir, out=out,
                              progress=progress)

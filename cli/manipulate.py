@@ -19,7 +19,8 @@ def manipulate_command(
     output: Optional[str] = c.OutputOpt,
     class_: str = typer.Option("all", "--class", help="Class index or name, or 'all'."),
     top_k: int = typer.Option(10, help="Dims per set (top, bottom and random)."),
-    alpha: float = typer.Option(2.0, help="Step along every dim of the set."),
+    alpha: float = typer.Option(0.2, help="Step along every dim of the set (flip rates are compared here; "
+                                "pictures show more with a larger alpha)."),
     steps: int = typer.Option(4, help="Alpha steps measured and drawn (alpha·1/steps .. alpha)."),
     seed: int = typer.Option(0, help="Seed of the random sets."),
     run: Optional[Path] = typer.Option(None, help="A `corrkit apcr --out` folder (default: run apcr now)."),

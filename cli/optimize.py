@@ -20,11 +20,12 @@ def optimize_command(
     out: Path = typer.Option(Path("optimized_weights.npz"), help="Where to write w* [C, N] and the settings."),
     objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
     iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
-    batch_size: int = typer.Option(8, help="Codes per step."),
+    batch_size: int = typer.Option(1, help="Codes per step (the authors used 1)."),
     perturbations: int = typer.Option(32, help="Antithetic perturbation pairs per step."),
     sigma: float = typer.Option(0.005, help="Perturbation size in v."),
     seed: int = typer.Option(0, help="Seed of the code sets, mini-batches, xi and perturbations."),
     samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
+    average: float = typer.Option(0.25, help="Share of the last steps averaged into w* (0: last w)."),
     against: Optional[Path] = typer.Option(None, help="Weights to compare with (default: the bundle's "
                                            "optimized_weights.npz, the gradient w*, when there is one)."),
     device: str = c.DeviceOpt,
@@ -37,7 +38,7 @@ def optimize_command(
     with c.progress_bar(not json_out) as progress:
         result = optimize(bundle, objective=objective, iterations=iterations, batch_size=batch_size,
                           perturbations=perturbations, sigma=sigma, seed=seed, samples_per_class=samples_per_class,
-                          device=device, progress=progress)
+                          average=average, device=device, progress=progress)
     result.save(out)
     against = against or (bundle.path / WEIGHTS_FILE if bundle.path else None)
     agree = compare_with(result, against) if against is not None and against.is_file() else None

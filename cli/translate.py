@@ -22,7 +22,7 @@ def translate_command(
     target: Optional[str] = typer.Option(None, help="Target class (index or name)."),
     all_pairs: bool = typer.Option(False, "--all", help="Every ordered pair (the default without --source)."),
     top_k: int = typer.Option(10, help="Dims pushed together."),
-    alpha: float = typer.Option(6.0, help="Largest step along every chosen dim."),
+    alpha: float = typer.Option(2.0, help="Largest step along every chosen dim."),
     steps: int = typer.Option(4, help="Alpha steps (alpha·1/steps .. alpha)."),
     run: Optional[Path] = typer.Option(None, help="A `corrkit apcr --out` folder (default: run apcr now)."),
     out: Optional[Path] = typer.Option(None, help="Folder for translate.json and PNG grids."),

@@ -140,7 +140,7 @@ def load_run(run, bundle, progress=None):
     return run
 
 
-def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k: int = 10, alpha: float = 2.0,
+def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k: int = 10, alpha: float = 0.2,
                steps: int = 4, seed: int = 0, out: str | Path | None = None, image_rows: int = 4,
                device: str = "auto", engine=None, progress=None) -> ManipulationResult:
     """Lower ``S_j`` through the top-, bottom- and random-``k`` sets of an APCR run (SPEC §5).

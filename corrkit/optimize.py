@@ -7,7 +7,13 @@ weights ``w = tanh(v)`` (``v = 0.5`` at the start) define the intervention
 - ``objective="authors"`` (the authors' released code): ``z± = z * (1 ± 10 mean(z) w)``;
 
 and the per-code loss ``L = -max(|S_j(z+) - S_j(z)|, |S_j(z-) - S_j(z)|) + lambda ||w||_2``
-is minimised by plain gradient descent on ``v`` over the codes of ``Z_j``.
+is minimised by plain gradient descent on ``v`` over the codes of ``Z_j``, one code
+per step by default (the authors' batch size).
+
+``w*`` **(choice)** is the mean of ``w`` over the last quarter of the steps
+(``average``; 0 gives the last iterate, also stored as ``w_last``): after the
+early shrinking of ``w`` the descent wanders around an equilibrium, and the mean
+is a steadier answer than wherever the last mini-batch left it.
 
 Both implementations draw the same mini-batches and the same ``xi`` from
 :class:`Schedule`, so for the same settings they follow the same trajectory up to
@@ -48,7 +54,7 @@ class Settings:
     xi_min: float = 2.0
     xi_max: float = 4.0
     v_init: float = 0.5
-    batch_size: int = 8
+    batch_size: int = 1
     samples_per_class: int = 32
     threshold: float = 0.5
     seed: int = 0
@@ -56,6 +62,7 @@ class Settings:
     perturbations: int = 32
     perturbation_kind: str = "orthogonal"
     sigma: float = 0.005
+    average: float = 0.25
 
     def check(self) -> "Settings":
         if self.objective not in OBJECTIVES:
@@ -66,6 +73,8 @@ class Settings:
             raise GridError("--iterations, --batch-size and --perturbations must be >= 1")
         if not (self.lr > 0 and self.lam >= 0 and self.sigma > 0 and 0 <= self.xi_min <= self.xi_max):
             raise GridError("need lr > 0, lambda >= 0, sigma > 0 and 0 <= xi_min <= xi_max")
+        if not 0 <= self.average < 1:
+            raise GridError(f"--average must be in [0, 1) (got {self.average})")
         return self
 
     def to_dict(self) -> dict:
@@ -189,10 +198,13 @@ class OptimizedWeights:
     Attributes
     ----------
     w : float32 [C, N]
-        ``tanh(v*)`` per class.
+        ``w*`` per class: the mean of ``tanh(v)`` over the last ``average`` share of the
+        steps (the last iterate when ``average`` is 0).
     loss : float64 [C, T]
         Loss of each step's mini-batch at the step's ``v`` (before the update).
     classes : list of str; counts : int64 [C] (codes per class set); settings : dict
+    w_last : float32 [C, N] or None
+        ``tanh(v)`` after the last step.
     """
 
     w: np.ndarray
@@ -201,6 +213,7 @@ class OptimizedWeights:
     counts: np.ndarray
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    w_last: np.ndarray | None = None
 
     def controlling_set(self, k: int = 10) -> np.ndarray:
         """``[C, k]`` int64: the top-``k`` dims per class by ``|w*_j|`` (``C_j^opt``)."""
@@ -218,8 +231,9 @@ class OptimizedWeights:
     def save(self, path: str | Path) -> None:
         """One ``.npz``: ``w``, ``loss``, ``counts``, ``classes`` and ``settings`` (a JSON string), atomically."""
         meta = dict(self.settings, seconds=round(self.seconds, 3))
+        last = {} if self.w_last is None else {"w_last": self.w_last.astype(np.float32)}
         io.write_npz(path, w=self.w.astype(np.float32), loss=self.loss, counts=self.counts,
-                     classes=np.array(self.classes), settings=np.array(json.dumps(meta, sort_keys=True)))
+                     classes=np.array(self.classes), settings=np.array(json.dumps(meta, sort_keys=True)), **last)
 
     @classmethod
     def load(cls, path: str | Path) -> "OptimizedWeights":
@@ -237,7 +251,7 @@ class OptimizedWeights:
         loss = d["loss"] if "loss" in d.files else np.zeros((len(w), 0))
         counts = d["counts"] if "counts" in d.files else np.zeros(len(w), np.int64)
         return cls(w=w, loss=loss, classes=classes, counts=counts, settings=settings,
-                   seconds=float(settings.get("seconds", 0.0)))
+                   seconds=float(settings.get("seconds", 0.0)), w_last=d["w_last"] if "w_last" in d.files else None)
 
 
 def code_sets(bundle, settings: Settings, engine=None, device: str = "auto", progress=None):
@@ -276,30 +290,63 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
     sets, engine = code_sets(bundle, settings, engine, device, lambda d, t: report("codes", d, t))
-    c, n, t = bundle.n_classes, bundle.latent_dim, settings.iterations
-    todo = list(range(c)) if classes is None else list(classes)
-    w = np.full((c, n), np.tanh(settings.v_init), np.float32)
-    losses = np.full((c, t), np.nan)
+    n = bundle.latent_dim
+
+    def make_grad(j: int):
+        rng_u = np.random.default_rng([settings.seed, j, 1])
+
+        def grad(z, s0, scale, v):
+            u = perturbation_matrix(rng_u, settings.perturbations, n, settings.perturbation_kind)
+            return zo_gradient(engine.probabilities, z, s0, j, scale, v, u, settings.sigma, settings.lam)
+
+        return grad
+
+    w, w_last, losses = descend(sets, settings, bundle.n_classes, n, make_grad, classes, report)
+    return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, w_last=w_last,
+                            settings=dict(settings.to_dict(), device=engine.device, provider=engine.provider),
+                            seconds=time.perf_counter() - t0)
+
+
+def descend(sets, settings: Settings, n_classes: int, n: int, make_grad, classes=None, report=None):
+    """Plain gradient descent on ``v`` per class, the loop both implementations share.
+
+    Parameters
+    ----------
+    sets : CodeSets
+    make_grad : callable(j) -> callable(z [B, N], s0 [B], scale [B, N], v [N]) -> (grad [N], loss)
+    classes : list of int, optional
+        Classes to optimise (default all); the others keep ``tanh(v_init)``.
+
+    Returns
+    -------
+    w : float32 [C, N]  (mean of ``tanh(v)`` over the last ``average`` share of steps)
+    w_last : float32 [C, N]; losses : float64 [C, T]
+    """
+    t = settings.iterations
+    n_avg = max(1, int(round(settings.average * t)))
+    todo = list(range(n_classes)) if classes is None else list(classes)
+    w = np.full((n_classes, n), np.tanh(settings.v_init), np.float32)
+    w_last = w.copy()
+    losses = np.full((n_classes, t), np.nan)
     for done, j in enumerate(todo):
         rows = np.flatnonzero(sets.labels == j)
         if len(rows) == 0:
             continue
         z_j, s0_j = sets.latents[rows], sets.base[rows, j]
-        sched = Schedule(len(rows), settings, j)
-        rng_u = np.random.default_rng([settings.seed, j, 1])
+        sched, grad_fn = Schedule(len(rows), settings, j), make_grad(j)
         v = np.full(n, settings.v_init, np.float64)
+        w_sum = np.zeros(n)
         for it in range(t):
             idx, xi = sched.next()
             scale = intervention_scale(z_j[idx], xi, settings.objective)
-            u = perturbation_matrix(rng_u, settings.perturbations, n, settings.perturbation_kind)
-            grad, losses[j, it] = zo_gradient(engine.probabilities, z_j[idx], s0_j[idx], j, scale, v, u,
-                                              settings.sigma, settings.lam)
+            grad, losses[j, it] = grad_fn(z_j[idx], s0_j[idx], scale, v)
             v -= settings.lr * grad
-            report("optimise", done * t + it + 1, len(todo) * t)
-        w[j] = np.tanh(v)
-    return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts,
-                            settings=dict(settings.to_dict(), device=engine.device, provider=engine.provider),
-                            seconds=time.perf_counter() - t0)
+            if it >= t - n_avg:
+                w_sum += np.tanh(v)
+            if report:
+                report("optimise", done * t + it + 1, len(todo) * t)
+        w[j], w_last[j] = w_sum / n_avg, np.tanh(v)
+    return w, w_last, losses
 
 
 def agreement(a: np.ndarray, b: np.ndarray, k: int = 10, start: float | None = None) -> dict:

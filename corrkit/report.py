@@ -25,6 +25,15 @@ from corrkit.errors import CorrkitError
 
 RESULT_FILES = ("summary.json", "control.json", "manipulate.json", "translate.json", "compare.json",
                 "latents.json", "invert.json")
+RESULT_TITLES = {
+    "summary.json": "Sequential intervention (APCR)",
+    "control.json": "Controlling sets: sequential intervention vs optimisation",
+    "manipulate.json": "Concept manipulation",
+    "translate.json": "Class-to-class translation",
+    "compare.json": "Direction methods compared",
+    "latents.json": "Latent space: do classes separate?",
+    "invert.json": "Latent codes of real images (inversion)",
+}
 CAPTIONS = {
     "curves.png": "Mean class probability along the three strongest directions of each class (paper Fig. 3).",
     "apcr_hist.png": "Histogram of APCR over directions, per class (paper Fig. 4).",
@@ -193,10 +202,11 @@ def run_figures(run_dir: Path, render: bool = True) -> dict[str, bytes]:
 
 def _load_json(path: Path):
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         warnings.warn(f"{path} skipped: {exc}", stacklevel=2)
         return None
+    return data if isinstance(data, dict) else {"value": data}
 
 
 def _bundle_section(results: list[dict]) -> str:
@@ -283,8 +293,8 @@ def _latents_summary(d: dict) -> str:
 
 def _run_section(k: int, run_dir: Path, results: dict, figs: dict[str, bytes]) -> str:
     out = f"<h2 id=run{k}>Run {k}: <code>{_e(run_dir)}</code></h2>"
-    classes = (results.get("summary.json") or {}).get("classes")
-    for name, data in results.items():
+    classes = None
+    for data in results.values():
         classes = classes or data.get("classes")
     if "summary.json" in results:
         out += "<h3>Sequential intervention (APCR)</h3>" + _apcr_summary(results["summary.json"])
@@ -292,7 +302,7 @@ def _run_section(k: int, run_dir: Path, results: dict, figs: dict[str, bytes]) -
         data = results.get(name)
         if data is None:
             continue
-        out += f"<h3>{_e(name)}</h3>"
+        out += f"<h3>{_e(RESULT_TITLES[name])} <small><code>{_e(name)}</code></small></h3>"
         if name == "latents.json":
             out += _latents_summary(data)
         out += json_tables(data, classes)

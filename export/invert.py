@@ -39,16 +39,17 @@ MATCH_TOL = 1e-4
 
 @dataclass
 class InversionSettings:
-    """Optimisation settings; the defaults invert 2,000 images in about 2.5 minutes on 2 CPU cores."""
+    """Optimisation settings (see the module docstring for the timing of the defaults)."""
 
-    steps: int = 100
-    explore_steps: int = 20
+    steps: int = 80
+    explore_steps: int = 15
     restarts: int = 3
     lr: float = 0.05
     beta: float = 0.01
     pool: int = 4096
     batch_size: int = 500
     seed: int = 0
+    bf16: bool = True  # autocast of the optimisation steps; ~3x faster on CPUs with AVX-512 BF16 / AMX
 
     def check(self) -> "InversionSettings":
         for name in ("steps", "explore_steps", "restarts", "batch_size"):
@@ -127,15 +128,19 @@ def starts(g: Generator, x: np.ndarray, s: InversionSettings) -> np.ndarray:
     if s.pool == 0:
         return rng.standard_normal((s.restarts, len(x), g.latent_dim)).astype(np.float32)
     pool = rng.standard_normal((s.pool, g.latent_dim)).astype(np.float32)
-    imgs = torch.cat([g(torch.from_numpy(pool[i:i + 1024])) for i in range(0, s.pool, 1024)]).flatten(1).numpy()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):  # only ranks candidates
+        imgs = torch.cat([g(torch.from_numpy(pool[i:i + 1024])).float() for i in range(0, s.pool, 1024)])
+    imgs = imgs.flatten(1).numpy()
     flat = x.reshape(len(x), -1)
     d2 = (flat ** 2).sum(1)[:, None] + (imgs ** 2).sum(1)[None, :] - 2.0 * flat @ imgs.T
     near = np.argsort(d2, axis=1, kind="stable")[:, : s.restarts]  # [M, R]
     return np.ascontiguousarray(pool[near].transpose(1, 0, 2))
 
 
-def _objective(g: Generator, z: torch.Tensor, x: torch.Tensor, beta: float):
-    err = ((g(z) - x) ** 2).flatten(1)
+def _objective(g: Generator, z: torch.Tensor, x: torch.Tensor, beta: float, bf16: bool = False):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        image = g(z)
+    err = ((image.float() - x) ** 2).flatten(1)
     return err.sum(1) + beta * (z ** 2).sum(1), err.mean(1)
 
 
@@ -166,10 +171,10 @@ class _Adam:
         self.z, self.m, self.v = self.z[rows].clone(), self.m[rows].clone(), self.v[rows].clone()
 
 
-def _run(g, opt: _Adam, x: torch.Tensor, beta: float, steps: int, tick) -> None:
+def _run(g, opt: _Adam, x: torch.Tensor, beta: float, steps: int, bf16: bool, tick) -> None:
     for _ in range(steps):
         z = opt.z.requires_grad_(True)
-        obj, _ = _objective(g, z, x, beta)
+        obj, _ = _objective(g, z, x, beta, bf16)
         (grad,) = torch.autograd.grad(obj.sum(), z)  # codes are independent: d(sum)/dz_i = d(obj_i)/dz_i
         opt.z = z.detach()
         opt.step(grad)
@@ -180,8 +185,12 @@ def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndar
                   progress=None) -> dict[str, np.ndarray]:
     """Codes of images ``x`` float32 ``[M, 1, H, W]`` in [-1, 1].
 
-    Every restart runs ``explore_steps``; then only the restart with the lowest
-    objective goes on, with its Adam state, to ``steps`` in all **(choice)**.
+    Two phases over all images **(choice)**: every restart runs
+    ``explore_steps``; then only the restart with the lowest objective goes on,
+    with its Adam state, to ``steps`` in all. Each phase fills batches of
+    ``batch_size`` codes (small batches cost several times more per code on CPU).
+    With ``s.bf16`` the steps run under bf16 autocast; the choice of restart and
+    the reported errors use fp32.
 
     Returns
     -------
@@ -193,9 +202,7 @@ def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndar
     s.check()
     z0 = starts(g, x, s) if z0 is None else np.asarray(z0, np.float32)
     r, m, n = z0.shape
-    out = {"codes": np.empty((m, n), np.float32), "recon_error": np.empty(m, np.float32),
-           "start_error": np.empty(m, np.float32), "restart": np.empty(m, np.int64)}
-    per_batch = max(1, s.batch_size // r)
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     done, total = [0], m * (r * s.explore_steps + s.steps - s.explore_steps)
 
     def tick(k: int) -> None:
@@ -203,26 +210,35 @@ def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndar
         if progress:
             progress("invert", done[0], total)
 
-    for b0 in range(0, m, per_batch):
-        b1, b = min(b0 + per_batch, m), min(per_batch, m - b0)
-        xb = torch.from_numpy(np.ascontiguousarray(x[b0:b1]))
-        z = torch.from_numpy(np.ascontiguousarray(z0[:, b0:b1].reshape(-1, n))).clone()
-        opt = _Adam(z, s.lr, s.steps)
+    # Phase 1: all restarts of `per` images at a time; keep each image's best restart and its Adam state.
+    kept = {k: torch.empty((m, n)) for k in ("z", "m", "v")}
+    start_err, best_all, t = np.empty(m, np.float32), np.empty(m, np.int64), 0
+    per = max(1, s.batch_size // r)
+    for b0 in range(0, m, per):
+        b1 = min(b0 + per, m)
+        b, xb = b1 - b0, x[b0:b1].repeat(r, 1, 1, 1)
+        opt = _Adam(torch.from_numpy(np.ascontiguousarray(z0[:, b0:b1].reshape(-1, n))).clone(), s.lr, s.steps)
         with torch.no_grad():
-            _, start_err = _objective(g, z, xb.repeat(r, 1, 1, 1), s.beta)
-        _run(g, opt, xb.repeat(r, 1, 1, 1), s.beta, s.explore_steps, tick)
+            _, err0 = _objective(g, opt.z, xb, s.beta)
+        _run(g, opt, xb, s.beta, s.explore_steps, s.bf16, tick)
         with torch.no_grad():
-            obj, _ = _objective(g, opt.z, xb.repeat(r, 1, 1, 1), s.beta)
+            obj, _ = _objective(g, opt.z, xb, s.beta)
         best = obj.view(r, b).argmin(0)
         opt.keep(best * b + torch.arange(b))
-        _run(g, opt, xb, s.beta, s.steps - s.explore_steps, tick)
+        kept["z"][b0:b1], kept["m"][b0:b1], kept["v"][b0:b1], t = opt.z, opt.m, opt.v, opt.t
+        start_err[b0:b1] = err0.view(r, b).min(0).values.numpy()
+        best_all[b0:b1] = best.numpy()
+    # Phase 2: the kept codes, `batch_size` images at a time, on to `steps`.
+    codes, recon = np.empty((m, n), np.float32), np.empty(m, np.float32)
+    for b0 in range(0, m, s.batch_size):
+        b1 = min(b0 + s.batch_size, m)
+        opt = _Adam(kept["z"][b0:b1].clone(), s.lr, s.steps)
+        opt.m, opt.v, opt.t = kept["m"][b0:b1].clone(), kept["v"][b0:b1].clone(), t
+        _run(g, opt, x[b0:b1], s.beta, s.steps - s.explore_steps, s.bf16, tick)
         with torch.no_grad():
-            _, err = _objective(g, opt.z, xb, s.beta)
-        out["codes"][b0:b1] = opt.z.numpy()
-        out["recon_error"][b0:b1] = err.numpy()
-        out["start_error"][b0:b1] = start_err.view(r, b).min(0).values.numpy()
-        out["restart"][b0:b1] = best.numpy()
-    return out
+            _, err = _objective(g, opt.z, x[b0:b1], s.beta)
+        codes[b0:b1], recon[b0:b1] = opt.z.numpy(), err.numpy()
+    return {"codes": codes, "recon_error": recon, "start_error": start_err, "restart": best_all}
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:

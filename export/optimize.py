@@ -1,8 +1,9 @@
 """Controlling sets by gradient optimisation on the torch modules (Li et al., ICPR 2020, Eq. 5-8; SPEC §3).
 
-The same objective, code sets, mini-batches and ``xi`` draws as the torch-free
-:func:`corrkit.optimize.optimize`; only the gradient differs: exact (autograd)
-here, estimated from antithetic evaluations there. The class-conditional sets are
+The same objective, code sets, mini-batches, ``xi`` draws and descent loop
+(:func:`corrkit.optimize.descend`) as the torch-free :func:`corrkit.optimize.optimize`;
+only the gradient differs: exact (autograd) here, estimated from antithetic
+evaluations there. The class-conditional sets are
 drawn on the bundle's ONNX engine with :func:`corrkit.latents.class_sets`, so they
 are the very codes ``corrkit apcr`` analyses, and the torch modules are checked
 against the ONNX models on those codes before anything is optimised.
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from corrkit.errors import BundleError
-from corrkit.optimize import WEIGHTS_FILE, OptimizedWeights, Schedule, Settings, code_sets, intervention_scale
+from corrkit.optimize import WEIGHTS_FILE, OptimizedWeights, Settings, code_sets, descend
 
 WEIGHTS = Path(__file__).parent / "weights"
 MATCH_ATOL = 1e-4
@@ -127,28 +128,15 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
     sets, engine = code_sets(bundle, settings, engine, "cpu", lambda d, t: report("codes", d, t))
     model = model if model is not None else load_modules(bundle, weights)
     max_diff = check_matches(model, sets.latents[:64], sets.base[:64])
-    c, n, t = bundle.n_classes, bundle.latent_dim, settings.iterations
-    todo = list(range(c)) if classes is None else list(classes)
-    w = np.full((c, n), np.tanh(settings.v_init), np.float32)
-    losses = np.full((c, t), np.nan)
-    for done, j in enumerate(todo):
-        rows = np.flatnonzero(sets.labels == j)
-        if len(rows) == 0:
-            continue
-        z_j, s0_j = sets.latents[rows], sets.base[rows, j]
-        sched = Schedule(len(rows), settings, j)
-        v = np.full(n, settings.v_init, np.float64)
-        for it in range(t):
-            idx, xi = sched.next()
-            scale = intervention_scale(z_j[idx], xi, settings.objective)
-            grad, losses[j, it] = loss_and_grad(model, z_j[idx], s0_j[idx], j, scale, v, settings.lam)
-            v -= settings.lr * grad
-            report("optimise", done * t + it + 1, len(todo) * t)
-        w[j] = np.tanh(v)
+
+    def make_grad(j: int):
+        return lambda z, s0, scale, v: loss_and_grad(model, z, s0, j, scale, v, settings.lam)
+
+    w, w_last, losses = descend(sets, settings, bundle.n_classes, bundle.latent_dim, make_grad, classes, report)
     meta = dict(settings.to_dict(), device="cpu", provider="torch " + torch.__version__,
                 torch_vs_onnx_max_abs_diff=max_diff)
     return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, settings=meta,
-                            seconds=time.perf_counter() - t0)
+                            seconds=time.perf_counter() - t0, w_last=w_last)
 
 
 def optimize_bundle(bundle=None, out: str | Path | None = None, **kwargs) -> tuple[OptimizedWeights, Path]:

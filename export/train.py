@@ -32,7 +32,7 @@ class ClassifierSettings:
 
 @dataclass
 class GANSettings:
-    epochs: int = 25
+    epochs: int = 22
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
@@ -154,7 +154,7 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
     return G, {"settings": asdict(s), "wall_seconds": wall}
 
 
-def main(work: str = "build/train", gan_epochs: int = 25, cls_epochs: int = 12, threads: int = 2,
+def main(work: str = "build/train", gan_epochs: int = 22, cls_epochs: int = 12, threads: int = 2,
          data_dir=None) -> None:
     torch.set_num_threads(threads)
     w = Path(work)

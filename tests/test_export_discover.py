@@ -18,8 +18,8 @@ from corrkit.cli.main import app  # noqa: E402
 from corrkit.compare import load_directions  # noqa: E402
 from corrkit.errors import BundleError, CorrkitError  # noqa: E402
 from corrkit.export.discover import (  # noqa: E402
-    DirectionMatrix, DiscoverSettings, _initial, discover, discover_bundle, rca, reconstruction_loss, sample_batch,
-    train_method, vb_loss,
+    DirectionMatrix, DiscoverSettings, _initial, discover, discover_bundle, prepare_generator, rca,
+    reconstruction_loss, sample_batch, train_method, vb_loss,
 )
 
 runner = CliRunner()
@@ -87,6 +87,25 @@ def test_proj_columns_are_unit_norm_and_linear_ones_are_not():
     s = lin(torch.tensor([2, 0]), torch.tensor([3.0, -1.0]))
     w = lin.matrix().detach()
     np.testing.assert_allclose(s.detach().numpy(), torch.stack([3 * w[:, 2], -w[:, 0]]).numpy(), rtol=1e-6)
+
+
+def test_generator_batch_norms_are_folded_exactly():
+    from corrkit.export.models import Generator
+
+    torch.manual_seed(0)
+    g = Generator().eval()
+    for m in g.modules():  # running statistics far from (0, 1), as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1); m.running_var.uniform_(0.5, 2)
+    z = torch.randn(5, 100)
+    with torch.no_grad():
+        want = g(z)
+        folded = prepare_generator(g, DiscoverSettings())
+        got = folded(z)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert n_bn == 1  # the two after convolutions are gone; the one after the linear layer stays
+    assert (got - want).abs().max().item() < 1e-5
+    assert not any(p.requires_grad for p in folded.parameters())
 
 
 def test_loss_by_hand():

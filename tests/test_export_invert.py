@@ -62,7 +62,7 @@ def test_pool_starts_are_the_nearest_pool_images(g, images):
 
 def test_batch_equals_one_by_one(g, images):
     x = images[0][:3]
-    s = I.InversionSettings(steps=8, explore_steps=3, restarts=2, pool=0, seed=2)
+    s = I.InversionSettings(steps=8, explore_steps=3, restarts=2, pool=0, seed=2, bf16=False, batch_size=6)
     z0 = I.starts(g, x, s)
     together = I.invert_images(g, x, s, z0=z0)
     for k in range(3):

@@ -129,14 +129,16 @@ def test_optimize_follows_exact_gradient_descent(linear):
     sets, _ = code_sets(bundle, s, device="cpu")
     for j in range(C):
         rows = np.flatnonzero(sets.labels == j)
-        sched, v = Schedule(len(rows), s, j), np.full(N, 0.5)
+        sched, v, ws = Schedule(len(rows), s, j), np.full(N, 0.5), []
         for _ in range(s.iterations):
             idx, xi = sched.next()
             z = sets.latents[rows][idx]
             scale = intervention_scale(z, xi, "paper").astype(np.float64)
             v = v - s.lr * exact_grad(w_model, z.astype(np.float64), sets.base[rows, j][idx].astype(np.float64), j,
                                       scale, v, s.lam)
-        np.testing.assert_allclose(res.w[j], np.tanh(v), atol=2e-4)
+            ws.append(np.tanh(v))
+        np.testing.assert_allclose(res.w_last[j], np.tanh(v), atol=2e-4)
+        np.testing.assert_allclose(res.w[j], np.mean(ws[-6:], axis=0), atol=2e-4)  # last quarter of 25 steps
     assert not np.allclose(res.w, np.tanh(0.5), atol=1e-3)  # it moved
     assert np.isfinite(res.loss).all() and res.loss.shape == (C, 25)
 
@@ -154,7 +156,7 @@ def test_save_load_and_agreement(linear, tmp_path):
     res = optimize(bundle, iterations=3, samples_per_class=4, perturbations=4, device="cpu")
     res.save(tmp_path / "w.npz")
     back = OptimizedWeights.load(tmp_path / "w.npz")
-    assert np.array_equal(back.w, res.w) and back.classes == res.classes
+    assert np.array_equal(back.w, res.w) and np.array_equal(back.w_last, res.w_last) and back.classes == res.classes
     assert back.settings["iterations"] == 3 and back.settings["method"] == "zeroth-order"
     assert json.loads(str(np.load(tmp_path / "w.npz")["settings"]))["lam"] == 0.2
     ag = agreement(res.w, res.w, k=3)
@@ -176,6 +178,8 @@ def test_bad_settings_are_corrkit_errors(linear):
         optimize(linear[0], objective="other")
     with pytest.raises(GridError, match="iterations"):
         optimize(linear[0], iterations=0)
+    with pytest.raises(GridError, match="average"):
+        optimize(linear[0], average=1.0)
 
 
 def test_cli_writes_weights(linear, tmp_path):

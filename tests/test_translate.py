@@ -54,6 +54,14 @@ def test_success_matrix_against_numpy(lin):
             z[:, res.dims[(j, tgt)]] += alpha * res.signs[(j, tgt)]
             want = (softmax(z @ W.astype(np.float64)).argmax(1) == tgt).mean()
             assert res.success_by_alpha[a, j, tgt] == pytest.approx(want)
+    z = run.latents[run.labels == 0].astype(np.float64)
+    hits = np.zeros(len(z), bool)
+    for alpha in res.alphas:
+        z2 = z.copy()
+        z2[:, res.dims[(0, 2)]] += alpha * res.signs[(0, 2)]
+        hits |= softmax(z2 @ W.astype(np.float64)).argmax(1) == 2
+    assert res.success_any_alpha[0, 2] == pytest.approx(hits.mean())
+    assert (res.success_any_alpha >= res.success - 1e-12).all()
     out = res.to_json(n_pairs=3)
     assert out["success"] == res.success.tolist() and len(out["easiest"]) == 3
     s = [p["success"] for p in out["easiest"]]
