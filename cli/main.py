@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from corrkit.cli import apcr, bench, bundle, compare, export
-from corrkit.cli import sefa
-from corrkit.cli import optimize
-from corrkit.cli import control
-from corrkit.cli import manipulate
-from corrkit.cli import translate
-from corrkit.cli import figures, latents, report
+from corrkit.cli import (
+    apcr, bench, bundle, compare, control, export, figures, latents, manipulate, optimize, report, sefa, translate,
+)
 
 app = typer.Typer(
     help="corrkit: what does each latent variable of a GAN control?",

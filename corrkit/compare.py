@@ -106,6 +106,8 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
 def _write(out, summary: dict, bundle: Bundle, results: dict[str, APCRResult]) -> None:
     out = Path(out)
     io.write_json(out / "compare.json", summary)
+    from corrkit.errors import MissingExtraError
+
     try:
         from corrkit import figures
     except ImportError:
@@ -115,5 +117,5 @@ def _write(out, summary: dict, bundle: Bundle, results: dict[str, APCRResult]) -
         figures.method_comparison(strongest, summary["classes"], out=out / "compare.png")
         for name, r in results.items():
             figures.traversal_overview(bundle, r, out=out / f"traversal_{name}.png")
-    except ImportError:  # matplotlib is the `figures` extra
+    except (ImportError, MissingExtraError):  # matplotlib is the `figures` extra
         pass

@@ -162,7 +162,7 @@ def apcr_heatmap(apcr, classes=None, *, top: int = 10, axes: bool = True, out=No
     im = ax.imshow(apcr, aspect="auto", cmap="magma", interpolation="nearest")
     for j in range(c):
         best = np.argsort(-apcr[:, j], kind="stable")[:top]
-        ax.scatter(np.full(len(best), j), best, s=6, c="#39c0ff", marker="o", lw=0)
+        ax.scatter(np.full(len(best), j), best, s=9, c="#00e5ff", marker="o", edgecolors="black", linewidths=0.4)
     ax.set_xticks(range(c), names, rotation=45, ha="right", fontsize=8)
     step = max(1, int(np.ceil(k / 20)))
     ax.set_yticks(range(0, k, step), [direction_name(i, axes) for i in range(0, k, step)], fontsize=7)

@@ -303,8 +303,9 @@ def _run_section(k: int, run_dir: Path, results: dict, figs: dict[str, bytes]) -
         if data is None:
             continue
         out += f"<h3>{_e(RESULT_TITLES[name])} <small><code>{_e(name)}</code></small></h3>"
-        if name == "latents.json":
+        if name == "latents.json":  # the probe results get their own table
             out += _latents_summary(data)
+            data = {k: v for k, v in data.items() if k not in ("codes", "codes_shuffled_labels", "prior")}
         out += json_tables(data, classes)
     if figs:
         out += "<h3>Figures</h3>" + "".join(_img(n, b, _caption(n, classes))

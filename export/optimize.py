@@ -132,7 +132,12 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
     def make_grad(j: int):
         return lambda z, s0, scale, v: loss_and_grad(model, z, s0, j, scale, v, settings.lam)
 
-    w, w_last, losses = descend(sets, settings, bundle.n_classes, bundle.latent_dim, make_grad, classes, report)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one or a few codes per step: more threads only add synchronisation
+    try:
+        w, w_last, losses = descend(sets, settings, bundle.n_classes, bundle.latent_dim, make_grad, classes, report)
+    finally:
+        torch.set_num_threads(threads)
     meta = dict(settings.to_dict(), device="cpu", provider="torch " + torch.__version__,
                 torch_vs_onnx_max_abs_diff=max_diff)
     return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, settings=meta,

@@ -47,23 +47,28 @@ def test_inversion_lowers_the_error_from_the_start(g, images):
         assert set(res["restart"].tolist()) <= {0, 1}
 
 
-def test_pool_starts_are_the_nearest_pool_images(g, images):
-    x = images[0][:3]
-    s = I.InversionSettings(restarts=2, pool=32, seed=5)
-    z0 = I.starts(g, x, s)
-    assert z0.shape == (2, 3, 100)
-    pool = np.random.default_rng(5).standard_normal((32, 100)).astype(np.float32)
+def test_pool_starts_are_near_and_never_shared(g, images):
+    x = np.concatenate([images[0][:3], images[0][:1]])  # image 0 twice: the copies must not share a start
+    s = I.InversionSettings(restarts=2, pool=32, seed=5, bf16=False)
+    z0, rows = I.starts(g, x, s)
+    assert z0.shape == (2, 4, 100) and rows.shape == (2, 4)
+    assert len(set(rows.ravel().tolist())) == 8
+    rng = np.random.default_rng(5)
+    pool = rng.standard_normal((I.pool_size(s, 4), 100)).astype(np.float32)
+    np.testing.assert_array_equal(z0, pool[rows])
     with torch.no_grad():
         imgs = g(torch.from_numpy(pool)).numpy()
-    d = ((imgs[None] - x[:, None]) ** 2).sum((2, 3, 4))  # [3, 32]
-    np.testing.assert_array_equal(z0[0], pool[d.argmin(1)])
-    assert (d[np.arange(3), [int(np.flatnonzero((pool == z).all(1))[0]) for z in z0[1]]] >= d.min(1)).all()
+    d = ((imgs[None] - x[:, None]) ** 2).sum((2, 3, 4))  # [4, pool]
+    first = rng.permutation(4)[0]  # served first: its two nearest, in order
+    np.testing.assert_array_equal(rows[:, first], np.argsort(d[first])[:2])
+    assert (d[np.arange(4), rows[0]] <= d[np.arange(4), rows[1]]).all()
+    assert I.pool_size(s, 100) == 400 and I.pool_size(I.InversionSettings(pool=0), 100) == 0
 
 
 def test_batch_equals_one_by_one(g, images):
     x = images[0][:3]
     s = I.InversionSettings(steps=8, explore_steps=3, restarts=2, pool=0, seed=2, bf16=False, batch_size=6)
-    z0 = I.starts(g, x, s)
+    z0, _ = I.starts(g, x, s)
     together = I.invert_images(g, x, s, z0=z0)
     for k in range(3):
         alone = I.invert_images(g, x[k:k + 1], s, z0=z0[:, k:k + 1])
@@ -75,7 +80,7 @@ def test_settings_and_weights_are_checked(bundle, tmp_path):
     with pytest.raises(CorrkitError, match="explore-steps"):
         I.InversionSettings(steps=5, explore_steps=6).check()
     with pytest.raises(CorrkitError, match="--pool"):
-        I.InversionSettings(restarts=3, pool=2).check()
+        I.InversionSettings(pool=-1).check()
     torch.manual_seed(0)
     with pytest.raises(CorrkitError, match="differ"):
         I.check_matches_bundle(Generator().eval(), bundle)
