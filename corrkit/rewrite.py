@@ -93,7 +93,12 @@ def upsample_conv_to_conv_transpose(model):
         drop.add(id(n))
     if not replace:
         return m, 0
-    nodes = [replace.get(id(n), n) for n in m.graph.node if id(n) not in drop]
+    _replace_graph(m, [replace.get(id(n), n) for n in m.graph.node if id(n) not in drop], new_inits)
+    return m, len(replace)
+
+
+def _replace_graph(m, nodes: list, new_inits: list) -> None:
+    """Swap in ``nodes``, add ``new_inits`` and drop initializers no node reads any more."""
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     m.graph.initializer.extend(new_inits)
@@ -101,7 +106,6 @@ def upsample_conv_to_conv_transpose(model):
     keep = [i for i in m.graph.initializer if i.name in used]
     del m.graph.initializer[:]
     m.graph.initializer.extend(keep)
-    return m, len(replace)
 
 
 _ROWS = (np.array([[1, 0, 0], [0, 1, 1]], np.float64), np.array([[1, 1, 0], [0, 0, 1]], np.float64))
@@ -153,13 +157,7 @@ def upsample_conv_to_subpixel(model):
             phases.append(oname)
         nodes.append(helper.make_node("Concat", phases, [n.name + "/phases"], axis=1))
         nodes.append(helper.make_node("DepthToSpace", [n.name + "/phases"], list(n.output), blocksize=2, mode="DCR"))
-    del fused_ct.graph.node[:]
-    fused_ct.graph.node.extend(nodes)
-    fused_ct.graph.initializer.extend(inits)
-    used = {i for n in fused_ct.graph.node for i in n.input}
-    keep = [i for i in fused_ct.graph.initializer if i.name in used]
-    del fused_ct.graph.initializer[:]
-    fused_ct.graph.initializer.extend(keep)
+    _replace_graph(fused_ct, nodes, inits)
     return fused_ct, count
 
 
