@@ -10,10 +10,12 @@ and the per-code loss ``L = -max(|S_j(z+) - S_j(z)|, |S_j(z-) - S_j(z)|) + lambd
 is minimised by plain gradient descent on ``v`` over the codes of ``Z_j``, one code
 per step by default (the authors' batch size).
 
-``w*`` **(choice)** is the mean of ``w`` over the last quarter of the steps
-(``average``; 0 gives the last iterate, also stored as ``w_last``): after the
-early shrinking of ``w`` the descent wanders around an equilibrium, and the mean
-is a steadier answer than wherever the last mini-batch left it.
+``w*`` **(choice)** is the mean of ``w`` over the last 80 % of 3,000 steps
+(``average``; 0 gives the last iterate, also stored as ``w_last``). With one code
+per step the descent, after shrinking ``w`` for some 500 steps, wanders around an
+equilibrium and is chaotic there: on the built-in bundle, 1 % noise added to the
+exact gradient changed the last-iterate top-10 sets almost completely, while the
+mean over 2,400 steps kept most of them.
 
 Both implementations draw the same mini-batches and the same ``xi`` from
 :class:`Schedule`, so for the same settings they follow the same trajectory up to
@@ -48,7 +50,7 @@ class Settings:
     """Everything that fixes an optimisation run (stored beside ``w*``)."""
 
     objective: str = "paper"
-    iterations: int = 100
+    iterations: int = 3000
     lr: float = 0.05
     lam: float = 0.2
     xi_min: float = 2.0
@@ -62,7 +64,7 @@ class Settings:
     perturbations: int = 32
     perturbation_kind: str = "orthogonal"
     sigma: float = 0.005
-    average: float = 0.25
+    average: float = 0.8
 
     def check(self) -> "Settings":
         if self.objective not in OBJECTIVES:

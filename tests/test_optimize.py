@@ -122,7 +122,7 @@ def test_schedule_visits_every_code_once_per_pass():
 
 def test_optimize_follows_exact_gradient_descent(linear):
     bundle, w_model = linear
-    kw = dict(iterations=25, batch_size=4, samples_per_class=6, perturbations=N, sigma=1e-4, seed=3)
+    kw = dict(iterations=25, batch_size=4, samples_per_class=6, perturbations=N, sigma=1e-4, seed=3, average=0.25)
     res = optimize(bundle, device="cpu", **kw)
     # the same descent with the closed-form gradient, on the same codes, batches and xi
     s = Settings(**kw)
