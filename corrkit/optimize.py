@@ -352,7 +352,9 @@ def descend(sets, settings: Settings, n_classes: int, n: int, make_grad, classes
 
 
 def agreement(a: np.ndarray, b: np.ndarray, k: int = 10, start: float | None = None) -> dict:
-    """How far two ``[C, N]`` weight sets agree (SPEC §3): top-``k`` overlap of ``|w|`` and cosine of ``w``.
+    """How far two ``[C, N]`` weight sets agree (SPEC §3): top-``k`` overlap of ``|w|`` and ``|cosine|`` of ``w``.
+
+    The loss is unchanged by ``w -> -w``, so the cosine is taken up to that global sign.
 
     With ``start`` (the common initial weight ``tanh(v_init)``), also the cosine of the
     moves ``w - start``, which the shared starting point cannot inflate.
@@ -367,7 +369,7 @@ def agreement(a: np.ndarray, b: np.ndarray, k: int = 10, start: float | None = N
         raise CorrkitError(f"weights of shapes {list(a.shape)} and {list(b.shape)} cannot be compared")
     sa, sb = top_k(np.abs(a).T, k), top_k(np.abs(b).T, k)
     overlap = np.array([len(set(x) & set(y)) / k for x, y in zip(sa.tolist(), sb.tolist())])
-    cos = cosine(a, b)
+    cos = np.abs(cosine(a, b))
     out = {"k": k, "overlap": overlap.tolist(), "mean_overlap": float(overlap.mean()),
            "cosine": cos.tolist(), "mean_cosine": float(cos.mean())}
     if start is not None:

@@ -163,7 +163,9 @@ def test_save_load_and_agreement(linear, tmp_path):
     assert ag["mean_overlap"] == 1.0 and ag["mean_cosine"] == pytest.approx(1.0)
     flipped = res.w.copy()
     flipped[0] = -flipped[0]
-    assert agreement(res.w, flipped, k=3)["cosine"][0] == pytest.approx(-1.0)
+    assert agreement(res.w, flipped, k=3)["cosine"][0] == pytest.approx(1.0)  # the loss cannot see the sign
+    ortho = agreement(np.array([[0.9, 0.1, 0.0]]), np.array([[-0.1, 0.9, 0.0]]), k=1)
+    assert ortho["mean_cosine"] == pytest.approx(0.0, abs=1e-12) and ortho["mean_overlap"] == 0.0
     moved = agreement(res.w, np.tanh(0.5) + 2 * (res.w - np.tanh(0.5)), k=3, start=np.tanh(0.5))
     assert moved["mean_cosine_of_moves"] == pytest.approx(1.0)
     other = optimize(bundle, iterations=4, samples_per_class=4, perturbations=4, device="cpu")
