@@ -15,10 +15,11 @@ app = typer.Typer(help="Torch-side work: train, export the bundle (needs the `tr
 
 
 def need_torch() -> None:
-    try:
-        import torch  # noqa: F401, TID251
-    except ImportError:
-        raise MissingExtraError("torch", "train") from None
+    """Fail with the extra to install when torch is absent, without importing it here."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise MissingExtraError("torch", "train")
 
 
 @app.command("train")
