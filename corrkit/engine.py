@@ -106,11 +106,11 @@ class Engine:
         self.mode = check_mode(mode)
         self.rewrites: dict[str, int] = {}
         if rewrite:
-            from corrkit.rewrite import thin_conv_split
+            from corrkit.rewrite import subpixel_phase_form, thin_conv_split
 
-            model, n_split = thin_conv_split(model)
-            if n_split:
-                self.rewrites["thin_conv_split"] = n_split
+            model, n_sub = subpixel_phase_form(model)
+            model, n_split = thin_conv_split(model, max_out=4)
+            self.rewrites.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()

@@ -1,10 +1,14 @@
 """Exact graph rewrites of the fused model (SPEC §10), torch-free, at load time.
 
-``upsample_conv_to_conv_transpose``: nearest-neighbour upsampling by 2 followed by
-a 3x3 convolution (stride 1, pad 1) equals one ConvTranspose with kernel 4,
-stride 2, pad 1, whose weights are sums of the 3x3 taps that land on the same
-input pixel. It does 16 instead of 36 multiply-adds per input pixel and channel
-pair (2.25x fewer on those layers). Only the order of float additions changes.
+Nearest-neighbour upsampling by 2 followed by a 3x3 convolution (stride 1, pad 1)
+reads each input pixel through only 2x2 distinct sums of taps per output phase, so
+it needs 16 instead of 36 multiply-adds per input pixel and channel pair (2.25x
+fewer on those layers). :func:`subpixel_phase_form` (the engine's default) uses
+that as four 2x2 convolutions and keeps the result in phase form;
+:func:`upsample_conv_to_conv_transpose` as one ConvTranspose (kernel 4, stride 2,
+pad 1), kept for comparison: onnxruntime's CPU ConvTranspose is slow.
+:func:`thin_conv_split` serves onnxruntime's blocked kernels. Only the order of
+float additions changes.
 """
 
 from __future__ import annotations
@@ -99,10 +103,11 @@ def upsample_conv_to_conv_transpose(model):
 
 def _replace_graph(m, nodes: list, new_inits: list) -> None:
     """Swap in ``nodes``, add ``new_inits`` and drop initializers no node reads any more."""
+    used = {i for n in nodes for i in n.input} | {o.name for o in m.graph.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     m.graph.initializer.extend(new_inits)
-    used = {i for n in m.graph.node for i in n.input}
     keep = [i for i in m.graph.initializer if i.name in used]
     del m.graph.initializer[:]
     m.graph.initializer.extend(keep)
@@ -126,39 +131,6 @@ def subpixel_weights(w: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
             k = np.einsum("ry,ocyx,sx->ocrs", _ROWS[a], w, _ROWS[b])
             out.append((k.astype(np.float32), [1 - a, 1 - b, a, b]))
     return out
-
-
-def upsample_conv_to_subpixel(model):
-    """Like :func:`upsample_conv_to_conv_transpose`, as four 2x2 convs + DepthToSpace (16 MACs per tap)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    fused_ct, count = upsample_conv_to_conv_transpose(m)
-    if not count:
-        return m, 0
-    consts = _const_values(fused_ct)
-    nodes, inits = [], []
-    for n in fused_ct.graph.node:
-        if n.op_type != "ConvTranspose" or not n.name.endswith("/ct"):
-            nodes.append(n)
-            continue
-        w3 = consts[n.input[1].removesuffix("/as_conv_transpose")] if n.input[1].removesuffix(
-            "/as_conv_transpose") in consts else None
-        if w3 is None:
-            w3 = _const_values(model)[n.input[1].removesuffix("/as_conv_transpose")]
-        phases = []
-        for p, (k, pads) in enumerate(subpixel_weights(w3)):
-            kname, oname = f"{n.name}/phase{p}/w", f"{n.name}/phase{p}/out"
-            inits.append(numpy_helper.from_array(k, kname))
-            ins = [n.input[0], kname] + ([n.input[2]] if len(n.input) > 2 else [])
-            nodes.append(helper.make_node("Conv", ins, [oname], kernel_shape=[2, 2], pads=pads))
-            phases.append(oname)
-        nodes.append(helper.make_node("Concat", phases, [n.name + "/phases"], axis=1))
-        nodes.append(helper.make_node("DepthToSpace", [n.name + "/phases"], list(n.output), blocksize=2, mode="DCR"))
-    _replace_graph(fused_ct, nodes, inits)
-    return fused_ct, count
 
 
 def thin_conv_split(model, max_out: int = 1):
@@ -198,7 +170,140 @@ def thin_conv_split(model, max_out: int = 1):
         nodes.append(helper.make_node("Conv", ins, list(n.output), kernel_shape=[3, 3],
                                       pads=list(a.get("pads", [0, 0, 0, 0]))))
         count += 1
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
-    m.graph.initializer.extend(inits)
+    _replace_graph(m, nodes, inits)
     return m, count
+
+
+_PHASE_SAFE = {"LeakyRelu", "Relu", "Tanh", "Sigmoid", "Elu", "Selu", "Softplus", "Identity"}
+
+
+def phase_conv_weights(w: np.ndarray) -> np.ndarray:
+    """3x3 conv (pad 1) on a 2x-interleaved input -> one 3x3 conv on its four phases.
+
+    The input ``X [Cin, 2H, 2W]`` is held as ``P [4 Cin, H, W]`` with
+    ``X[c, 2y+a, 2x+b] = P[(2a+b) Cin + c, y, x]`` (DepthToSpace's DCR order); the
+    output is held the same way. Output row ``2y + c + dy`` is input phase
+    ``(c + dy) mod 2`` at phase row ``y + floor((c + dy) / 2)``. Returns ``[4 Cout, 4 Cin, 3, 3]``.
+    """
+    cout, cin = w.shape[:2]
+    out = np.zeros((4 * cout, 4 * cin, 3, 3), np.float64)
+    for c in (0, 1):
+        for d in (0, 1):
+            for dy in (-1, 0, 1):
+                a, oy = (c + dy) % 2, (c + dy) // 2
+                for dx in (-1, 0, 1):
+                    b, ox = (d + dx) % 2, (d + dx) // 2
+                    o, i = (2 * c + d) * cout, (2 * a + b) * cin
+                    out[o:o + cout, i:i + cin, oy + 1, ox + 1] += w[:, :, dy + 1, dx + 1]
+    return out.astype(np.float32)
+
+
+def subpixel_phase_form(model, interleave: bool = True):
+    """Replace every (nearest 2x Resize -> 3x3 Conv) by sub-pixel convolutions, kept in phase form.
+
+    Conv ``A`` after the upsampling becomes four 2x2 phase convs
+    (:func:`subpixel_weights`: 16 instead of 36 multiply-adds per input pixel and
+    channel pair, and no upsampled tensor is ever made), each followed by a copy of
+    the activations after ``A`` (they act per element), then one channel Concat.
+    When the next node is another 3x3 conv ``B``, ``B`` runs on the phase tensor
+    (:func:`phase_conv_weights`) and only its output goes through DepthToSpace;
+    otherwise the phases go through DepthToSpace at once (only when ``interleave``).
+    Returns the new model and the number of (Resize, Conv) pairs rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    consts = _const_values(m)
+    consumers: dict[str, list] = {}
+    for n in m.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    graph_outputs = {o.name for o in m.graph.output}
+
+    def only_user(name):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in graph_outputs else None
+
+    def plain_3x3(conv):
+        if conv is None or conv.op_type != "Conv":
+            return None
+        a = _attrs(conv)
+        w = consts.get(conv.input[1])
+        ok = (w is not None and w.ndim == 4 and w.shape[2:] == (3, 3) and a.get("group", 1) == 1
+              and list(a.get("pads", [0] * 4)) == [1, 1, 1, 1] and list(a.get("strides", [1, 1])) == [1, 1]
+              and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("auto_pad", b"NOTSET") == b"NOTSET"
+              and (len(conv.input) < 3 or conv.input[2] in consts))
+        return w if ok else None
+
+    def nearest_2x(n):
+        a = _attrs(n)
+        scales = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        return (a.get("mode", b"nearest").decode() == "nearest" and scales is not None
+                and (a.get("coordinate_transformation_mode", b"half_pixel").decode(),
+                     a.get("nearest_mode", b"round_prefer_floor").decode()) in _NEAREST_FLOOR
+                and scales.tolist() == [1.0, 1.0, 2.0, 2.0])
+
+    def renamed(node, inp, out):
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.name = out
+        new.input[0], new.output[0] = inp, out
+        return new
+
+    drop, replace, new_inits = set(), {}, []
+    for n in m.graph.node:
+        if n.op_type != "Resize" or id(n) in drop or not nearest_2x(n):
+            continue
+        conv_a = only_user(n.output[0])
+        wa = plain_3x3(conv_a)
+        if wa is None or id(conv_a) in drop:
+            continue
+        chain, cur = [], only_user(conv_a.output[0])
+        while cur is not None and cur.op_type in _PHASE_SAFE and len(cur.input) == 1:
+            chain.append(cur)
+            cur = only_user(cur.output[0])
+        wb = plain_3x3(cur) if cur is not None and id(cur) not in drop else None
+        if wb is None and not interleave:
+            continue
+        tag = conv_a.name or conv_a.output[0]
+        nodes, phases = [], []
+        for p, (k, pads) in enumerate(subpixel_weights(wa)):
+            ins = [n.input[0], f"{tag}/phase{p}/w"] + list(conv_a.input[2:])
+            new_inits.append(numpy_helper.from_array(k, ins[1]))
+            out = f"{tag}/phase{p}/conv"
+            nodes.append(helper.make_node("Conv", ins, [out], name=out, kernel_shape=[2, 2], pads=pads))
+            for j, act in enumerate(chain):
+                nodes.append(renamed(act, out, f"{tag}/phase{p}/act{j}"))
+                out = nodes[-1].output[0]
+            phases.append(out)
+        nodes.append(helper.make_node("Concat", phases, [f"{tag}/phases"], name=f"{tag}/phases", axis=1))
+        last = chain[-1] if chain else conv_a
+        if wb is None:
+            nodes.append(helper.make_node("DepthToSpace", [f"{tag}/phases"], [last.output[0]], name=f"{tag}/d2s",
+                                          blocksize=2, mode="DCR"))
+        else:
+            btag = cur.name or cur.output[0]
+            ins = [f"{tag}/phases", f"{btag}/phase_w"]
+            new_inits.append(numpy_helper.from_array(phase_conv_weights(wb), ins[1]))
+            if len(cur.input) > 2:
+                ins.append(f"{btag}/phase_b")
+                new_inits.append(numpy_helper.from_array(np.tile(consts[cur.input[2]], 4), ins[2]))
+            nodes.append(helper.make_node("Conv", ins, [f"{btag}/phase_out"], name=f"{btag}/phase_conv",
+                                          kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+            nodes.append(helper.make_node("DepthToSpace", [f"{btag}/phase_out"], list(cur.output),
+                                          name=f"{btag}/d2s", blocksize=2, mode="DCR"))
+            last = cur
+        replace[id(last)] = nodes
+        drop.update(id(x) for x in [n, conv_a, *chain, last])
+    if not replace:
+        return m, 0
+    out = []
+    for node in m.graph.node:
+        if id(node) in replace:
+            out.extend(replace[id(node)])
+        elif id(node) not in drop:
+            out.append(node)
+    _replace_graph(m, out, new_inits)
+    return m, len(replace)

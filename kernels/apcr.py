@@ -14,19 +14,22 @@ same bit for bit whatever the batch size or thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from corrkit.kernels._config import CACHE, FASTMATH, PARALLEL
+from corrkit.kernels._config import CACHE, FASTMATH
 
 
-@njit(parallel=PARALLEL, fastmath=FASTMATH, cache=CACHE)
+# Serial on purpose: one batch is O(rows x classes) work (microseconds), far less than
+# a parallel region's fork/join (measured 6 ms with Numba's omp layer beside
+# onnxruntime's threads on this 2-core machine), and the cores belong to onnxruntime.
+@njit(fastmath=FASTMATH, cache=CACHE)
 def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum, down_sum):
     n_rows = probs.shape[0]
     n_cls = probs.shape[1]
     per_code = n_dirs * 2 * m
     c_lo = p0 // per_code
     c_hi = (p0 + n_rows - 1) // per_code
-    for i in prange(n_dirs):
+    for i in range(n_dirs):
         for c in range(c_lo, c_hi + 1):
             j = labels[c]
             if j < 0:

@@ -8,7 +8,8 @@ import pytest
 
 from corrkit.engine import Engine
 from corrkit.rewrite import (
-    subpixel_weights, thin_conv_split, transpose_weights, upsample_conv_to_conv_transpose, upsample_conv_to_subpixel,
+    phase_conv_weights, subpixel_phase_form, subpixel_weights, thin_conv_split, transpose_weights,
+    upsample_conv_to_conv_transpose,
 )
 
 
@@ -19,8 +20,18 @@ def _run(model, z):
     return s.run(None, {"z": z})[0].astype(np.float64)
 
 
+def _conv2_only(m):
+    return subpixel_phase_form(m, interleave=False)
+
+
+def _default_chain(m):
+    m, n = subpixel_phase_form(m)
+    m, k = thin_conv_split(m, max_out=4)
+    return m, (n, k)
+
+
 @pytest.mark.parametrize("rewrite,expected", [(thin_conv_split, 1), (upsample_conv_to_conv_transpose, 2),
-                                              (upsample_conv_to_subpixel, 2)])
+                                              (subpixel_phase_form, 2), (_conv2_only, 1), (_default_chain, (2, 1))])
 def test_rewrite_matches_plain_graph(bundle, rewrite, expected):
     plain = bundle.fused_model()
     new, count = rewrite(plain)
@@ -62,10 +73,40 @@ def test_transpose_and_subpixel_weights_by_hand(rng):
         np.testing.assert_allclose(phase, want[:, :, a::2, b::2], rtol=1e-5, atol=1e-5)
 
 
+def _conv3x3_numpy(x, w):
+    p = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    h, wd = x.shape[2:]
+    return sum(np.einsum("bchw,oc->bohw", p[:, :, dy:dy + h, dx:dx + wd], w[:, :, dy, dx])
+               for dy in range(3) for dx in range(3))
+
+
+def test_phase_conv_weights_by_hand(rng):
+    """A 3x3 conv on an image equals the phase-form conv on its four phases (DCR order)."""
+    x = rng.normal(size=(2, 3, 6, 8))
+    w = rng.normal(size=(2, 3, 3, 3))
+    want = _conv3x3_numpy(x, w)
+    phases = np.concatenate([x[:, :, a::2, b::2] for a in (0, 1) for b in (0, 1)], axis=1)
+    got = _conv3x3_numpy(phases, phase_conv_weights(w).astype(np.float64))
+    for p in range(4):
+        a, b = divmod(p, 2)
+        np.testing.assert_allclose(got[:, 2 * p:2 * p + 2], want[:, :, a::2, b::2], rtol=1e-6, atol=1e-6)
+
+
 def test_engine_applies_rewrites_and_plain_agrees(bundle):
     z = np.random.default_rng(1).standard_normal((16, 100)).astype(np.float32)
     e = Engine(bundle, device="cpu")
-    assert e.rewrites == {"thin_conv_split": 1}
+    assert e.rewrites == {"subpixel_phase_form": 2, "thin_conv_split": 1}
     plain = Engine(bundle, device="cpu", rewrite=False)
     assert plain.rewrites == {}
     np.testing.assert_allclose(e.probabilities(z), plain.probabilities(z), rtol=1e-5, atol=1e-7)
+
+
+def test_subpixel_leaves_other_resizes_alone(bundle):
+    """Linear upsampling is not a sub-pixel pattern: nothing is rewritten."""
+    m = bundle.fused_model()
+    for n in m.graph.node:
+        if n.op_type == "Resize":
+            for a in n.attribute:
+                if a.name == "mode":
+                    a.s = b"linear"
+    assert subpixel_phase_form(m)[1] == 0
