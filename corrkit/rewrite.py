@@ -130,24 +130,19 @@ def subpixel_weights(w: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
 
 def upsample_conv_to_subpixel(model):
     """Like :func:`upsample_conv_to_conv_transpose`, as four 2x2 convs + DepthToSpace (16 MACs per tap)."""
-    import onnx
     from onnx import helper, numpy_helper
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    fused_ct, count = upsample_conv_to_conv_transpose(m)
+    fused_ct, count = upsample_conv_to_conv_transpose(model)  # a copy, fused or not
     if not count:
-        return m, 0
-    consts = _const_values(fused_ct)
+        return fused_ct, 0
+    # The 3x3 weights, read once from the original model: fusing dropped their initializers.
+    consts = _const_values(model)
     nodes, inits = [], []
     for n in fused_ct.graph.node:
         if n.op_type != "ConvTranspose" or not n.name.endswith("/ct"):
             nodes.append(n)
             continue
-        w3 = consts[n.input[1].removesuffix("/as_conv_transpose")] if n.input[1].removesuffix(
-            "/as_conv_transpose") in consts else None
-        if w3 is None:
-            w3 = _const_values(model)[n.input[1].removesuffix("/as_conv_transpose")]
+        w3 = consts[n.input[1].removesuffix("/as_conv_transpose")]
         phases = []
         for p, (k, pads) in enumerate(subpixel_weights(w3)):
             kname, oname = f"{n.name}/phase{p}/w", f"{n.name}/phase{p}/out"
