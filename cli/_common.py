@@ -40,9 +40,13 @@ def echo_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=_default))
 
 
+def path_argument(help: str):
+    """An optional PATH argument; its default (None) stands for something the help names, so it is not shown."""
+    return typer.Argument(None, help=help, show_default=False)
+
+
 # Options shared by every command that takes a model.
-ModelArg = typer.Argument(None, help="Bundle folder or fused .onnx model (default: the built-in bundle).",
-                          show_default=False)
+ModelArg = path_argument("Bundle folder or fused .onnx model (default: the built-in bundle).")
 GeneratorOpt = typer.Option(None, "--generator", help="Generator ONNX (z [B, N] -> image).")
 ClassifierOpt = typer.Option(None, "--classifier", help="Classifier ONNX (image -> [B, C]).")
 ClassesOpt = typer.Option(None, "--classes", help="Comma-separated class names.")
@@ -52,6 +56,16 @@ OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits 
                          "(default: bundle.json's; probabilities for a fused model).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+# Commands that start from an `apcr` run (manipulate, translate).
+RunOpt = typer.Option(None, "--run", help="A `corrkit apcr --out` folder (default: run apcr now).")
+
+# The optimisation of w* (SPEC §3), the same settings with or without torch (`optimize`, `export optimize`).
+ObjectiveOpt = typer.Option("paper", "--objective", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w).")
+IterationsOpt = typer.Option(3000, "--iterations", help="Gradient-descent steps per class.")
+BatchSizeOpt = typer.Option(1, "--batch-size", help="Codes per step (the authors used 1).")
+SamplesPerClassOpt = typer.Option(32, "--samples-per-class", help="Codes per class set (as in `corrkit apcr`).")
+AverageOpt = typer.Option(0.8, "--average", help="Share of the last steps averaged into w* (0: last w).")
 
 
 def parse_range(text: str, what: str) -> tuple[float, float]:

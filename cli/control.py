@@ -15,8 +15,8 @@ app = typer.Typer()
 @app.command("control")
 @c.handles_errors
 def control_command(
-    run_dir: Optional[Path] = typer.Argument(None, help="A `corrkit apcr --out` folder (default: run apcr with its "
-                                             "defaults on the built-in bundle).", show_default=False),
+    run_dir: Optional[Path] = c.path_argument("A `corrkit apcr --out` folder (default: run apcr with its defaults "
+                                              "on the built-in bundle)."),
     top_k: int = typer.Option(10, help="k: size of both controlling sets."),
     weights: Optional[Path] = typer.Option(None, help="Optimised weights .npz (default: the bundle's "
                                            "optimized_weights.npz)."),

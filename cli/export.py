@@ -51,12 +51,9 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
 @app.command("optimize")
 @c.handles_errors
 def optimize(model: Optional[Path] = c.ModelArg,
-             objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
-             iterations: int = typer.Option(3000, help="Gradient-descent steps per class."),
-             batch_size: int = typer.Option(1, help="Codes per step (the authors used 1)."),
+             objective: str = c.ObjectiveOpt, iterations: int = c.IterationsOpt, batch_size: int = c.BatchSizeOpt,
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
-             samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
-             average: float = typer.Option(0.8, help="Share of the last steps averaged into w* (0: last w)."),
+             samples_per_class: int = c.SamplesPerClassOpt, average: float = c.AverageOpt,
              weights: Optional[Path] = typer.Option(None, help="Folder with generator.pt and classifier.pt "
                                                     "(default: the built-in bundle's)."),
              out: Optional[Path] = typer.Option(None, help="Output .npz (default: optimized_weights.npz in the "

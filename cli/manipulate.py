@@ -23,7 +23,7 @@ def manipulate_command(
                                 "pictures show more with a larger alpha)."),
     steps: int = typer.Option(4, help="Alpha steps measured and drawn (alpha·1/steps .. alpha)."),
     seed: int = typer.Option(0, help="Seed of the random sets."),
-    run: Optional[Path] = typer.Option(None, help="A `corrkit apcr --out` folder (default: run apcr now)."),
+    run: Optional[Path] = c.RunOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for manipulate.json and PNG grids."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,

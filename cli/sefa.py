@@ -15,8 +15,7 @@ app = typer.Typer()
 @app.command("sefa")
 @c.handles_errors
 def sefa_command(
-    model: Optional[Path] = typer.Argument(None, help="Bundle folder or generator .onnx (default: the built-in "
-                                           "bundle).", show_default=False),
+    model: Optional[Path] = c.path_argument("Bundle folder or generator .onnx (default: the built-in bundle)."),
     out: Optional[Path] = typer.Option(None, help="Write directions [K, N] and eigenvalues [K] to this .npz."),
     top: int = typer.Option(10, min=0, help="Eigenvalues shown."),
     json_out: bool = c.JsonOpt,

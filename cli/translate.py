@@ -24,7 +24,7 @@ def translate_command(
     top_k: int = typer.Option(10, help="Dims pushed together."),
     alpha: float = typer.Option(2.0, help="Largest step along every chosen dim."),
     steps: int = typer.Option(4, help="Alpha steps (alpha·1/steps .. alpha)."),
-    run: Optional[Path] = typer.Option(None, help="A `corrkit apcr --out` folder (default: run apcr now)."),
+    run: Optional[Path] = c.RunOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for translate.json and PNG grids."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,

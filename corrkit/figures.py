@@ -172,6 +172,46 @@ def apcr_heatmap(apcr, classes=None, *, top: int = 10, axes: bool = True, out=No
     return _finish(fig, out)
 
 
+def _bar_series(series: Mapping[str, Sequence[float]], what: str, each: str) -> dict[str, np.ndarray]:
+    """Check ``{label: float [C]}``: each series a non-empty 1-d array, all of one length C.
+
+    ``what`` names a series in the shape error, ``each`` in the length error.
+    """
+    series = {str(k): _check(v, 1, f"{what} {k!r}") for k, v in series.items()}
+    c = len(next(iter(series.values())))
+    if any(len(v) != c for v in series.values()):
+        raise CorrkitError(f"every {each} needs one value per class")
+    return series
+
+
+def _bar_axes(series: dict[str, np.ndarray], classes, *, inches_per_class: float, palette: Sequence | None = None,
+              mean_lines: bool = False):
+    """Bars grouped by class, one per series and labelled with its mean; returns the figure and its axes.
+
+    ``palette`` colours the series in turn (default: matplotlib's Set2); ``mean_lines`` adds a dashed line at
+    each series' mean in its colour.
+    """
+    c = len(next(iter(series.values())))
+    names = _classes(classes, c)
+    fig = _figure(max(6.0, inches_per_class * c + 2.0), 4.2)
+    ax = fig.add_subplot()
+    if palette is None:
+        from matplotlib import colormaps
+
+        cmap = colormaps["Set2"]
+        palette = [cmap(i) for i in range(cmap.N)]
+    width = 0.8 / len(series)
+    for s, (label, v) in enumerate(series.items()):
+        color = palette[s % len(palette)]
+        ax.bar(np.arange(c) + (s - (len(series) - 1) / 2) * width, v, width * 0.95, color=color,
+               label=f"{label} (mean {v.mean():.2f})")
+        if mean_lines:
+            ax.axhline(v.mean(), color=color, ls="--", lw=1)
+    ax.set_xticks(range(c), names, rotation=30, ha="right", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    return fig, ax
+
+
 def controlling_set_bars(ir: Mapping[str, Sequence[float]] | Sequence[float], classes=None, *,
                          reference: float | None = None, title: str = "Intersection ratio of controlling sets",
                          out=None) -> bytes:
@@ -184,28 +224,15 @@ def controlling_set_bars(ir: Mapping[str, Sequence[float]] | Sequence[float], cl
     reference : float, optional
         A horizontal reference (e.g. the paper's mean 0.75).
     """
-    series = {"IR": ir} if not isinstance(ir, Mapping) else dict(ir)
-    series = {str(k): _check(v, 1, f"intersection ratio {k!r}") for k, v in series.items()}
-    c = len(next(iter(series.values())))
-    if any(len(v) != c for v in series.values()):
-        raise CorrkitError("every intersection-ratio series needs one value per class")
-    names = _classes(classes, c)
-    fig = _figure(max(6.0, 0.8 * c + 2.0), 4.2)
-    ax = fig.add_subplot()
-    width = 0.8 / len(series)
-    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
-    for s, (label, v) in enumerate(series.items()):
-        color = palette[s % len(palette)]
-        ax.bar(np.arange(c) + (s - (len(series) - 1) / 2) * width, v, width * 0.95, color=color,
-               label=f"{label} (mean {v.mean():.2f})")
-        ax.axhline(v.mean(), color=color, ls="--", lw=1)
+    series = _bar_series({"IR": ir} if not isinstance(ir, Mapping) else ir, "intersection ratio",
+                         "intersection-ratio series")
+    fig, ax = _bar_axes(series, classes, inches_per_class=0.8,
+                        palette=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"], mean_lines=True)
     if reference is not None:
         ax.axhline(reference, color="0.3", ls=":", lw=1.2, label=f"reference {reference:.2f}")
-    ax.set_xticks(range(c), names, rotation=30, ha="right", fontsize=9)
     ax.set_ylim(0, 1.22)  # headroom for the legend above the bars
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("|C_seq ∩ C_opt| / k")
-    ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper center", ncol=len(series) + (reference is not None), frameon=False)
     ax.set_title(title, fontsize=11)
     return _finish(fig, out)
@@ -317,25 +344,11 @@ def method_comparison(strongest: Mapping[str, Sequence[float]], classes=None, *,
 
 
 def _grouped_bars(series: Mapping[str, Sequence[float]], classes, ylabel: str, out, title: str = "") -> bytes:
-    series = {str(k): _check(v, 1, f"series {k!r}") for k, v in series.items()}
-    c = len(next(iter(series.values())))
-    if any(len(v) != c for v in series.values()):
-        raise CorrkitError("every method needs one value per class")
-    names = _classes(classes, c)
-    fig = _figure(max(6.0, 0.9 * c + 2.0), 4.2)
-    ax = fig.add_subplot()
-    width = 0.8 / len(series)
-    from matplotlib import colormaps
-
-    cmap = colormaps["Set2"]
-    for s, (label, v) in enumerate(series.items()):
-        ax.bar(np.arange(c) + (s - (len(series) - 1) / 2) * width, v, width * 0.95, color=cmap(s % cmap.N),
-               label=f"{label} (mean {v.mean():.2f})")
-    ax.set_xticks(range(c), names, rotation=30, ha="right", fontsize=9)
+    series = _bar_series(series, "series", "method")
+    fig, ax = _bar_axes(series, classes, inches_per_class=0.9)
     ax.set_ylabel(ylabel)
     top = float(np.nanmax([np.nanmax(v) for v in series.values()]))
     ax.set_ylim(0, 1.2 * top if top > 0 else 1.0)  # headroom for the legend above the bars
-    ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 4), frameon=False)
     ax.set_title(title, fontsize=11)
     return _finish(fig, out)

@@ -3,7 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import corrkit
 from corrkit.bundle import builtin_path, load_bundle
+from tests import onnx_fixtures as fx
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +16,14 @@ def bundle():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def known_model(tmp_path_factory):
+    """The known-answer model ``fx.KNOWN_W`` as a bundle, its ``fx.KNOWN_RUN`` apcr run, and a folder holding both
+    (the model as ``lin.onnx``, the run saved in ``run/``); one per test module."""
+    d = tmp_path_factory.mktemp("known")
+    bundle = load_bundle(fx.matmul_logits(d / "lin.onnx", fx.KNOWN_W), classifier_output="logits")
+    run = corrkit.apcr(bundle, **fx.KNOWN_RUN)
+    run.save(d / "run")
+    return bundle, run, d

@@ -6,38 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 import corrkit
-from corrkit.bundle import load_bundle
 from corrkit.cli.main import app
 from corrkit.errors import CorrkitError
 from corrkit.manipulate import choose_sets, class_index, generate, lowering_signs, manipulate
 from tests import onnx_fixtures as fx
-from tests.naive import softmax
 
 runner = CliRunner()
-# logits = z W: dims 0 and 1 raise class 0 only, dims 2 and 3 raise classes 1 and 2, dims 4 and 5 do nothing.
-W = np.array([[2.5, 0, 0], [2.0, 0, 0], [0, 1.5, 0], [0, 0, 1.5], [0, 0, 0], [0, 0, 0]], np.float32)
-RUN = dict(steps=2, delta=1.0, samples_per_class=8, threshold=0.5, seed=0, device="cpu")
-
-
-def linear_model(path, w):
-    x = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", w.shape[0]])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", w.shape[1]])
-    graph = helper.make_graph([helper.make_node("MatMul", ["z", "W"], ["logits"])], "lin", [x], [y],
-                              initializer=[numpy_helper.from_array(w, "W")])
-    return fx.save(graph, path)
-
-
-@pytest.fixture(scope="module")
-def lin(tmp_path_factory):
-    d = tmp_path_factory.mktemp("manip")
-    bundle = load_bundle(linear_model(d / "lin.onnx", W), classifier_output="logits")
-    run = corrkit.apcr(bundle, **RUN)
-    run.save(d / "run")
-    return bundle, run, d
 
 
 def test_helpers():
@@ -59,12 +36,12 @@ def reference(z, dims, signs, alpha, j):
     """S_j after z + alpha * sum s_i e_i, by NumPy, and whether the argmax left j."""
     z2 = z.astype(np.float64).copy()
     z2[:, dims] += alpha * np.asarray(signs, np.float64)
-    p = softmax(z2 @ W.astype(np.float64))
+    p = fx.known_probs(z2)
     return p[:, j], p.argmax(1) != j
 
 
-def test_known_answer_on_linear_model(lin):
-    bundle, run, _ = lin
+def test_known_answer_on_linear_model(known_model):
+    bundle, run, _ = known_model
     res = manipulate(bundle, run=run, classes=[0], top_k=2, alpha=1.5, steps=3, device="cpu")
     m = res.per_class[0]
     assert sorted(m.sets["top"].tolist()) == [0, 1]
@@ -83,8 +60,8 @@ def test_known_answer_on_linear_model(lin):
     assert m.drop("top") > 0.3 and m.flip_rate("top") > 0.5
 
 
-def test_all_classes_overall_is_the_code_weighted_mean(lin):
-    bundle, run, _ = lin
+def test_all_classes_overall_is_the_code_weighted_mean(known_model):
+    bundle, run, _ = known_model
     res = manipulate(bundle, run=run, top_k=2, alpha=1.0, device="cpu").to_json()
     assert [c["index"] for c in res["per_class"]] == [0, 1, 2]
     for key in ("flip_rate", "drop"):
@@ -93,8 +70,8 @@ def test_all_classes_overall_is_the_code_weighted_mean(lin):
             assert res[key][name] == pytest.approx(want)
 
 
-def test_cli_json_single_and_all(lin, tmp_path):
-    bundle, run, d = lin
+def test_cli_json_single_and_all(known_model, tmp_path):
+    bundle, run, d = known_model
     args = ["manipulate", str(bundle.fused), "--output", "logits", "--run", str(d / "run"), "--top-k", "2",
             "--alpha", "1.5", "--steps", "3", "--device", "cpu", "--json"]
     r = runner.invoke(app, [*args, "--class", "0"])
@@ -109,7 +86,7 @@ def test_cli_json_single_and_all(lin, tmp_path):
     assert r.exit_code == 1 and "out of range" in r.output
     r = runner.invoke(app, [*args[:-1], "--alpha", "-1"])
     assert r.exit_code == 1 and "--alpha" in r.output
-    other = linear_model(tmp_path / "other.onnx", 2 * W)  # same shapes, another model
+    other = fx.matmul_logits(tmp_path / "other.onnx", 2 * fx.KNOWN_W)  # same shapes, another model
     r = runner.invoke(app, ["manipulate", str(other), "--output", "logits", "--run", str(d / "run"), "--top-k", "2"])
     assert r.exit_code == 1 and "another model" in r.output
 

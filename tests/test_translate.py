@@ -9,22 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 import corrkit
-from corrkit.bundle import load_bundle
 from corrkit.cli.main import app
 from corrkit.translate import translate, translation_dims
-from tests.naive import softmax
-from tests.test_manipulate import RUN, W, linear_model
+from tests import onnx_fixtures as fx
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def lin(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trans")
-    bundle = load_bundle(linear_model(d / "lin.onnx", W), classifier_output="logits")
-    run = corrkit.apcr(bundle, **RUN)
-    run.save(d / "run")
-    return bundle, run, d
 
 
 def test_translation_dims_by_hand():
@@ -39,8 +28,8 @@ def test_translation_dims_by_hand():
     np.testing.assert_allclose(gains, [0.8, 0.4, 0.1])
 
 
-def test_success_matrix_against_numpy(lin):
-    bundle, run, _ = lin
+def test_success_matrix_against_numpy(known_model):
+    bundle, run, _ = known_model
     res = translate(bundle, run=run, top_k=1, alpha=4.0, steps=2, device="cpu")
     assert res.success.shape == (3, 3) and res.success_by_alpha.shape == (2, 3, 3)
     np.testing.assert_array_equal(np.diag(res.success), 1.0)  # convention: Z_j is already j
@@ -52,14 +41,14 @@ def test_success_matrix_against_numpy(lin):
         for j, tgt in res.pairs:
             z = run.latents[run.labels == j].astype(np.float64)
             z[:, res.dims[(j, tgt)]] += alpha * res.signs[(j, tgt)]
-            want = (softmax(z @ W.astype(np.float64)).argmax(1) == tgt).mean()
+            want = (fx.known_probs(z).argmax(1) == tgt).mean()
             assert res.success_by_alpha[a, j, tgt] == pytest.approx(want)
     z = run.latents[run.labels == 0].astype(np.float64)
     hits = np.zeros(len(z), bool)
     for alpha in res.alphas:
         z2 = z.copy()
         z2[:, res.dims[(0, 2)]] += alpha * res.signs[(0, 2)]
-        hits |= softmax(z2 @ W.astype(np.float64)).argmax(1) == 2
+        hits |= fx.known_probs(z2).argmax(1) == 2
     assert res.success_any_alpha[0, 2] == pytest.approx(hits.mean())
     assert (res.success_any_alpha >= res.success - 1e-12).all()
     out = res.to_json(n_pairs=3)
@@ -69,15 +58,15 @@ def test_success_matrix_against_numpy(lin):
     assert out["mean_off_diagonal"] == pytest.approx(res.success[~np.eye(3, dtype=bool)].mean())
 
 
-def test_one_pair_leaves_the_rest_open(lin):
-    bundle, run, _ = lin
+def test_one_pair_leaves_the_rest_open(known_model):
+    bundle, run, _ = known_model
     res = translate(bundle, run=run, pairs=[(2, 0)], top_k=2, device="cpu")
     assert res.pairs == [(2, 0)] and np.isnan(res.success[0, 1]) and np.isfinite(res.success[2, 0])
     assert res.to_json()["success"][0][1] is None
 
 
-def test_cli(lin):
-    bundle, run, d = lin
+def test_cli(known_model):
+    bundle, run, d = known_model
     base = ["translate", str(bundle.fused), "--output", "logits", "--run", str(d / "run"), "--device", "cpu"]
     r = runner.invoke(app, [*base, "--top-k", "1", "--alpha", "4", "--steps", "2", "--json"])
     assert r.exit_code == 0, r.output
