@@ -36,6 +36,30 @@ def test_corrkit_engine(benchmark, bundle, record, mode):
     record(benchmark, GROUP, f"corrkit engine {mode}", BATCH)
 
 
+def _rewritten(bundle, which):
+    from corrkit.rewrite import subpixel_phase_form, thin_conv_split, upsample_conv_to_conv_transpose
+
+    m = bundle.fused_model()
+    if which == "subpixel, conv2 only":
+        m = subpixel_phase_form(m, interleave=False)[0]
+    elif which == "ConvTranspose":
+        m = upsample_conv_to_conv_transpose(m)[0]
+    return thin_conv_split(m, max_out=4)[0]
+
+
+@pytest.mark.parametrize("which", ["none", "thin conv only", "subpixel, conv2 only", "ConvTranspose"])
+def test_engine_rewrite_variants(benchmark, bundle, record, which):
+    """The engine (fp32) on other rewrite choices than its default, for the rewrites table."""
+    from corrkit.engine import Engine
+
+    model = bundle.fused_model() if which == "none" else _rewritten(bundle, which)
+    e = Engine(model, device="cpu", batch_size=BATCH, rewrite=False)
+    z = np.random.default_rng(0).standard_normal((BATCH, e.latent_dim)).astype(np.float32)
+    e.probabilities(z)
+    benchmark.pedantic(e.probabilities, args=(z,), rounds=10, iterations=1)
+    record(benchmark, GROUP, f"corrkit engine fp32, rewrites: {which}", BATCH)
+
+
 @pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_corrkit_apcr_end_to_end(benchmark, bundle, record, mode):
     from corrkit.engine import Engine
