@@ -118,3 +118,22 @@ def test_torch_eager(benchmark, modules, record, layout, bf16):
     run()
     benchmark.pedantic(run, rounds=10, iterations=1)
     record(benchmark, GROUP, f"PyTorch eager {'bf16' if bf16 else 'fp32'} {layout}", BATCH)
+
+
+def test_sgemm_peak(benchmark, record):
+    """The machine's attainable fp32 rate: one large MatMul on onnxruntime (2n³ FLOP per call).
+
+    RESULTS.md divides each path's FLOP per second (points/s x FLOP per point) by this.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = 2048
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    s = ort.InferenceSession(helper.make_model(g).SerializeToString(), providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    s.run(None, {"a": a, "b": a})
+    benchmark.pedantic(s.run, args=(None, {"a": a, "b": a}), rounds=5, iterations=1)
+    record(benchmark, "fp32 GFLOP/s, onnxruntime MatMul 2048^3 (attainable peak)", "MatMul", 2 * n**3 / 1e9)
