@@ -125,7 +125,8 @@ class RayPool:
         ray = self._ray = import_ray()
         self._started = not ray.is_initialized()
         if self._started:
-            kw = {"include_dashboard": False} if address in (None, "local") else {}
+            new_local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+            kw = {"include_dashboard": False} if new_local else {}
             try:
                 ray.init(address=address, log_to_driver=False, logging_level="WARNING", **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -144,7 +145,8 @@ class RayPool:
         self.n_workers = int(workers or (gpus if self.device == "cuda" else max(1, cpus // self.threads)))
         self.batch_size = int(batch_size or default_batch_size(engine.model, self.device))
         self.in_flight, self.max_attempts = int(in_flight), int(max_attempts)
-        opts = {"num_gpus": 1, "num_cpus": 1} if self.device == "cuda" else {"num_cpus": self.threads}
+        # A GPU actor still needs CPU for grid points and the Numba kernel: ``threads`` CPUs each.
+        opts = {"num_gpus": 1, "num_cpus": self.threads} if self.device == "cuda" else {"num_cpus": self.threads}
         self._actor = ray.remote(max_restarts=0, **opts)(ShardWorker)
         self._model = ray.put(engine.model.SerializeToString())
         self._check = bool(engine.check_probabilities)
@@ -162,7 +164,13 @@ class RayPool:
 
     @property
     def provider(self) -> str:
-        return self._ray.get(self.workers[0].info.remote())["provider"]
+        """The workers' onnxruntime provider (asked of the first live one)."""
+        for actor in self.workers:
+            try:
+                return self._ray.get(actor.info.remote())["provider"]
+            except self._ray.exceptions.RayActorError:
+                continue
+        return ""
 
     def describe(self) -> dict:
         return {

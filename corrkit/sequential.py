@@ -218,6 +218,8 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
         from corrkit.distributed import import_ray
 
         import_ray()  # fail before any work when the extra is missing
+    if shard_points is not None:
+        shards.shard_size(1, shard_points)  # reject a bad value before any work
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     n = bundle.latent_dim
@@ -228,7 +230,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
               "threshold": float(threshold), "seed": int(seed), "n_directions": len(directions),
               "user_latents": latents is not None, "normalize_directions": bool(normalize_directions),
               "mode": engine.mode if engine is not None else mode}
-    pool = None
+    pool, startup = None, 0.0
     try:
         if executor == "local":
             engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
@@ -238,20 +240,23 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
 
             engine = engine or Engine(bundle, batch_size=batch_size, mode=mode,
                                       device="cpu" if device == "cuda" else device)
+            t_pool = time.perf_counter()
             pool = executor if executor != "ray" else RayPool(engine, address=ray_address, device=device,
                                                               batch_size=batch_size, threads=threads,
                                                               workers=workers)
+            startup = time.perf_counter() - t_pool  # Ray start and actor launch count towards the run
             params["device"], batch = pool.device, pool.batch_size
         params["rewrites"] = dict(engine.rewrites)
         params["batch_size"] = batch
         params["shard_points"] = shards.shard_size(batch, shard_points)
-        return _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads)
+        return _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads,
+                    startup)
     finally:
         if pool is not None and executor == "ray":
             pool.close()
 
 
-def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads):
+def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads, startup):
     steps, delta = params["steps"], params["delta"]
     fingerprint = _fingerprint(bundle, params, directions, latents)
     ck_path = Path(out) / CHECKPOINT if out is not None else None
@@ -288,9 +293,9 @@ def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seco
                          **sums)
             last_ck = time.perf_counter()
     fin = kern.finalize(sums, sets.base, sets.labels, steps)
-    seconds = elapsed + time.perf_counter() - t0
+    seconds = elapsed + time.perf_counter() - t0 + startup
     params["executor"] = {"name": "local", "shards": len(cuts)} if pool is None else {
-        **pool.describe(), "shards": len(cuts)}
+        **pool.describe(), "shards": len(cuts), "startup_seconds": round(startup, 3)}
     if engine.mode != "fp32":
         reference = Engine(bundle, device=engine.device, batch_size=engine.batch_size, threads=threads)
         t1 = time.perf_counter()
