@@ -2,7 +2,7 @@
 
 A plain script, not part of the pytest-benchmark suite:
 
-    .venv/bin/python benchmarks/ray_scaling.py --samples-per-class 32 --out ray_scaling.json
+    .venv/bin/python benchmarks/ray_scaling.py --samples-per-class 16 --repeat 2 --out ray_scaling.json
 
 1. ``corrkit.apcr`` on the built-in bundle, one process (all cores), then with
    ``executor="ray"`` on a local instance (one 1-thread actor per core); wall time
@@ -41,23 +41,32 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def end_to_end(bundle, spc: int) -> dict:
+def end_to_end(bundle, spc: int, repeat: int) -> dict:
+    """Single process and Ray, interleaved ``repeat`` times so machine load hits both alike."""
     kw = dict(samples_per_class=spc, device="cpu")
-    single, t_single = timed(lambda: corrkit.apcr(bundle, **kw))
-    on_ray, t_ray = timed(lambda: corrkit.apcr(bundle, executor="ray", **kw))
+    rows = []
+    for _ in range(repeat):
+        single, t_single = timed(lambda: corrkit.apcr(bundle, **kw))
+        on_ray, t_ray = timed(lambda: corrkit.apcr(bundle, executor="ray", **kw))
+        rows.append(
+            {
+                "single_seconds": round(t_single, 2),
+                "single_points_per_s": round(single.points / t_single, 1),
+                "ray_seconds": round(t_ray, 2),
+                "ray_points_per_s": round(on_ray.points / t_ray, 1),
+                "ray_startup_seconds": on_ray.params["executor"]["startup_seconds"],
+                "bitwise_equal": all(np.array_equal(getattr(single, k), getattr(on_ray, k)) for k in ARRAYS),
+                "load_average_1min": os.getloadavg()[0],
+            }
+        )
     return {
         "samples_per_class": spc,
         "points": single.points,
         "shards": on_ray.params["executor"]["shards"],
         "batch_size": single.params["batch_size"],
         "shard_points": single.params["shard_points"],
-        "single_seconds": round(t_single, 2),
-        "single_points_per_s": round(single.points / t_single, 1),
-        "ray_seconds": round(t_ray, 2),
-        "ray_points_per_s": round(on_ray.points / t_ray, 1),
         "ray_workers": on_ray.params["executor"]["workers"],
-        "bitwise_equal": all(np.array_equal(getattr(single, k), getattr(on_ray, k)) for k in ARRAYS),
-        "overhead_seconds": round(t_ray - t_single, 2),
+        "runs": rows,
     }
 
 
@@ -110,6 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples-per-class", type=int, default=32)
     ap.add_argument("--sweep-samples-per-class", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import ray
@@ -117,7 +127,7 @@ def main() -> None:
     bundle = load_bundle(builtin_path())
     _, t_init = timed(lambda: ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False))
     res = {"cpus": cpu_count(), "ray": ray.__version__, "versions": corrkit.versions(), "ray_init_seconds": t_init}
-    res["end_to_end"] = end_to_end(bundle, args.samples_per_class)
+    res["end_to_end"] = end_to_end(bundle, args.samples_per_class, args.repeat)
     print(json.dumps(res["end_to_end"]), flush=True)
     res["per_shard"] = shard_overhead(bundle)
     print(json.dumps(res["per_shard"]), flush=True)
