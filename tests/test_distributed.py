@@ -115,3 +115,12 @@ def test_cli_ray_flag_runs_on_ray_and_matches(bundle, dirs, single, tmp_path):
     saved = np.load(tmp_path / "run" / "apcr.npz")
     for key in ("apcr", "curves", "up", "down"):
         assert np.array_equal(saved[key], getattr(single, key)), key
+
+
+def test_a_model_error_on_a_worker_is_the_users_one_line_error_not_retried(tmp_path):
+    nan = fx.log_logits(tmp_path / "nan.onnx")
+    args = "--output logits --threshold 0 --delta 4 --steps 3 --samples-per-class 1 --device cpu --ray local"
+    r = CliRunner().invoke(app, ["apcr", str(nan), *args.split()])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("error: ") and "NaN" in r.output and "step -3" in r.output, r.output
+    assert "Traceback" not in r.output and "RayTaskError" not in r.output
