@@ -38,6 +38,25 @@ def import_ray():
     return ray
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a ``HOST:PORT`` or ``ray://HOST:PORT`` nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    if address in (None, "local", "auto"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")  # [IPv6]:port
+    if not host or not port.isdigit():
+        raise CorrkitError(f"--ray {address!r} is not a Ray address: use local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CorrkitError(
+            f"cannot reach the Ray cluster at {address!r} ({exc}); start one there with "
+            "`ray start --head`, or use --ray local"
+        ) from None
+
+
 class ShardWorker:
     """Body of one Ray actor: one :class:`corrkit.engine.Engine`, built once, serving shards.
 
@@ -125,6 +144,7 @@ class RayPool:
         ray = self._ray = import_ray()
         self._started = not ray.is_initialized()
         if self._started:
+            check_reachable(address)
             new_local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
             kw = {"include_dashboard": False} if new_local else {}
             try:

@@ -124,3 +124,22 @@ def test_a_model_error_on_a_worker_is_the_users_one_line_error_not_retried(tmp_p
     assert r.exit_code == 1, r.output
     assert r.output.startswith("error: ") and "NaN" in r.output and "step -3" in r.output, r.output
     assert "Traceback" not in r.output and "RayTaskError" not in r.output
+
+
+def test_an_unreachable_or_malformed_address_fails_fast():
+    import socket
+
+    from corrkit.distributed import check_reachable
+    from corrkit.errors import CorrkitError
+
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for address, match in (
+        (f"127.0.0.1:{port}", "cannot reach"),
+        (f"ray://127.0.0.1:{port}", "cannot reach"),
+        ("nonsense", "not a Ray address"),
+    ):
+        with pytest.raises(CorrkitError, match=match):
+            check_reachable(address, timeout=2)
+    assert check_reachable("auto") is None and check_reachable("local") is None  # left to ray.init
