@@ -118,7 +118,8 @@ class RayPool:
     batch_size : int, optional
         Rows per session call on every worker (default: from the worker device's memory budget).
     threads : int, optional
-        onnxruntime threads per CPU actor, which reserves as many Ray CPUs (default 1).
+        onnxruntime and Numba threads per actor, which reserves as many Ray CPUs (default 1;
+        a GPU actor uses them for grid points and the kernel).
     workers : int, optional
         Actors (default: the cluster's GPUs, or its CPUs // threads).
     in_flight : int
@@ -244,9 +245,6 @@ class RayPool:
                 load[slot] -= 1
             try:
                 ready[s] = ray.get(ref)
-                done += 1
-                if progress is not None:
-                    progress(done, len(shards))
             except ray.exceptions.RayActorError as exc:  # the worker died: its shards go to a fresh one
                 attempts[s] = attempts.get(s, 0) + 1
                 if attempts[s] >= self.max_attempts:
@@ -264,6 +262,10 @@ class RayPool:
                 if isinstance(exc.cause, CorrkitError):
                     raise exc.cause from None
                 raise
+            else:
+                done += 1
+                if progress is not None:
+                    progress(done, len(shards))
             while nxt in ready:
                 yield nxt, ready.pop(nxt)
                 nxt += 1
