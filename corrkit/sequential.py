@@ -1,10 +1,13 @@
 """APCR by sequential intervention (Li et al., ICPR 2020, Eq. 1-3; SPEC §1-2).
 
 The grid is streamed through the engine in batches and reduced by the Numba
-kernels as it goes, so memory does not grow with the number of grid points.
-With ``out`` set, a checkpoint (the float64 sums and the next grid index) is
-written atomically every ``checkpoint_seconds``; a killed run restarted with the
-same arguments continues from it and ends bit-identical to an uninterrupted run.
+kernels as it goes, so memory does not grow with the number of grid points. The
+batches are grouped into shards whose float64 sums are folded in shard order
+(:mod:`corrkit.shards`), in this process or on Ray actors (:mod:`corrkit.distributed`),
+with the same bits either way. With ``out`` set, a checkpoint (the fold and the next
+grid index, a shard boundary) is written atomically at the first shard boundary after
+each ``checkpoint_seconds``; a killed run restarted with the same arguments continues
+from it and ends bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
