@@ -56,6 +56,28 @@ OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits 
                          "(default: bundle.json's; probabilities for a fused model).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]", show_default=False,
+                      help="Run the grid's shards on Ray (extra `ray`): bare --ray starts a local instance sized "
+                      "to this machine, --ray ADDRESS joins a cluster (auto, HOST:6379, ray://HOST:10001).")
+WorkersOpt = typer.Option(None, "--workers", help="Ray actors (default: one per GPU, else one per CPU).")
+
+
+def executor(ray: Optional[str]) -> dict:
+    """``apcr``/``compare`` keyword arguments for ``--ray``: the local executor when it is absent."""
+    return {"executor": "local"} if ray is None else {"executor": "ray", "ray_address": ray}
+
+
+def bare_ray(argv: list[str]) -> list[str]:
+    """Read a bare ``--ray`` (last, or followed by another option) as ``--ray local``.
+
+    Click options cannot take an optional value; this keeps ``--ray [ADDRESS]`` one option.
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("local")
+    return out
 
 # Commands that start from an `apcr` run (manipulate, translate).
 RunOpt = typer.Option(None, "--run", help="A `corrkit apcr --out` folder (default: run apcr now).")

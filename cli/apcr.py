@@ -32,6 +32,11 @@ def apcr_command(
     batch_size: Optional[int] = typer.Option(None, help="Rows per inference call (default: from memory budget)."),
     out: Optional[Path] = typer.Option(None, help="Folder for apcr.npz and summary.json (resumable)."),
     checkpoint_every: float = typer.Option(10.0, help="Seconds between checkpoints in --out."),
+    ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt,
+    threads: Optional[int] = typer.Option(None, help="onnxruntime threads (per Ray worker with --ray; default 1 "
+                                          "there, all cores here)."),
+    shard_points: Optional[int] = typer.Option(None, help="Grid points per shard, whole batches (default 16 "
+                                               "batches); part of the result's definition, like --batch-size."),
     json_out: bool = c.JsonOpt,
 ):
     """Rank latent directions by how much they move each class's probability (APCR)."""
@@ -45,5 +50,6 @@ def apcr_command(
     with c.progress_bar(not json_out) as progress:
         result = apcr(bundle, directions=dirs, steps=steps, delta=delta, samples_per_class=samples_per_class,
                       threshold=threshold, seed=seed, latents=lat, device=device, batch_size=batch_size,
-                      out=out, checkpoint_seconds=checkpoint_every, progress=progress, mode=mode)
+                      out=out, checkpoint_seconds=checkpoint_every, progress=progress, mode=mode, threads=threads,
+                      workers=workers, shard_points=shard_points, **c.executor(ray))
     c.echo_json(result.summary(top_k)) if json_out else apcr_table(result, top_k)

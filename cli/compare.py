@@ -21,6 +21,7 @@ def compare_command(
     samples_per_class: int = typer.Option(16), steps: int = typer.Option(3), delta: float = typer.Option(1.0),
     seed: int = typer.Option(0), device: str = c.DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json, per-method runs and PNGs."),
+    ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Score coordinate, random, SeFa and your direction sets with the same APCR machinery."""
@@ -32,7 +33,8 @@ def compare_command(
         raise CorrkitError("--directions takes NAME=FILE")
     with c.progress_bar(not json_out) as progress:
         s = compare(c.resolve_bundle(model), dict(pairs), with_sefa=sefa, samples_per_class=samples_per_class,
-                    steps=steps, delta=delta, seed=seed, device=device, out=out, progress=progress)
+                    steps=steps, delta=delta, seed=seed, device=device, out=out, progress=progress,
+                    workers=workers, **c.executor(ray))
     if json_out:
         return c.echo_json(s)
     typer.echo(f"{'method':16s} {'K':>4s} {'mean strongest APCR':>20s} {'mean selectivity':>17s}  extra")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from corrkit.cli import (
@@ -28,4 +30,6 @@ app.add_typer(export.app, name="export")
 
 
 def run() -> None:
-    app()
+    from corrkit.cli._common import bare_ray
+
+    app(args=bare_ray(sys.argv[1:]), prog_name="corrkit")

@@ -60,12 +60,15 @@ def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
 def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndarray] | None = None, *,
             with_sefa: bool = True, sefa_top: int = 10, samples_per_class: int = 16, steps: int = 3,
             delta: float = 1.0, seed: int = 0, device: str = "auto", out: str | Path | None = None,
-            progress=None) -> dict:
+            progress=None, executor: str = "local", ray_address: str | None = None,
+            workers: int | None = None) -> dict:
     """Score every direction set with the same APCR machinery; returns a JSON-ready dict.
 
     ``coordinate`` (axes) and ``random`` (seeded orthogonal) are always included;
     ``sefa`` is added from the generator when ``with_sefa`` and the bundle has one,
-    and reported for all directions and for its top ``sefa_top``.
+    and reported for all directions and for its top ``sefa_top``. With
+    ``executor="ray"`` one pool of warm Ray workers serves every method
+    (see :func:`corrkit.sequential.apcr`).
     """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
@@ -84,19 +87,31 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
             raise GridError(f"method name {name!r} is taken; pick another")
         arr, extra = load_directions(src) if isinstance(src, (str, Path)) else (np.asarray(src), {})
         sets[name] = (check_directions(arr, n), extra)
-    engine = Engine(bundle, device=device)
+    if executor not in ("local", "ray"):
+        raise GridError(f"executor must be 'local' or 'ray', not {executor!r}")
+    if executor == "ray":
+        from corrkit.distributed import RayPool, import_ray
+
+        import_ray()
+    engine = Engine(bundle, device="cpu" if executor == "ray" and device == "cuda" else device)
+    pool = RayPool(engine, address=ray_address, device=device, workers=workers) if executor == "ray" else None
     report, results, table = progress or (lambda *a: None), {}, {}
     t0 = time.perf_counter()
-    for name, (d, extra) in sets.items():
-        r = apcr(bundle, directions=d, steps=steps, delta=delta, samples_per_class=samples_per_class, seed=seed,
-                 engine=engine, progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total),
-                 out=Path(out) / name if out is not None else None)
-        results[name] = r
-        table[name] = {**summarize(r), **extra}
-        if name == "sefa" and sefa_top < len(d):
-            table[f"sefa_top{sefa_top}"] = summarize(r, slice(0, sefa_top))
+    try:
+        for name, (d, extra) in sets.items():
+            r = apcr(bundle, directions=d, steps=steps, delta=delta, samples_per_class=samples_per_class, seed=seed,
+                     engine=engine, executor=pool or "local", out=Path(out) / name if out is not None else None,
+                     progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
+            results[name] = r
+            table[name] = {**summarize(r), **extra}
+            if name == "sefa" and sefa_top < len(d):
+                table[f"sefa_top{sefa_top}"] = summarize(r, slice(0, sefa_top))
+    finally:
+        if pool is not None:
+            pool.close()
     summary = {"classes": list(bundle.classes), "methods": table,
-               "params": {"samples_per_class": samples_per_class, "steps": steps, "delta": delta, "seed": seed},
+               "params": {"samples_per_class": samples_per_class, "steps": steps, "delta": delta, "seed": seed,
+                          "executor": executor},
                "seconds": round(time.perf_counter() - t0, 2)}
     if out is not None:
         _write(out, summary, bundle, results)

@@ -65,6 +65,12 @@ def bytes_per_point(model) -> int:
     return max(total, 4096)
 
 
+def default_batch_size(model, device: str, memory_budget_mb: int | None = None) -> int:
+    """Rows per session call that fit ``memory_budget_mb`` (default 256 on CPU, 4096 on CUDA) of activations."""
+    budget = (memory_budget_mb or DEFAULT_BUDGET_MB[device]) * (1 << 20)
+    return int(np.clip(budget // bytes_per_point(model), 16, 16384))
+
+
 class Engine:
     """Batched probabilities ``S(z)`` on onnxruntime.
 
@@ -128,8 +134,7 @@ class Engine:
             raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
         self.provider = self.session.get_providers()[0]
         self.model = model
-        budget = (memory_budget_mb or DEFAULT_BUDGET_MB[self.device]) * (1 << 20)
-        self.batch_size = int(batch_size or np.clip(budget // bytes_per_point(model), 16, 16384))
+        self.batch_size = int(batch_size or default_batch_size(model, self.device, memory_budget_mb))
         self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)
         self.check_probabilities = check_probabilities
         self.n_classes: int | None = None

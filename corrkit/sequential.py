@@ -1,10 +1,13 @@
 """APCR by sequential intervention (Li et al., ICPR 2020, Eq. 1-3; SPEC §1-2).
 
 The grid is streamed through the engine in batches and reduced by the Numba
-kernels as it goes, so memory does not grow with the number of grid points.
-With ``out`` set, a checkpoint (the float64 sums and the next grid index) is
-written atomically every ``checkpoint_seconds``; a killed run restarted with the
-same arguments continues from it and ends bit-identical to an uninterrupted run.
+kernels as it goes, so memory does not grow with the number of grid points. The
+batches are grouped into shards whose float64 sums are folded in shard order
+(:mod:`corrkit.shards`), in this process or on Ray actors (:mod:`corrkit.distributed`),
+with the same bits either way. With ``out`` set, a checkpoint (the fold and the next
+grid index, a shard boundary) is written atomically at the first shard boundary after
+each ``checkpoint_seconds``; a killed run restarted with the same arguments continues
+from it and ends bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit import io
+from corrkit import io, shards
 from corrkit.bundle import Bundle, load_bundle
 from corrkit.engine import Engine
 from corrkit.grid import Grid, axis_directions, check_directions, check_latents, check_steps
@@ -167,7 +170,8 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
          latents: np.ndarray | None = None, normalize_directions: bool = True, device: str = "auto",
          batch_size: int | None = None, threads: int | None = None, out: str | Path | None = None,
          checkpoint_seconds: float = 10.0, progress=None, engine: Engine | None = None,
-         mode: str = "fp32") -> APCRResult:
+         mode: str = "fp32", executor="local", ray_address: str | None = None, workers: int | None = None,
+         shard_points: int | None = None) -> APCRResult:
     """Rank directions by how much they move each class (SPEC §2).
 
     Parameters
@@ -187,12 +191,38 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
     out : path, optional
         Folder for ``apcr.npz``, ``summary.json`` and the resumable checkpoint.
     progress : callable(stage: str, done: int, total: int), optional
+        Stages ``codes``, then ``grid`` (points, local) or ``shards`` (Ray).
+    executor : {"local", "ray"} or RayPool
+        Where the grid's shards run (:mod:`corrkit.shards`): this process, or Ray
+        actors (extra ``ray``; :mod:`corrkit.distributed`). Both fold the same shards
+        in the same order, so with the same batch size they give the same bits. A
+        :class:`corrkit.distributed.RayPool` reuses its warm workers.
+    ray_address : str, optional
+        With ``executor="ray"``: ``None`` (the Ray instance already joined, else
+        ``ray.init()``), ``"local"`` or a cluster address.
+    workers : int, optional
+        Ray actors (default: one per GPU, else one per CPU).
+    threads : int, optional
+        onnxruntime threads of this process; with Ray, of each worker (default 1).
+    shard_points : int, optional
+        Grid points per shard, rounded up to whole batches (default 16 batches).
+        Part of the result's definition: the float64 sums are folded per shard.
 
     Returns
     -------
     APCRResult
     """
+    from corrkit.errors import CorrkitError
+
     check_steps(steps, delta)
+    if not (executor in ("local", "ray") or hasattr(executor, "run")):
+        raise CorrkitError(f"executor must be 'local' or 'ray', not {executor!r}")
+    if executor == "ray":
+        from corrkit.distributed import import_ray
+
+        import_ray()  # fail before any work when the extra is missing
+    if shard_points is not None:
+        shards.shard_size(1, shard_points)  # reject a bad value before any work
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     n = bundle.latent_dim
@@ -203,9 +233,34 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
               "threshold": float(threshold), "seed": int(seed), "n_directions": len(directions),
               "user_latents": latents is not None, "normalize_directions": bool(normalize_directions),
               "mode": engine.mode if engine is not None else mode}
-    engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
-    params["device"] = engine.device
-    params["rewrites"] = dict(engine.rewrites)
+    pool, startup = None, 0.0
+    try:
+        if executor == "local":
+            engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
+            params["device"], batch = engine.device, engine.batch_size
+        else:
+            from corrkit.distributed import RayPool
+
+            engine = engine or Engine(bundle, batch_size=batch_size, mode=mode,
+                                      device="cpu" if device == "cuda" else device)
+            t_pool = time.perf_counter()
+            pool = executor if executor != "ray" else RayPool(engine, address=ray_address, device=device,
+                                                              batch_size=batch_size, threads=threads,
+                                                              workers=workers)
+            startup = time.perf_counter() - t_pool  # Ray start and actor launch count towards the run
+            params["device"], batch = pool.device, pool.batch_size
+        params["rewrites"] = dict(engine.rewrites)
+        params["batch_size"] = batch
+        params["shard_points"] = shards.shard_size(batch, shard_points)
+        return _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads,
+                    startup)
+    finally:
+        if pool is not None and executor == "ray":
+            pool.close()
+
+
+def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads, startup):
+    steps, delta = params["steps"], params["delta"]
     fingerprint = _fingerprint(bundle, params, directions, latents)
     ck_path = Path(out) / CHECKPOINT if out is not None else None
     ck = _load_checkpoint(ck_path, fingerprint) if ck_path else None
@@ -216,22 +271,24 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
         sums = {k: ck[k].copy() for k in kern.new_sums(1, 1, 1)}
         p_next, elapsed = int(ck["p_next"]), float(ck["seconds"])
     else:
-        sets = class_sets(engine, bundle.n_classes, samples_per_class, threshold, seed, latents,
-                          progress=lambda d, t: report("codes", d, t))
+        sets = class_sets(engine, bundle.n_classes, params["samples_per_class"], params["threshold"],
+                          params["seed"], latents, progress=lambda d, t: report("codes", d, t))
         sums = kern.new_sums(len(directions), steps, bundle.n_classes)
         p_next, elapsed = 0, 0.0
     resumed_from = p_next
     grid = Grid(sets.latents, directions, int(steps), float(delta))
     total = grid.n_points
-    buf = np.empty((engine.batch_size, n), np.float32)
+    task = shards.ShardTask(grid, sets.base, sets.labels)
+    cuts = shards.plan(total, params["shard_points"])
+    first = p_next // params["shard_points"]  # checkpoints sit on shard boundaries
+    if pool is None:
+        stream = shards.run_local(engine, task, cuts, first, progress=lambda p: report("grid", p, total))
+    else:
+        stream = pool.run(task, cuts, first, progress=lambda d, t: report("shards", d, t))
     last_ck = time.perf_counter()
-    while p_next < total:
-        p1 = min(p_next + engine.batch_size, total)
-        z = grid.points(p_next, p1, out=buf[: p1 - p_next])
-        probs = engine.probabilities(z, describe=lambda r, o=p_next: grid.describe(o + r))
-        kern.accumulate(sums, probs, p_next, sets.base, sets.labels, steps)
-        p_next = p1
-        report("grid", p_next, total)
+    for s, part in stream:
+        shards.fold(sums, part)
+        p_next = cuts[s][1]
         if ck_path is not None and (time.perf_counter() - last_ck >= checkpoint_seconds) and p_next < total:
             io.write_npz(ck_path, fingerprint=np.array(fingerprint), p_next=np.array(p_next),
                          seconds=np.array(elapsed + time.perf_counter() - t0), latents=sets.latents,
@@ -239,7 +296,9 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
                          **sums)
             last_ck = time.perf_counter()
     fin = kern.finalize(sums, sets.base, sets.labels, steps)
-    seconds = elapsed + time.perf_counter() - t0
+    seconds = elapsed + time.perf_counter() - t0 + startup
+    params["executor"] = {"name": "local", "shards": len(cuts)} if pool is None else {
+        **pool.describe(), "shards": len(cuts), "startup_seconds": round(startup, 3)}
     if engine.mode != "fp32":
         reference = Engine(bundle, device=engine.device, batch_size=engine.batch_size, threads=threads)
         t1 = time.perf_counter()
@@ -248,7 +307,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
     result = APCRResult(
         apcr=fin["apcr"], curves=fin["curves"], up=fin["up"], down=fin["down"], counts=sets.counts,
         latents=sets.latents, labels=sets.labels, base=sets.base, directions=directions,
-        classes=list(bundle.classes), params=params, provider=engine.provider,
+        classes=list(bundle.classes), params=params, provider=engine.provider if pool is None else pool.provider,
         points=total + sets.draws, seconds=seconds, bundle_card=bundle.card(),
         resumed_from=resumed_from,
     )

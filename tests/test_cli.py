@@ -133,3 +133,25 @@ def test_unfillable_class_is_a_warning_not_an_error(tmp_path):
     assert "warning: could not fill" in r.stderr
     counts = json.loads(r.stdout)["counts"]
     assert len(counts) == 3 and min(counts) < 2
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["apcr", "--ray"], ["apcr", "--ray", "local"]),
+    (["apcr", "--ray", "--json"], ["apcr", "--ray", "local", "--json"]),
+    (["apcr", "--ray", "auto", "--json"], ["apcr", "--ray", "auto", "--json"]),
+    (["apcr", "--ray=ray://head:10001"], ["apcr", "--ray=ray://head:10001"]),
+    (["apcr", "--json"], ["apcr", "--json"]),
+])
+def test_bare_ray_means_a_local_instance(argv, want):
+    from corrkit.cli._common import bare_ray
+
+    assert bare_ray(argv) == want
+
+
+def test_bare_ray_reaches_the_command_in_a_subprocess():
+    # Without the `ray` extra the run stops at once with the install hint, which proves
+    # a bare `--ray` was parsed as `--ray local` (Click alone would say "requires an argument").
+    code = ("import sys; sys.modules['ray'] = None; from corrkit.cli.main import run; "
+            f"sys.argv = ['corrkit', 'apcr', *{TINY!r}, '--ray']; run()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 1 and "corrkit[ray]" in r.stderr, r.stderr

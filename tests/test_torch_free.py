@@ -1,4 +1,4 @@
-"""corrkit, corrkit.kernels and corrkit.cli never import torch; the main job runs without it."""
+"""corrkit, corrkit.kernels and corrkit.cli never import torch (or ray); the main job runs without them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 BLOCK = "import sys; sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
+NO_RAY = "import sys; sys.modules['ray'] = None\n"
 
 
 def _run(code: str):
@@ -23,6 +24,7 @@ def test_imports_do_not_pull_torch():
                 if m.name != "__main__":
                     importlib.import_module(pkg.__name__ + "." + m.name)
         assert "torch" not in sys.modules, "torch was imported"
+        assert "ray" not in sys.modules, "ray was imported"
         print("ok")
     """)], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
@@ -59,3 +61,21 @@ def test_lint_rule_bans_torch_outside_export():
 
     cfg = (pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert '"torch".msg' in cfg and '"export/**" = ["TID251"]' in cfg
+
+
+def test_ray_flag_without_ray_says_which_extra():
+    r = subprocess.run([sys.executable, "-c", NO_RAY + textwrap.dedent("""
+        import corrkit
+        from corrkit.cli.main import app
+        from corrkit.errors import MissingExtraError
+        from typer.testing import CliRunner
+        out = CliRunner().invoke(app, ["apcr", "--ray", "local", "--samples-per-class", "1", "--steps", "1"])
+        print(out.exit_code, out.output.strip())
+        try:
+            corrkit.apcr(samples_per_class=1, steps=1, executor="ray")
+        except MissingExtraError as exc:
+            print("api:", exc)
+    """)], capture_output=True, text=True)
+    first, api = r.stdout.splitlines()[:2]
+    assert first.startswith("1 error: ") and "pip install 'corrkit[ray]'" in first, r.stdout + r.stderr
+    assert api.startswith("api: ") and "corrkit[ray]" in api
