@@ -75,11 +75,12 @@ def optimize(model: Optional[Path] = c.ModelArg,
 @app.command("discover")
 @c.handles_errors
 def discover(model: Optional[Path] = c.ModelArg,
-             kind: str = typer.Option("ortho", "--type", help="Direction matrix A: ortho (exp of a skew matrix, "
+             kind: str = typer.Option("proj", "--type", help="Direction matrix A: ortho (exp of a skew matrix, "
                                       "K = N), proj (unit-norm columns) or linear."),
              steps: int = typer.Option(10_000, min=1, help="Training steps of each of the three reconstructors "
-                                       "(learned, random, coordinate); the default takes ~25 min on an idle CPU."),
-             n_directions: Optional[int] = typer.Option(None, "--directions", help="K for proj/linear (default N)."),
+                                       "(learned, random, coordinate); the default takes ~21 min on one CPU core."),
+             n_directions: Optional[int] = typer.Option(None, "--directions",
+                                                        help="K for proj/linear (default 16; ortho uses K = N)."),
              seed: int = typer.Option(0, help="Seed of the initialisation, every batch and the evaluation pairs."),
              eval_samples: int = typer.Option(2000, min=1, help="Fresh pairs on which RCA is measured."),
              bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
