@@ -52,11 +52,12 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
 @c.handles_errors
 def optimize(model: Optional[Path] = c.ModelArg,
              objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
-             iterations: int = typer.Option(3000, help="Gradient-descent steps per class."),
-             batch_size: int = typer.Option(1, help="Codes per step (the authors used 1)."),
+             iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
+             batch_size: int = typer.Option(32, help="Codes per step (default: the whole class set; the "
+                                            "authors used 1)."),
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
              samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
-             average: float = typer.Option(0.8, help="Share of the last steps averaged into w* (0: last w)."),
+             average: float = typer.Option(0.4, help="Share of the last steps averaged into w* (0: last w)."),
              weights: Optional[Path] = typer.Option(None, help="Folder with generator.pt and classifier.pt "
                                                     "(default: the built-in bundle's)."),
              out: Optional[Path] = typer.Option(None, help="Output .npz (default: optimized_weights.npz in the "
