@@ -18,7 +18,7 @@ built-in bundle two exact-gradient runs that differed only in the order of codes
 ``xi`` agreed on 0.55 of their top-10 sets (cosine 0.75; Shirt, Sneaker, Ankle boot
 0.2, 0.0, 0.1): single codes pull ``w`` along a flat valley of near-equal solutions.
 ``w`` does not saturate there (``|w*| <= 0.31``), so ranking by ``|w*|`` has no ties.
-With the whole class set per step the gradient ``w*`` of Ankle boot stayed put when the
+With the whole class set per step the gradient ``w*`` of Ankle boot hardly moved when the
 batch changed to 8 codes (top-10 overlap 0.9).
 
 Both implementations draw the same mini-batches and the same ``xi`` from
@@ -35,7 +35,10 @@ no information about the model, only variance.
 
 The zeroth-order estimate stays noisy: on the built-in bundle a step's estimate from
 2 to 8 probes per code has a cosine of only about 0.2 to 0.5 with the exact gradient
-of the same step, and the descent settles at a higher loss than the gradient one.
+of the same step, and the descent settles at a higher loss than the gradient one. With
+the defaults, zeroth-order against gradient ``w*`` on the built-in bundle: mean top-10
+overlap 0.48 and mean cosine 0.83 over the 10 classes (about as close as two
+one-code-per-step gradient runs were to each other: 0.55 and 0.75).
 """
 
 from __future__ import annotations
