@@ -53,8 +53,8 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
 def optimize(model: Optional[Path] = c.ModelArg,
              objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
              iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
-             batch_size: int = typer.Option(32, help="Codes per step (default: the whole class set; the "
-                                            "authors used 1)."),
+             batch_size: int = typer.Option(32, help="Codes per step (32: the whole default class set; "
+                                            "the authors used 1)."),
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
              samples_per_class: int = typer.Option(32, help="Codes per class set (as in `corrkit apcr`)."),
              average: float = typer.Option(0.4, help="Share of the last steps averaged into w* (0: last w)."),

@@ -20,7 +20,7 @@ def optimize_command(
     out: Path = typer.Option(Path("optimized_weights.npz"), help="Where to write w* [C, N] and the settings."),
     objective: str = typer.Option("paper", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w)."),
     iterations: int = typer.Option(1000, help="Gradient-descent steps per class."),
-    batch_size: int = typer.Option(32, help="Codes per step (default: the whole class set; the authors used 1)."),
+    batch_size: int = typer.Option(32, help="Codes per step (32: the whole default class set; the authors used 1)."),
     perturbations: int = typer.Option(2, help="Antithetic probe pairs per code and step (estimator codes) or "
                                        "per step (estimator weights)."),
     sigma: float = typer.Option(0.01, help="Probe size: in latent space (codes) or in v (weights)."),
