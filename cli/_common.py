@@ -84,10 +84,11 @@ RunOpt = typer.Option(None, "--run", help="A `corrkit apcr --out` folder (defaul
 
 # The optimisation of w* (SPEC §3), the same settings with or without torch (`optimize`, `export optimize`).
 ObjectiveOpt = typer.Option("paper", "--objective", help="paper: z ± xi·w; authors: z ⊙ (1 ± 10·mean(z)·w).")
-IterationsOpt = typer.Option(3000, "--iterations", help="Gradient-descent steps per class.")
-BatchSizeOpt = typer.Option(1, "--batch-size", help="Codes per step (the authors used 1).")
+IterationsOpt = typer.Option(1000, "--iterations", help="Gradient-descent steps per class.")
+BatchSizeOpt = typer.Option(32, "--batch-size", help="Codes per step (32: the whole default class set; "
+                                                    "the authors used 1).")
 SamplesPerClassOpt = typer.Option(32, "--samples-per-class", help="Codes per class set (as in `corrkit apcr`).")
-AverageOpt = typer.Option(0.8, "--average", help="Share of the last steps averaged into w* (0: last w).")
+AverageOpt = typer.Option(0.4, "--average", help="Share of the last steps averaged into w* (0: last w).")
 
 
 def parse_range(text: str, what: str) -> tuple[float, float]:

@@ -21,13 +21,17 @@ def optimize_command(
     objective: str = c.ObjectiveOpt,
     iterations: int = c.IterationsOpt,
     batch_size: int = c.BatchSizeOpt,
-    perturbations: int = typer.Option(32, help="Antithetic perturbation pairs per step."),
-    sigma: float = typer.Option(0.005, help="Perturbation size in v."),
+    perturbations: int = typer.Option(2, help="Antithetic probe pairs per code and step (estimator codes) or "
+                                       "per step (estimator weights)."),
+    sigma: float = typer.Option(0.01, help="Probe size: in latent space (codes) or in v (weights)."),
     seed: int = typer.Option(0, help="Seed of the code sets, mini-batches, xi and perturbations."),
     samples_per_class: int = c.SamplesPerClassOpt,
     average: float = c.AverageOpt,
     against: Optional[Path] = typer.Option(None, help="Weights to compare with (default: the bundle's "
                                            "optimized_weights.npz, the gradient w*, when there is one)."),
+    estimator: str = typer.Option("codes", help="codes: per-code probes in latent space, averaged over the "
+                                  "mini-batch; weights: probes of v shared by all codes."),
+    threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: all cores)."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,
 ):
@@ -38,7 +42,8 @@ def optimize_command(
     with c.progress_bar(not json_out) as progress:
         result = optimize(bundle, objective=objective, iterations=iterations, batch_size=batch_size,
                           perturbations=perturbations, sigma=sigma, seed=seed, samples_per_class=samples_per_class,
-                          average=average, device=device, progress=progress)
+                          average=average, estimator=estimator, device=device, threads=threads,
+                          progress=progress)
     result.save(out)
     against = against or (bundle.path / WEIGHTS_FILE if bundle.path else None)
     agree = compare_with(result, against) if against is not None and against.is_file() else None

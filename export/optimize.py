@@ -130,16 +130,17 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
     max_diff = check_matches(model, sets.latents[:64], sets.base[:64])
 
     def make_grad(j: int):
-        return lambda z, s0, scale, v: loss_and_grad(model, z, s0, j, scale, v, settings.lam)
+        return lambda z, s0, scale, v, codes: loss_and_grad(model, z, s0, j, scale, v, settings.lam)
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one or a few codes per step: more threads only add synchronisation
+    torch.set_num_threads(1)  # a few dozen codes per step: more threads mostly add synchronisation
     try:
-        w, w_last, losses = descend(sets, settings, bundle.n_classes, bundle.latent_dim, make_grad, classes, report)
+        w, w_last, losses, took = descend(sets, settings, bundle.n_classes, bundle.latent_dim, make_grad, classes,
+                                          report)
     finally:
         torch.set_num_threads(threads)
     meta = dict(settings.to_dict(), device="cpu", provider="torch " + torch.__version__,
-                torch_vs_onnx_max_abs_diff=max_diff)
+                torch_vs_onnx_max_abs_diff=max_diff, class_seconds=took)
     return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, settings=meta,
                             seconds=time.perf_counter() - t0, w_last=w_last)
 

@@ -13,7 +13,8 @@ from corrkit.cli.main import app
 from corrkit.engine import Engine
 from corrkit.errors import BundleError
 from corrkit.export.optimize import check_matches, load_modules, loss_and_grad, optimize_bundle, optimize_gradient
-from corrkit.optimize import OptimizedWeights, intervention_scale, optimize, perturbation_matrix, zo_gradient
+from corrkit.optimize import (OptimizedWeights, intervention_scale, optimize, perturbation_matrix, zo_gradient,
+                              zo_gradient_codes)
 
 runner = CliRunner()
 
@@ -77,6 +78,11 @@ def test_zeroth_order_gradient_matches_autograd_on_the_builtin_models(bundle, to
         assert zo_val == pytest.approx(val, abs=1e-5)
         cos = got @ want / np.linalg.norm(got) / np.linalg.norm(want)
         assert cos > 0.97, (lam, cos)
+        per_code = np.stack([perturbation_matrix(rng, 100, 100, "orthogonal") for _ in z])
+        got, zo_val = zo_gradient_codes(engine.probabilities, z, s0, j, scale, v, per_code, 1e-2, lam)
+        assert zo_val == pytest.approx(val, abs=1e-5)
+        cos = got @ want / np.linalg.norm(got) / np.linalg.norm(want)
+        assert cos > 0.97, ("codes", lam, cos)
 
 
 def test_gradient_and_zeroth_order_follow_the_same_descent(bundle, torch_model):

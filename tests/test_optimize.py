@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from corrkit.bundle import load_bundle
 from corrkit.cli.main import app
-from corrkit.optimize import (OptimizedWeights, Schedule, Settings, agreement, code_sets, compare_with, data_term,
-                              intervention_scale, loss, optimize, perturbation_matrix, regulariser_grad, zo_gradient)
+from corrkit.optimize import (OptimizedWeights, ProbeStream, Schedule, Settings, agreement, code_sets, compare_with,
+                              data_term, intervention_scale, loss, optimize, perturbation_matrix, regulariser_grad,
+                              zo_gradient, zo_gradient_codes)
 from tests import onnx_fixtures as fx
 from tests.naive import softmax
 
@@ -106,6 +107,59 @@ def test_zeroth_order_gradient_matches_closed_form(linear, objective):
     few = perturbation_matrix(rng, 2, N, "gaussian")
     est, _ = zo_gradient(probs64(w_model), z, s0, j, scale, v, few, 1e-3, 0.0)
     assert est @ data / np.linalg.norm(est) / np.linalg.norm(data) < 0.95  # the test can tell good from bad
+
+
+@pytest.mark.parametrize("objective", ["paper", "authors"])
+def test_per_code_gradient_matches_closed_form(linear, objective):
+    _, w_model = linear
+    rng = np.random.default_rng(2)
+    j, b = 1, 200
+    z = rng.standard_normal((b, N)).astype(np.float32)
+    s0 = softmax(z.astype(np.float64) @ w_model)[:, j]
+    scale = intervention_scale(z, rng.uniform(2, 4, b).astype(np.float32), objective)
+    v = rng.uniform(-0.3, 0.8, N)
+    want = exact_grad(w_model, z.astype(np.float64), s0, j, scale.astype(np.float64), v, 0.2)
+    data = want - regulariser_grad(v, 0.2)
+
+    def estimate(rows, p):
+        u = np.stack([perturbation_matrix(rng, p, N, "orthogonal") for _ in rows])
+        return zo_gradient_codes(probs64(w_model), z[rows], s0[rows], j, scale[rows], v, u, 1e-3, 0.2)
+
+    got, lval = estimate(range(b), N)  # P = N: central differences per code
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=5e-5)
+    _, ref = zo_gradient(probs64(w_model), z, s0, j, scale, v, np.eye(N), 1e-3, 0.2)
+    assert lval == pytest.approx(ref, rel=1e-12)
+
+    def cos(rows, p):
+        g = estimate(rows, p)[0] - regulariser_grad(v, 0.2)
+        if len(rows) < b:  # compare with the exact gradient of the same codes
+            g_ref = exact_grad(w_model, z[rows].astype(np.float64), s0[rows], j, scale[rows].astype(np.float64), v,
+                               0.0)
+        else:
+            g_ref = data
+        return g @ g_ref / np.linalg.norm(g) / np.linalg.norm(g_ref)
+
+    if objective == "authors":
+        return  # its scale 10 mean(z) z flips sign between codes: their gradients largely cancel
+    # two probes per code: the noise averages over the codes, so many codes with few probes
+    # each give a good direction, and two codes with two probes do not
+    assert min(cos(range(b), 2) for _ in range(3)) > 0.9
+    assert max(cos(range(2), 2) for _ in range(3)) < 0.8
+
+
+def test_cyclic_probes_span_the_space_per_code():
+    stream = ProbeStream(np.random.default_rng(0), 10, 3, "cyclic")
+    visits = [stream.take([4, 7]) for _ in range(10)]  # 30 rows per code: three bases
+    assert visits[0].shape == (2, 3, 10)
+    for code in (0, 1):
+        rows = np.concatenate([v[code] for v in visits])
+        for start in (0, 10, 20):
+            basis = rows[start:start + 10]
+            np.testing.assert_allclose(basis @ basis.T, 10 * np.eye(10), atol=1e-9)
+        assert not np.allclose(rows[:10], rows[10:20])  # a fresh basis once one is used up
+    assert not np.allclose(visits[0][0], visits[0][1])  # each code has its own basis
+    iid = ProbeStream(np.random.default_rng(0), 10, 3, "orthogonal").take([4, 4, 4, 4])
+    assert abs(iid[0] @ iid[1].T).max() > 1e-3  # independent draws are not orthogonal to each other
 
 
 def test_schedule_visits_every_code_once_per_pass():
