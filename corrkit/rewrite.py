@@ -53,6 +53,40 @@ def transpose_weights(w: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _index(m):
+    """Constants, consumers of each tensor, and graph output names of ``m``."""
+    consumers: dict[str, list] = {}
+    for n in m.graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    return _const_values(m), consumers, {o.name for o in m.graph.output}
+
+
+def _nearest_2x(n, consts) -> bool:
+    """``n`` is a Resize that repeats each pixel 2x2 (nearest, floor-style coordinates)."""
+    if n.op_type != "Resize":
+        return False
+    a = _attrs(n)
+    scales = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+    return (a.get("mode", b"nearest").decode() == "nearest" and scales is not None
+            and (a.get("coordinate_transformation_mode", b"half_pixel").decode(),
+                 a.get("nearest_mode", b"round_prefer_floor").decode()) in _NEAREST_FLOOR
+            and scales.tolist() == [1.0, 1.0, 2.0, 2.0])
+
+
+def _plain_3x3(conv, consts) -> np.ndarray | None:
+    """Weights of ``conv`` if it is a 3x3, pad 1, stride 1, ungrouped Conv with constant weights and bias."""
+    if conv is None or conv.op_type != "Conv":
+        return None
+    a = _attrs(conv)
+    w = consts.get(conv.input[1])
+    ok = (w is not None and w.ndim == 4 and w.shape[2:] == (3, 3) and a.get("group", 1) == 1
+          and list(a.get("pads", [0] * 4)) == [1, 1, 1, 1] and list(a.get("strides", [1, 1])) == [1, 1]
+          and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("auto_pad", b"NOTSET") == b"NOTSET"
+          and (len(conv.input) < 3 or conv.input[2] in consts))
+    return w if ok else None
+
+
 def upsample_conv_to_conv_transpose(model):
     """Return a copy of ``model`` with every (nearest 2x Resize -> 3x3 Conv) pair fused; and the count."""
     import onnx
@@ -60,34 +94,15 @@ def upsample_conv_to_conv_transpose(model):
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    consts = _const_values(m)
-    consumers: dict[str, list] = {}
-    for n in m.graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-    graph_outputs = {o.name for o in m.graph.output}
+    consts, consumers, graph_outputs = _index(m)
     drop, replace, new_inits = set(), {}, []
     for n in m.graph.node:
-        if n.op_type != "Resize" or n.output[0] in graph_outputs:
-            continue
-        a = _attrs(n)
-        mode = a.get("mode", b"nearest").decode()
-        ctm = a.get("coordinate_transformation_mode", b"half_pixel").decode()
-        nm = a.get("nearest_mode", b"round_prefer_floor").decode()
-        scales = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-        if mode != "nearest" or (ctm, nm) not in _NEAREST_FLOOR or scales is None:
-            continue
-        if scales.tolist() != [1.0, 1.0, 2.0, 2.0]:
+        if n.output[0] in graph_outputs or not _nearest_2x(n, consts):
             continue
         users = consumers.get(n.output[0], [])
-        if len(users) != 1 or users[0].op_type != "Conv":
-            continue
-        conv = users[0]
-        ca = _attrs(conv)
-        w = consts.get(conv.input[1])
-        if (w is None or w.shape[2:] != (3, 3) or list(ca.get("pads", [0] * 4)) != [1, 1, 1, 1]
-                or list(ca.get("strides", [1, 1])) != [1, 1] or ca.get("group", 1) != 1
-                or list(ca.get("dilations", [1, 1])) != [1, 1]):
+        conv = users[0] if len(users) == 1 else None
+        w = _plain_3x3(conv, consts)
+        if w is None:
             continue
         wname = conv.input[1] + "/as_conv_transpose"
         new_inits.append(numpy_helper.from_array(transpose_weights(w), wname))
@@ -215,35 +230,11 @@ def subpixel_phase_form(model, interleave: bool = True):
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    consts = _const_values(m)
-    consumers: dict[str, list] = {}
-    for n in m.graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-    graph_outputs = {o.name for o in m.graph.output}
+    consts, consumers, graph_outputs = _index(m)
 
     def only_user(name):
         users = consumers.get(name, [])
         return users[0] if len(users) == 1 and name not in graph_outputs else None
-
-    def plain_3x3(conv):
-        if conv is None or conv.op_type != "Conv":
-            return None
-        a = _attrs(conv)
-        w = consts.get(conv.input[1])
-        ok = (w is not None and w.ndim == 4 and w.shape[2:] == (3, 3) and a.get("group", 1) == 1
-              and list(a.get("pads", [0] * 4)) == [1, 1, 1, 1] and list(a.get("strides", [1, 1])) == [1, 1]
-              and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("auto_pad", b"NOTSET") == b"NOTSET"
-              and (len(conv.input) < 3 or conv.input[2] in consts))
-        return w if ok else None
-
-    def nearest_2x(n):
-        a = _attrs(n)
-        scales = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-        return (a.get("mode", b"nearest").decode() == "nearest" and scales is not None
-                and (a.get("coordinate_transformation_mode", b"half_pixel").decode(),
-                     a.get("nearest_mode", b"round_prefer_floor").decode()) in _NEAREST_FLOOR
-                and scales.tolist() == [1.0, 1.0, 2.0, 2.0])
 
     def renamed(node, inp, out):
         new = onnx.NodeProto()
@@ -254,17 +245,17 @@ def subpixel_phase_form(model, interleave: bool = True):
 
     drop, replace, new_inits = set(), {}, []
     for n in m.graph.node:
-        if n.op_type != "Resize" or id(n) in drop or not nearest_2x(n):
+        if id(n) in drop or not _nearest_2x(n, consts):
             continue
         conv_a = only_user(n.output[0])
-        wa = plain_3x3(conv_a)
+        wa = _plain_3x3(conv_a, consts)
         if wa is None or id(conv_a) in drop:
             continue
         chain, cur = [], only_user(conv_a.output[0])
         while cur is not None and cur.op_type in _PHASE_SAFE and len(cur.input) == 1:
             chain.append(cur)
             cur = only_user(cur.output[0])
-        wb = plain_3x3(cur) if cur is not None and id(cur) not in drop else None
+        wb = _plain_3x3(cur, consts) if cur is not None and id(cur) not in drop else None
         if wb is None and not interleave:
             continue
         tag = conv_a.name or conv_a.output[0]

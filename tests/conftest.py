@@ -13,6 +13,13 @@ def bundle():
     return load_bundle(builtin_path())
 
 
+@pytest.fixture(scope="session")
+def dirs():
+    """Six seeded unit directions in the built-in bundle's 100-d latent space (small grids)."""
+    d = np.random.default_rng(7).normal(size=(6, 100))
+    return (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -28,12 +28,6 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def dirs():
-    d = np.random.default_rng(7).normal(size=(6, 100))
-    return (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
 def single(bundle, dirs):
     return corrkit.apcr(bundle, directions=dirs, **KW)
 

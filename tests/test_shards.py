@@ -16,12 +16,6 @@ KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3, device="cpu", batch_
 
 
 @pytest.fixture(scope="module")
-def dirs():
-    d = np.random.default_rng(7).normal(size=(6, 100))
-    return (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
 def run(bundle, dirs):
     return corrkit.apcr(bundle, directions=dirs, shard_points=32, **KW)
 
