@@ -58,7 +58,8 @@ def quantize_int8(model, latent_dim: int, seed: int = 0, n_calib: int = 512, bat
     0.01-99.99 percentiles over ``n_calib`` prior samples drawn with
     ``numpy.random.default_rng(seed)`` (percentiles, not min/max: one outlier
     activation would otherwise stretch the whole range). Measured on the built-in
-    bundle: 1.7x the fp32 points/s, max |dAPCR| 0.027, top-10 overlap >= 0.9 per class.
+    bundle (after the exact rewrites): 1.36x the fp32 points/s end to end on the default grid, max
+    |dAPCR| 0.025, top-10 overlap >= 0.9 per class (benchmarks/RESULTS.md).
     """
     import onnx
     from onnxruntime.quantization import (
