@@ -122,10 +122,7 @@ def grid_apcr(engine: Engine, latents: np.ndarray, labels: np.ndarray, direction
     """SPEC §2 arrays for given codes in one go (no checkpoints): used for fidelity checks."""
     base = engine.probabilities(latents)
     grid = Grid(latents, directions, int(steps), float(delta))
-    sums = kern.new_sums(len(directions), steps, base.shape[1])
-    for p0 in range(0, grid.n_points, engine.batch_size):
-        p1 = min(p0 + engine.batch_size, grid.n_points)
-        kern.accumulate(sums, engine.probabilities(grid.points(p0, p1)), p0, base, labels, steps)
+    sums = shards.shard_sums(engine, shards.ShardTask(grid, base, labels), 0, grid.n_points)
     return kern.finalize(sums, base, labels, steps)
 
 
