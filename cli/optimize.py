@@ -21,16 +21,17 @@ def optimize_command(
     objective: str = c.ObjectiveOpt,
     iterations: int = c.IterationsOpt,
     batch_size: int = c.BatchSizeOpt,
-    perturbations: int = typer.Option(2, help="Antithetic probe pairs per code and step (estimator codes) or "
-                                       "per step (estimator weights)."),
+    perturbations: int = typer.Option(4, help="Antithetic probe pairs per code and step (estimators bands and "
+                                       "codes) or per step (estimator weights); bands needs one per band (3)."),
     sigma: float = typer.Option(0.01, help="Probe size: in latent space (codes) or in v (weights)."),
     seed: int = typer.Option(0, help="Seed of the code sets, mini-batches, xi and perturbations."),
     samples_per_class: int = c.SamplesPerClassOpt,
     average: float = c.AverageOpt,
     against: Optional[Path] = typer.Option(None, help="Weights to compare with (default: the bundle's "
                                            "optimized_weights.npz, the gradient w*, when there is one)."),
-    estimator: str = typer.Option("codes", help="codes: per-code probes in latent space, averaged over the "
-                                  "mini-batch; weights: probes of v shared by all codes."),
+    estimator: str = typer.Option("bands", help="bands: per-code probes stratified over bands of the generator's "
+                                  "SeFa directions; codes: per-code isotropic probes in latent space; weights: "
+                                  "probes of v shared by all codes."),
     threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: all cores)."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,

@@ -56,7 +56,7 @@ from corrkit.errors import CorrkitError, GridError
 
 OBJECTIVES = ("paper", "authors")
 PERTURBATIONS = ("cyclic", "orthogonal", "gaussian")
-ESTIMATORS = ("codes", "weights")
+ESTIMATORS = ("bands", "codes", "weights")
 WEIGHTS_FILE = "optimized_weights.npz"
 
 
@@ -76,9 +76,9 @@ class Settings:
     threshold: float = 0.5
     seed: int = 0
     method: str = "zeroth-order"
-    perturbations: int = 2
+    perturbations: int = 4
     perturbation_kind: str = "cyclic"
-    estimator: str = "codes"
+    estimator: str = "bands"
     sigma: float = 0.01
     average: float = 0.4
 
@@ -200,6 +200,92 @@ class ProbeStream:
         return np.concatenate(out)
 
 
+BAND_EDGES = (10, 40)  # (choice) SeFa rows 0-9, 10-39 and 40-N: see BandedProbes
+
+
+def band_probes(n: int, total: int, edges=BAND_EDGES) -> list[tuple[int, int, int]]:
+    """``[(start, stop, probes)]``: the bands of an ``n``-row basis and the probes of each.
+
+    The first band gets ``ceil(total / 2)`` probes, the rest share the others (at least one
+    each: every band needs a probe for the estimate to stay unbiased). Bands past ``n``
+    are dropped.
+    """
+    cuts = [0] + [e for e in edges if 0 < e < n] + [n]
+    bands = list(zip(cuts[:-1], cuts[1:]))
+    if total < len(bands):
+        raise GridError(f"--estimator bands needs at least {len(bands)} perturbations (one per band of "
+                        f"{bands}), got {total}")
+    first = -(-total // 2) if len(bands) > 1 else total
+    rest, m = total - first, len(bands) - 1
+    counts = [first] + [rest // m + (1 if i < rest % m else 0) for i in range(m)]
+    return [(a, b, c) for (a, b), c in zip(bands, counts)]
+
+
+class BandedProbes:
+    """Per-code probes stratified over bands of an orthonormal basis, for :func:`zo_gradient_codes`.
+
+    A code's gradient ``grad_z S_j`` is not spread evenly over latent space: on the
+    built-in bundle 86-98 % of its energy lies in the first 10 SeFa directions of the
+    generator and 96-99 % in the first 40, while no 10 latent axes hold more than 40 %.
+    Isotropic probes spend most of their evaluations where little of the gradient is;
+    here **(choice)** the SeFa basis is cut into bands (rows ``0-9``, ``10-39``, the rest)
+    and each band gets its own probes (half of them to the first band), drawn as in
+    ``cyclic`` :class:`ProbeStream`: each code walks its own random orthonormal basis of
+    the band, scaled by ``sqrt(band size)``, so ``E[u u^T]`` is the projector onto the band.
+    Weighting each band's probes by ``1 / probes`` keeps the estimate unbiased (the
+    projectors sum to ``I``), and its variance is about ``sum_b (d_b / P_b) |g_b|^2``
+    instead of ``(N / P) |g|^2``: with 4 probes (2, 1, 1) and the energies above, a third
+    to a sixth of isotropic probes' variance at the same cost.
+
+    Parameters
+    ----------
+    basis : float64 [N, N] or None
+        Orthonormal rows, strongest first (SeFa directions). ``None``: one band, the
+        whole space (then this is ``cyclic`` :class:`ProbeStream`).
+    """
+
+    def __init__(self, rng: np.random.Generator, n: int, p: int, basis: np.ndarray | None = None):
+        self.rng, self.n = rng, int(n)
+        self.basis = np.eye(self.n) if basis is None else np.asarray(basis, np.float64)
+        self.bands = band_probes(self.n, p) if basis is not None else [(0, self.n, int(p))]
+        self.weight = np.concatenate([np.full(c, 1.0 / c) for _, _, c in self.bands])
+        self._left: dict[tuple[int, int], np.ndarray] = {}
+
+    def take(self, codes) -> tuple[np.ndarray, np.ndarray]:
+        """``(u [B, P, N], weight [P])``: the step's probes and their weights."""
+        return np.stack([self._one(int(c)) for c in codes]), self.weight
+
+    def _one(self, code: int) -> np.ndarray:
+        rows = []
+        for band, (a, b, c) in enumerate(self.bands):
+            d, got = b - a, []
+            while sum(map(len, got)) < c:
+                left = self._left.get((code, band))
+                if left is None or len(left) == 0:
+                    left = perturbation_matrix(self.rng, d, d, "orthogonal") @ self.basis[a:b]  # sqrt(d) x orthonormal
+                k = c - sum(map(len, got))
+                got.append(left[:k])
+                self._left[(code, band)] = left[k:]
+            rows.append(np.concatenate(got))
+        return np.concatenate(rows)
+
+
+def probe_basis(bundle) -> tuple[np.ndarray | None, str]:
+    """The SeFa directions of ``bundle``'s generator as an exact orthonormal float64 basis, and where from.
+
+    ``(None, reason)`` when the generator has no linear first layer (then the
+    ``bands`` estimator uses one band, isotropic probes).
+    """
+    from corrkit.sefa import sefa
+
+    try:
+        found = sefa(bundle)
+    except CorrkitError as exc:
+        return None, f"none ({exc})"
+    q, r = np.linalg.qr(found.directions.astype(np.float64).T)
+    return (q * np.sign(np.diag(r))).T, f"sefa of {found.layer}"
+
+
 def zo_gradient(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarray, v: np.ndarray,
                 u: np.ndarray, sigma: float, lam: float) -> tuple[np.ndarray, float]:
     """Zeroth-order estimate of ``dL/dv`` and the loss at ``v``.
@@ -244,7 +330,8 @@ def zo_gradient(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarr
 
 
 def zo_gradient_codes(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarray, v: np.ndarray,
-                      u: np.ndarray, sigma: float, lam: float) -> tuple[np.ndarray, float]:
+                      u: np.ndarray, sigma: float, lam: float,
+                      weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Zeroth-order estimate of ``dL/dv`` from per-code gradients in latent space, and the loss at ``v``.
 
     The ``2B`` points ``z ± a w`` give the loss and, per code, the active branch
@@ -265,6 +352,9 @@ def zo_gradient_codes(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np
         Probe directions in latent space, ``E[u u^T] = I`` per code.
     sigma : float
         Probe size in latent space.
+    weight : float [P], optional
+        Weight of each probe's term (default ``1 / P``; :class:`BandedProbes` gives
+        ``1 / probes of its band``, with ``E[u u^T]`` the band's projector).
 
     Returns
     -------
@@ -283,7 +373,8 @@ def zo_gradient_codes(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np
     du = (np.float32(sigma) * u).astype(np.float32)
     pts = np.concatenate([z_side[:, None] + du, z_side[:, None] - du]).reshape(-1, n)  # [2 B P, N]
     s = probs_fn(np.ascontiguousarray(pts))[:, j].astype(np.float64).reshape(2, b, p)
-    grad_z = (((s[0] - s[1]) / (2.0 * sigma))[:, :, None] * u).mean(axis=1)  # [B, N]
+    weight = np.full(p, 1.0 / p) if weight is None else np.asarray(weight, np.float64)
+    grad_z = np.einsum("bp,bpn->bn", (s[0] - s[1]) / (2.0 * sigma) * weight, u)  # [B, N]
     d_w = -(np.sign(s_side - s0) * side)[:, None] * scale * grad_z
     grad = d_w.mean(axis=0) * (1.0 - w64 * w64) + regulariser_grad(v, lam)
     return grad, float(-np.maximum(d_plus, d_minus).mean() + lam * np.linalg.norm(w64))
@@ -391,26 +482,36 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
         bundle = load_bundle(bundle)
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
-    sets, engine = code_sets(bundle, settings, engine, device, lambda d, t: report("codes", d, t), threads)
     n = bundle.latent_dim
+    basis, basis_from = probe_basis(bundle) if settings.estimator == "bands" else (None, "none")
+    if basis is not None:
+        band_probes(n, settings.perturbations)  # too few probes for the bands: say so before any work
+    sets, engine = code_sets(bundle, settings, engine, device, lambda d, t: report("codes", d, t), threads)
 
     def make_grad(j: int):
         rng_u = np.random.default_rng([settings.seed, j, 1])
-        probes = ProbeStream(rng_u, n, settings.perturbations, settings.perturbation_kind)
+        if settings.estimator == "bands":
+            probes = BandedProbes(rng_u, n, settings.perturbations, basis)
+        else:
+            probes = ProbeStream(rng_u, n, settings.perturbations, settings.perturbation_kind)
 
         def grad(z, s0, scale, v, codes):
             if settings.estimator == "weights":
                 u = perturbation_matrix(rng_u, settings.perturbations, n, settings.perturbation_kind)
                 return zo_gradient(engine.probabilities, z, s0, j, scale, v, u, settings.sigma, settings.lam)
-            u = probes.take(codes)
-            return zo_gradient_codes(engine.probabilities, z, s0, j, scale, v, u, settings.sigma, settings.lam)
+            if settings.estimator == "bands":
+                u, weight = probes.take(codes)
+            else:
+                u, weight = probes.take(codes), None
+            return zo_gradient_codes(engine.probabilities, z, s0, j, scale, v, u, settings.sigma, settings.lam,
+                                     weight)
 
         return grad
 
     w, w_last, losses, took = descend(sets, settings, bundle.n_classes, n, make_grad, classes, report)
     return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, w_last=w_last,
                             settings=dict(settings.to_dict(), device=engine.device, provider=engine.provider,
-                                          class_seconds=took),
+                                          class_seconds=took, probe_basis=basis_from),
                             seconds=time.perf_counter() - t0)
 
 

@@ -331,11 +331,15 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
     params = list(R.parameters()) + (list(A.parameters()) if learn else [])
     opt = torch.optim.Adam(params, lr=s.lr, fused=True)  # one kernel per step, not ~10 ops per tensor
     key = {name: getattr(s, name) for name in _RESUME_KEYS}
+    key["n_directions"] = s.n_k(latent_dim)  # the K in use, whether given or the default
     start, wall, cpu, history, done = 0, 0.0, 0.0, [], None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
         st = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if st["settings"] != key or st["method"] != method:
+        written = dict(st["settings"])
+        if written.get("n_directions") is None:  # checkpoints before K was recorded resolved
+            written["n_directions"] = DiscoverSettings(kind=written["kind"]).n_k(latent_dim)
+        if written != key or st["method"] != method:
             raise CorrkitError(f"{checkpoint} was written with other settings ({st['settings']}); "
                                "give another --out folder or delete it to start afresh")
         if st["step"] > s.steps:

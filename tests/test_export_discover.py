@@ -183,6 +183,9 @@ def test_tiny_training_is_seeded_and_resumes_to_the_same_parameters(tmp_path, ki
     assert resumed.rca == whole.rca and 0 <= whole.rca <= 1
     # a finished checkpoint is reused, not retrained; other settings are refused
     assert train_method(g, 6, s, "learned", tmp_path / "a.pt", log=quiet).rca == whole.rca
+    # the default K given explicitly is the same run (ortho: None and 6 both mean K = N = 6)
+    explicit = tiny(kind=kind, n_directions=s.n_k(6))
+    assert train_method(g, 6, explicit, "learned", tmp_path / "a.pt", log=quiet).rca == whole.rca
     with pytest.raises(CorrkitError, match="other settings"):
         train_method(g, 6, tiny(kind=kind, n_directions=s.n_directions, lr=1e-3), "learned", tmp_path / "a.pt",
                      log=quiet)

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from corrkit.bundle import load_bundle
 from corrkit.cli.main import app
-from corrkit.optimize import (OptimizedWeights, ProbeStream, Schedule, Settings, agreement, code_sets, compare_with,
-                              data_term, intervention_scale, loss, optimize, perturbation_matrix, regulariser_grad,
-                              zo_gradient, zo_gradient_codes)
+from corrkit.errors import GridError
+from corrkit.optimize import (BandedProbes, OptimizedWeights, ProbeStream, Schedule, Settings, agreement,
+                              band_probes, code_sets, compare_with, data_term, intervention_scale, loss, optimize,
+                              perturbation_matrix, regulariser_grad, zo_gradient, zo_gradient_codes)
 from tests import onnx_fixtures as fx
 from tests.naive import softmax
 
@@ -160,6 +161,58 @@ def test_cyclic_probes_span_the_space_per_code():
     assert not np.allclose(visits[0][0], visits[0][1])  # each code has its own basis
     iid = ProbeStream(np.random.default_rng(0), 10, 3, "orthogonal").take([4, 4, 4, 4])
     assert abs(iid[0] @ iid[1].T).max() > 1e-3  # independent draws are not orthogonal to each other
+
+
+def test_band_probes_allocation():
+    assert band_probes(100, 4) == [(0, 10, 2), (10, 40, 1), (40, 100, 1)]
+    assert band_probes(100, 8) == [(0, 10, 4), (10, 40, 2), (40, 100, 2)]
+    assert band_probes(100, 5) == [(0, 10, 3), (10, 40, 1), (40, 100, 1)]
+    assert band_probes(30, 3) == [(0, 10, 2), (10, 30, 1)]
+    assert band_probes(6, 3) == [(0, 6, 3)]
+    with pytest.raises(GridError, match="at least 3 perturbations"):
+        band_probes(100, 2)
+
+
+def test_banded_probes_are_unbiased_over_a_cycle():
+    rng = np.random.default_rng(3)
+    basis, _ = np.linalg.qr(rng.standard_normal((100, 100)))
+    probes = BandedProbes(np.random.default_rng(0), 100, 4, basis.T)
+    # 60 visits use up the 60-row band once, the 30-row band twice and the 10-row band 12 times:
+    # sum_p weight_p u_p u_p^T over them is then exactly 60 I (each band's projector, 60 times)
+    total = np.zeros((100, 100))
+    for _ in range(60):
+        u, weight = probes.take([7, 2])
+        assert u.shape == (2, 4, 100) and np.allclose(weight, [0.5, 0.5, 1.0, 1.0])
+        total += np.einsum("p,pn,pm->nm", weight, u[0], u[0])
+    np.testing.assert_allclose(total / 60, np.eye(100), atol=1e-9)
+    # a probe of the first band lies in the span of the basis' first 10 rows, scaled by sqrt(10)
+    u, _ = probes.take([7])
+    inside = basis.T[:10] @ u[0, 0]
+    assert np.linalg.norm(inside) == pytest.approx(np.sqrt(10))
+    assert np.linalg.norm(u[0, 0]) == pytest.approx(np.sqrt(10))
+    # without a basis: one band, the cyclic stream's isotropic probes
+    flat = BandedProbes(np.random.default_rng(0), 10, 2, None)
+    assert flat.bands == [(0, 10, 2)]
+    rows = np.concatenate([flat.take([0])[0][0] for _ in range(5)])
+    np.testing.assert_allclose(rows @ rows.T, 10 * np.eye(10), atol=1e-9)
+
+
+def test_banded_estimate_is_exact_for_a_linear_model_over_a_cycle(linear):
+    _, w_model = linear  # N = 12: bands 0-9 and 10-11
+    rng = np.random.default_rng(5)
+    j, b = 0, 3
+    z = rng.standard_normal((b, N)).astype(np.float32)
+    s0 = softmax(z.astype(np.float64) @ w_model)[:, j]
+    scale = intervention_scale(z, np.full(b, 3.0, np.float32), "paper")
+    v = rng.uniform(-0.3, 0.8, N)
+    want = exact_grad(w_model, z.astype(np.float64), s0, j, scale.astype(np.float64), v, 0.0)
+    basis, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    probes = BandedProbes(np.random.default_rng(1), N, 3, basis.T)
+    assert probes.bands == [(0, 10, 2), (10, 12, 1)]
+    visits = [probes.take(range(b)) for _ in range(10)]  # 2 cycles of the first band, 5 of the second
+    got = np.mean([zo_gradient_codes(probs64(w_model), z, s0, j, scale, v, u, 1e-4, 0.0, weight)[0]
+                   for u, weight in visits], axis=0)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
 
 
 def test_schedule_visits_every_code_once_per_pass():
