@@ -84,8 +84,10 @@ def discover(model: Optional[Path] = c.ModelArg,
              seed: int = typer.Option(0, help="Seed of the initialisation, every batch and the evaluation pairs."),
              eval_samples: int = typer.Option(2000, min=1, help="Fresh pairs on which RCA is measured."),
              bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
-             threads: int = typer.Option(2, min=1, help="Torch CPU threads (1 on a machine busy with other jobs: "
-                                         "two threads then wait on each other)."),
+             threads: int = typer.Option(2, min=1, help="Torch CPU threads in all, split between the workers (1 on "
+                                         "a machine busy with other jobs)."),
+             workers: int = typer.Option(2, min=1, help="Trainings (learned, random, coordinate) run at once, each in "
+                                         "its own process; 1: one after the other."),
              out: Path = typer.Option(Path("runs/vb"), help="Folder for checkpoints (a killed run resumes), "
                                       "directions.npz, discover.json and rca.png."),
              torch_generator: Optional[str] = typer.Option(None, help="For a bundle other than the built-in one: "
@@ -103,7 +105,7 @@ def discover(model: Optional[Path] = c.ModelArg,
     from corrkit.export.discover import DiscoverSettings, discover_bundle
 
     s = DiscoverSettings(kind=kind, steps=steps, n_directions=n_directions, seed=seed, eval_samples=eval_samples,
-                         bf16=bf16, threads=threads)
+                         bf16=bf16, threads=threads, workers=workers)
     with c.progress_bar(not json_out) as progress:
         r = discover_bundle(c.resolve_bundle(model), s, out, torch_generator=torch_generator,
                             generator_weights=generator_weights, progress=progress)

@@ -23,23 +23,22 @@ With the whole class set per step the same comparison gave overlap 0.9 and cosin
 
 Both implementations draw the same mini-batches and the same ``xi`` from
 :class:`Schedule`, so for the same settings they follow the same trajectory up to
-the gradient estimate. Here (``estimator="codes"``, :func:`zo_gradient_codes`) each
-code's ``grad_z S_j`` at its intervened point is estimated from its own ``P`` antithetic
-probes in latent space, walking through a random orthogonal basis per code
-(:class:`ProbeStream`), and chained into ``v``; all probes of a step go through the
-engine in one batch. The older ``estimator="weights"`` (:func:`zo_gradient`) perturbs
-``v`` itself, one perturbation shared by all codes; for the same number of evaluations
-its noise does not average over the codes. The gradient of the regulariser
-``lambda ||tanh(v)||`` is known in closed form and used exactly **(choice)**: it carries
-no information about the model, only variance.
+the gradient estimate. Here each code's ``grad_z S_j`` at its intervened point is
+estimated from its own antithetic probes in latent space and chained into ``v``
+(:func:`zo_gradient_codes`); all probes of a step go through the engine in one batch.
+The gradient of the regulariser ``lambda ||tanh(v)||`` is known in closed form and used
+exactly **(choice)**: it carries no information about the model, only variance.
 
-The zeroth-order estimate stays noisy: on the built-in bundle a step's estimate from
-2 to 8 probes per code has a cosine of only about 0.2 to 0.5 with the exact gradient
-of the same step, and the descent settles at a higher loss than the gradient one. With
-the defaults, zeroth-order against gradient ``w*`` on the built-in bundle: mean top-10
-overlap 0.48 and mean cosine 0.83 over the 10 classes (about as close as two
-one-code-per-step gradient runs were to each other: 0.55 and 0.75). What is left is the
-estimate's noise, not the descent: more probes or steps are what would close it.
+Where the probes point decides how noisy that is. ``estimator="bands"`` (default, 4
+probes per code and step): stratified over bands of the generator's SeFa directions
+(:class:`BandedProbes`), where the gradient's energy is concentrated; ``"codes"``:
+isotropic probes walking a random orthogonal basis per code (:class:`ProbeStream`);
+``"weights"`` (:func:`zo_gradient`): perturbations of ``v`` shared by all codes, whose
+noise does not average over the codes. On the built-in bundle, with isotropic probes
+(2 per code) a step's estimate had a cosine of 0.2-0.5 with the exact gradient, the
+descent settled at a higher loss than the gradient one, and zeroth-order against
+gradient ``w*`` agreed on only 0.48 of the top-10 sets (cosine 0.83). With bands
+(4 per code) see ``docs/optimize.md`` for the measured agreement.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class DiffReconstructor:
 
 def tiny(**kw) -> DiscoverSettings:
     base = dict(kind="proj", n_directions=3, steps=6, batch_size=8, eval_samples=64, eval_batch=32,
-                checkpoint_every=2, log_every=3, threads=1)
+                checkpoint_every=2, log_every=3, threads=1, workers=1)
     return DiscoverSettings(**{**base, **kw})
 
 
@@ -216,6 +216,19 @@ def test_discover_writes_directions_rca_and_figure(tmp_path):
     j = json.loads((tmp_path / "discover.json").read_text())
     assert j["rca_coordinate"] == r.rca_coordinate and set(j["history"]) == {"learned", "random", "coordinate"}
     assert (tmp_path / "rca.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trainings_in_worker_processes_equal_one_after_the_other(tmp_path):
+    seen = []
+    g = ToyGenerator()
+    one = discover(g, 6, tiny(steps=4), tmp_path / "one", log=quiet)
+    two = discover(g, 6, tiny(steps=4, workers=2, threads=2), tmp_path / "two",
+                   progress=lambda *a: seen.append(a))
+    np.testing.assert_array_equal(one.directions, two.directions)
+    assert (one.rca, one.rca_random, one.rca_coordinate) == (two.rca, two.rca_random, two.rca_coordinate)
+    assert {a[0] for a in seen} == {"learned", "random", "coordinate"} and ("learned", 4, 4) in seen
+    assert sorted(p.name for p in (tmp_path / "two").glob("checkpoint_*.pt")) == [
+        "checkpoint_coordinate.pt", "checkpoint_learned.pt", "checkpoint_random.pt"]
 
 
 def test_user_bundle_needs_a_torch_generator(bundle, tmp_path):
