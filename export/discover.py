@@ -550,6 +550,7 @@ def discover(G: nn.Module, latent_dim: int, settings: DiscoverSettings | None = 
     """
     s = settings or DiscoverSettings()
     torch.set_num_threads(s.threads)
+    given = G  # workers get this one: the prepared module is an fx graph, which does not pickle
     G = prepare_generator(G, s)
     s.n_k(latent_dim)
     _image_channels(G, latent_dim)
@@ -559,7 +560,7 @@ def discover(G: nn.Module, latent_dim: int, settings: DiscoverSettings | None = 
     t0 = time.perf_counter()
     ckpt = {m: out / f"checkpoint_{m}.pt" if out is not None else None for m in METHODS}
     if min(s.workers, len(METHODS)) > 1:
-        trained = _train_in_processes(G, latent_dim, s, ckpt, progress)
+        trained = _train_in_processes(given, latent_dim, s, ckpt, progress)
     else:
         trained = {m: train_method(G, latent_dim, s, m, ckpt[m], log=log, progress=progress) for m in METHODS}
     result = DiscoverResult(

@@ -18,7 +18,7 @@ from corrkit.cli.main import app  # noqa: E402
 from corrkit.compare import load_directions  # noqa: E402
 from corrkit.errors import BundleError, CorrkitError  # noqa: E402
 from corrkit.export.discover import (  # noqa: E402
-    DirectionMatrix, DiscoverSettings, _initial, discover, discover_bundle, prepare_generator, rca,
+    DirectionMatrix, DiscoverSettings, _initial, discover, discover_bundle, load_generator, prepare_generator, rca,
     reconstruction_loss, sample_batch, train_method, vb_loss,
 )
 
@@ -229,6 +229,12 @@ def test_trainings_in_worker_processes_equal_one_after_the_other(tmp_path):
     assert {a[0] for a in seen} == {"learned", "random", "coordinate"} and ("learned", 4, 4) in seen
     assert sorted(p.name for p in (tmp_path / "two").glob("checkpoint_*.pt")) == [
         "checkpoint_coordinate.pt", "checkpoint_learned.pt", "checkpoint_random.pt"]
+
+
+def test_worker_processes_train_the_builtin_generator(bundle, tmp_path):
+    # its prepared (batch-norm folded) copy is an fx graph that does not pickle: workers get the module
+    r = discover(load_generator(bundle), 100, tiny(steps=2, workers=2, threads=2, eval_samples=32), tmp_path)
+    assert r.directions.shape == (3, 100) and 0 <= r.rca <= 1 and r.elapsed > 0
 
 
 def test_user_bundle_needs_a_torch_generator(bundle, tmp_path):
