@@ -291,6 +291,15 @@ def test_bad_settings_are_corrkit_errors(linear):
         optimize(linear[0], average=1.0)
 
 
+def test_too_few_probes_for_the_bands_is_a_one_line_error(bundle, tmp_path):
+    r = runner.invoke(app, ["optimize", str(bundle.path), "--perturbations", "2", "--out", str(tmp_path / "w.npz")])
+    assert r.exit_code == 1 and "needs at least 3 perturbations" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "w.npz").exists()
+    # isotropic probes take any count
+    assert optimize(bundle, estimator="codes", perturbations=2, iterations=1, samples_per_class=1, classes=[0],
+                    device="cpu").settings["probe_basis"] == "none"
+
+
 def test_cli_writes_weights(linear, tmp_path):
     bundle, _ = linear
     out = tmp_path / "w.npz"
