@@ -38,7 +38,7 @@ from corrkit.errors import BundleError, CorrkitError
 
 KINDS = ("ortho", "proj", "linear")
 METHODS = ("learned", "random", "coordinate")
-DEFAULT_STEPS = 10_000  # per training; with 2 workers on this 2-core CPU the three take ~13 min (bf16, K = 16)
+DEFAULT_STEPS = 10_000  # per training; with 2 workers on this 2-core CPU the three take ~12 min (bf16, K = 16)
 # K for proj/linear. With K = N = 100 no reconstructor learns within the CPU budget (RCA
 # 0.13 for learned, random and coordinate alike after 10k steps); with K = 16 the learned
 # directions pull away: RCA learned / random / coordinate after 10k steps 0.83 / 0.61 / 0.56
