@@ -44,8 +44,8 @@ DEFAULT_STEPS = 10_000  # per training; with 2 workers on this 2-core CPU the th
 # directions pull away: RCA learned / random / coordinate after 10k steps 0.83 / 0.61 / 0.56
 # (seed 0, gap 0.21), 0.78 / 0.61 / 0.60 (seed 1, gap 0.17), 0.80 / 0.57 / 0.61 (seed 2, gap 0.19).
 # More steps do not widen the gap at K = 16 (15k: gaps 0.21 and 0.16: the baselines learn as
-# fast); at K = 32 it grows with steps but stays smaller within the budget (seed 1: 0.15 at
-# 10k, 0.19 at 20k).
+# fast); at K = 32 it grows with steps, then stalls (seed 1: 0.15 at 10k, 0.19 at 20k, 0.18
+# at 28k).
 # docs/compare.md has the table.
 DEFAULT_K = 16
 MATCH_ATOL = 1e-3
