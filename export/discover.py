@@ -579,12 +579,22 @@ def discover(G: nn.Module, latent_dim: int, settings: DiscoverSettings | None = 
 
 
 def _train_one(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoint, threads: int, queue):
-    """:func:`train_method` in a worker process; progress goes back through ``queue``."""
+    """:func:`train_method` in a worker process; progress goes back through ``queue``.
+
+    Ctrl-C is left to the parent (it stops the workers; their checkpoints are written
+    atomically), so a terminal's interrupt does not print a traceback per worker.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
     def progress(stage, done, total):
         if done % 10 == 0 or done == total:
-            queue.put((stage, done, total))
+            try:
+                queue.put((stage, done, total))
+            except (OSError, EOFError):  # the parent has gone; training goes on to its checkpoint
+                pass
 
     return train_method(G, latent_dim, s, method, checkpoint, progress=progress if queue is not None else None)
 
@@ -604,17 +614,22 @@ def _train_in_processes(G, latent_dim: int, s: DiscoverSettings, checkpoints: di
     threads = max(1, s.threads // workers)
     manager = ctx.Manager() if progress is not None else None
     queue = manager.Queue() if manager is not None else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_one, G, latent_dim, s, m, checkpoints[m], threads, queue): m
-                       for m in METHODS}
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=0.5)
-                while queue is not None and not queue.empty():
-                    progress(*queue.get())
-            return {futures[f]: f.result() for f in futures}
+        futures = {pool.submit(_train_one, G, latent_dim, s, m, checkpoints[m], threads, queue): m
+                   for m in METHODS}
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5)
+            while queue is not None and not queue.empty():
+                progress(*queue.get())
+        return {futures[f]: f.result() for f in futures}
+    except BaseException:  # Ctrl-C or a failed training: stop the others (checkpoints are atomic)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if manager is not None:
             manager.shutdown()
 
