@@ -231,6 +231,26 @@ def test_trainings_in_worker_processes_equal_one_after_the_other(tmp_path):
         "checkpoint_coordinate.pt", "checkpoint_learned.pt", "checkpoint_random.pt"]
 
 
+def test_interrupted_worker_run_stops_its_workers_and_resumes_to_the_same_result(tmp_path):
+    import multiprocessing as mp
+
+    g = ToyGenerator()
+    s = tiny(steps=600, workers=2, threads=2, checkpoint_every=10, log_every=300)
+    whole = discover(g, 6, s, tmp_path / "whole")
+
+    def interrupt(stage, done, total):  # at the first progress report
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        discover(g, 6, s, tmp_path / "cut", progress=interrupt)
+    assert not [p for p in mp.active_children() if p.is_alive()]  # no worker left running
+    steps = [torch.load(p, weights_only=True)["step"] for p in sorted((tmp_path / "cut").glob("checkpoint_*.pt"))]
+    assert steps and all(0 < n < 600 for n in steps)
+    again = discover(g, 6, s, tmp_path / "cut")
+    np.testing.assert_array_equal(again.directions, whole.directions)
+    assert (again.rca, again.rca_random, again.rca_coordinate) == (whole.rca, whole.rca_random, whole.rca_coordinate)
+
+
 def test_worker_processes_train_the_builtin_generator(bundle, tmp_path):
     # its prepared (batch-norm folded) copy is an fx graph that does not pickle: workers get the module
     r = discover(load_generator(bundle), 100, tiny(steps=2, workers=2, threads=2, eval_samples=32), tmp_path)
