@@ -31,7 +31,7 @@ exactly **(choice)**: it carries no information about the model, only variance.
 
 Where the probes point decides how noisy that is. ``estimator="bands"`` (default, 4
 probes per code and step): stratified over bands of the generator's SeFa directions
-(:class:`BandedProbes`), where the gradient's energy is concentrated; ``"codes"``:
+(:class:`ProbeStream` with a basis), where the gradient's energy is concentrated; ``"codes"``:
 isotropic probes walking a random orthogonal basis per code (:class:`ProbeStream`);
 ``"weights"`` (:func:`zo_gradient`): perturbations of ``v`` shared by all codes, whose
 noise does not average over the codes. On the built-in bundle, with isotropic probes
@@ -167,39 +167,7 @@ def perturbation_matrix(rng: np.random.Generator, p: int, n: int, kind: str) -> 
     return np.sqrt(n) * np.concatenate(blocks, axis=0)[:p]
 
 
-class ProbeStream:
-    """Per-code probe directions in latent space for :func:`zo_gradient_codes`, ``[B, P, N]`` per step.
-
-    ``cyclic`` **(choice)**: each code walks through the rows of its own random orthogonal
-    basis (times ``sqrt(N)``), ``P`` rows per visit, and draws a fresh basis once all ``N``
-    are used. Each estimate is still unbiased, and over ``N / P`` visits the probes span
-    the space exactly, so their errors cancel instead of piling up as a random walk
-    (while the gradient changes little between visits). ``orthogonal``/``gaussian``:
-    independent draws of :func:`perturbation_matrix` at every visit.
-    """
-
-    def __init__(self, rng: np.random.Generator, n: int, p: int, kind: str):
-        self.rng, self.n, self.p, self.kind = rng, int(n), int(p), kind
-        self._left: dict[int, np.ndarray] = {}
-
-    def take(self, codes) -> np.ndarray:
-        return np.stack([self._one(int(c)) for c in codes])
-
-    def _one(self, code: int) -> np.ndarray:
-        if self.kind != "cyclic":
-            return perturbation_matrix(self.rng, self.p, self.n, self.kind)
-        out = []
-        while sum(map(len, out)) < self.p:
-            left = self._left.get(code)
-            if left is None or len(left) == 0:
-                left = perturbation_matrix(self.rng, self.n, self.n, "orthogonal")
-            k = self.p - sum(map(len, out))
-            out.append(left[:k])
-            self._left[code] = left[k:]
-        return np.concatenate(out)
-
-
-BAND_EDGES = (10, 40)  # (choice) SeFa rows 0-9, 10-39 and 40-N: see BandedProbes
+BAND_EDGES = (10, 40)  # (choice) SeFa rows 0-9, 10-39 and 40-N: see ProbeStream
 
 
 def band_probes(n: int, total: int, edges=BAND_EDGES) -> list[tuple[int, int, int]]:
@@ -220,33 +188,46 @@ def band_probes(n: int, total: int, edges=BAND_EDGES) -> list[tuple[int, int, in
     return [(a, b, c) for (a, b), c in zip(bands, counts)]
 
 
-class BandedProbes:
-    """Per-code probes stratified over bands of an orthonormal basis, for :func:`zo_gradient_codes`.
+class ProbeStream:
+    """Per-code probe directions in latent space for :func:`zo_gradient_codes`.
 
-    A code's gradient ``grad_z S_j`` is not spread evenly over latent space: on the
+    ``take(codes)`` gives the step's probes ``u [B, P, N]`` and their weights ``[P]``.
+
+    ``cyclic`` **(choice)**: each code walks through the rows of its own random orthogonal
+    basis (times ``sqrt(N)``), ``P`` rows per visit, and draws a fresh basis once all ``N``
+    are used. Each estimate is still unbiased, and over ``N / P`` visits the probes span
+    the space exactly, so their errors cancel instead of piling up as a random walk
+    (while the gradient changes little between visits). ``orthogonal``/``gaussian``:
+    independent draws of :func:`perturbation_matrix` at every visit.
+
+    With a ``basis`` (estimator ``bands``), the probes are stratified over bands of it. A
+    code's gradient ``grad_z S_j`` is not spread evenly over latent space: on the
     built-in bundle 86-98 % of its energy lies in the first 10 SeFa directions of the
     generator and 96-99 % in the first 40, while no 10 latent axes hold more than 40 %.
     Isotropic probes spend most of their evaluations where little of the gradient is;
-    here **(choice)** the SeFa basis is cut into bands (rows ``0-9``, ``10-39``, the rest)
-    and each band gets its own probes (half of them to the first band), drawn as in
-    ``cyclic`` :class:`ProbeStream`: each code walks its own random orthonormal basis of
-    the band, scaled by ``sqrt(band size)``, so ``E[u u^T]`` is the projector onto the band.
-    Weighting each band's probes by ``1 / probes`` keeps the estimate unbiased (the
-    projectors sum to ``I``), and its variance is about ``sum_b (d_b / P_b) |g_b|^2``
-    instead of ``(N / P) |g|^2``: with 4 probes (2, 1, 1) and the energies above, a third
-    to a sixth of isotropic probes' variance at the same cost.
+    here **(choice)** the SeFa basis is cut into bands (rows ``0-9``, ``10-39``, the rest,
+    :func:`band_probes`) and each band gets its own probes (half of them to the first
+    band), walked as in ``cyclic`` within the band and scaled by ``sqrt(band size)``, so
+    ``E[u u^T]`` is the projector onto the band. Weighting each band's probes by
+    ``1 / probes`` keeps the estimate unbiased (the projectors sum to ``I``), and its
+    variance is about ``sum_b (d_b / P_b) |g_b|^2`` instead of ``(N / P) |g|^2``: with 4
+    probes (2, 1, 1) and the energies above, a third to a sixth of isotropic probes'
+    variance at the same cost.
 
     Parameters
     ----------
     basis : float64 [N, N] or None
-        Orthonormal rows, strongest first (SeFa directions). ``None``: one band, the
-        whole space (then this is ``cyclic`` :class:`ProbeStream`).
+        Orthonormal rows, strongest first (SeFa directions); only with ``cyclic``.
+        ``None``: one band, the whole space.
     """
 
-    def __init__(self, rng: np.random.Generator, n: int, p: int, basis: np.ndarray | None = None):
-        self.rng, self.n = rng, int(n)
-        self.basis = np.eye(self.n) if basis is None else np.asarray(basis, np.float64)
-        self.bands = band_probes(self.n, p) if basis is not None else [(0, self.n, int(p))]
+    def __init__(self, rng: np.random.Generator, n: int, p: int, kind: str = "cyclic",
+                 basis: np.ndarray | None = None):
+        self.rng, self.n, self.p, self.kind = rng, int(n), int(p), kind
+        if basis is not None and kind != "cyclic":
+            raise GridError(f"probes over a basis are walked cyclically, not drawn {kind!r}")
+        self.basis = None if basis is None else np.asarray(basis, np.float64)
+        self.bands = band_probes(self.n, self.p) if basis is not None else [(0, self.n, self.p)]
         self.weight = np.concatenate([np.full(c, 1.0 / c) for _, _, c in self.bands])
         self._left: dict[tuple[int, int], np.ndarray] = {}
 
@@ -255,18 +236,23 @@ class BandedProbes:
         return np.stack([self._one(int(c)) for c in codes]), self.weight
 
     def _one(self, code: int) -> np.ndarray:
-        rows = []
-        for band, (a, b, c) in enumerate(self.bands):
-            d, got = b - a, []
-            while sum(map(len, got)) < c:
-                left = self._left.get((code, band))
-                if left is None or len(left) == 0:
-                    left = perturbation_matrix(self.rng, d, d, "orthogonal") @ self.basis[a:b]  # sqrt(d) x orthonormal
-                k = c - sum(map(len, got))
-                got.append(left[:k])
-                self._left[(code, band)] = left[k:]
-            rows.append(np.concatenate(got))
-        return np.concatenate(rows)
+        if self.kind != "cyclic":
+            return perturbation_matrix(self.rng, self.p, self.n, self.kind)
+        return np.concatenate([self._walk(code, band, a, b, c) for band, (a, b, c) in enumerate(self.bands)])
+
+    def _walk(self, code: int, band: int, a: int, b: int, count: int) -> np.ndarray:
+        """The next ``count`` rows of the basis ``code`` walks in band ``a:b`` (a fresh one when used up)."""
+        got = []
+        while sum(map(len, got)) < count:
+            left = self._left.get((code, band))
+            if left is None or len(left) == 0:
+                left = perturbation_matrix(self.rng, b - a, b - a, "orthogonal")  # sqrt(d) x orthogonal
+                if self.basis is not None:
+                    left = left @ self.basis[a:b]
+            k = count - sum(map(len, got))
+            got.append(left[:k])
+            self._left[(code, band)] = left[k:]
+        return np.concatenate(got)
 
 
 def probe_basis(bundle) -> tuple[np.ndarray | None, str]:
@@ -352,8 +338,8 @@ def zo_gradient_codes(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np
     sigma : float
         Probe size in latent space.
     weight : float [P], optional
-        Weight of each probe's term (default ``1 / P``; :class:`BandedProbes` gives
-        ``1 / probes of its band``, with ``E[u u^T]`` the band's projector).
+        Weight of each probe's term (default ``1 / P``; :class:`ProbeStream` over bands
+        gives ``1 / probes of its band``, with ``E[u u^T]`` the band's projector).
 
     Returns
     -------
@@ -489,19 +475,14 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
 
     def make_grad(j: int):
         rng_u = np.random.default_rng([settings.seed, j, 1])
-        if settings.estimator == "bands":
-            probes = BandedProbes(rng_u, n, settings.perturbations, basis)
-        else:
-            probes = ProbeStream(rng_u, n, settings.perturbations, settings.perturbation_kind)
+        probes = ProbeStream(rng_u, n, settings.perturbations, "cyclic" if basis is not None
+                             else settings.perturbation_kind, basis)
 
         def grad(z, s0, scale, v, codes):
             if settings.estimator == "weights":
                 u = perturbation_matrix(rng_u, settings.perturbations, n, settings.perturbation_kind)
                 return zo_gradient(engine.probabilities, z, s0, j, scale, v, u, settings.sigma, settings.lam)
-            if settings.estimator == "bands":
-                u, weight = probes.take(codes)
-            else:
-                u, weight = probes.take(codes), None
+            u, weight = probes.take(codes)
             return zo_gradient_codes(engine.probabilities, z, s0, j, scale, v, u, settings.sigma, settings.lam,
                                      weight)
 

@@ -13,7 +13,7 @@ from corrkit.cli.main import app
 from corrkit.engine import Engine
 from corrkit.errors import BundleError
 from corrkit.export.optimize import check_matches, load_modules, loss_and_grad, optimize_bundle, optimize_gradient
-from corrkit.optimize import (BandedProbes, OptimizedWeights, intervention_scale, optimize, perturbation_matrix,
+from corrkit.optimize import (OptimizedWeights, ProbeStream, intervention_scale, optimize, perturbation_matrix,
                               probe_basis, zo_gradient, zo_gradient_codes)
 
 runner = CliRunner()
@@ -109,8 +109,8 @@ def test_banded_probes_beat_isotropic_ones_against_autograd(bundle, torch_model)
             out.append(got @ want / np.linalg.norm(got) / np.linalg.norm(want))
         return np.array(out)
 
-    banded = cosines(lambda r: BandedProbes(r, 100, 4, basis))
-    flat = cosines(lambda r: BandedProbes(r, 100, 4, None))  # isotropic: the codes estimator's probes
+    banded = cosines(lambda r: ProbeStream(r, 100, 4, basis=basis))
+    flat = cosines(lambda r: ProbeStream(r, 100, 4, basis=None))  # isotropic: the codes estimator's probes
     assert banded.mean() > flat.mean() + 0.2, (banded, flat)
     assert banded.mean() > 0.5, banded
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from corrkit.bundle import load_bundle
 from corrkit.cli.main import app
 from corrkit.errors import GridError
-from corrkit.optimize import (BandedProbes, OptimizedWeights, ProbeStream, Schedule, Settings, agreement,
+from corrkit.optimize import (OptimizedWeights, ProbeStream, Schedule, Settings, agreement,
                               band_probes, code_sets, compare_with, data_term, intervention_scale, loss, optimize,
                               perturbation_matrix, regulariser_grad, zo_gradient, zo_gradient_codes)
 from tests import onnx_fixtures as fx
@@ -150,7 +150,7 @@ def test_per_code_gradient_matches_closed_form(linear, objective):
 
 def test_cyclic_probes_span_the_space_per_code():
     stream = ProbeStream(np.random.default_rng(0), 10, 3, "cyclic")
-    visits = [stream.take([4, 7]) for _ in range(10)]  # 30 rows per code: three bases
+    visits = [stream.take([4, 7])[0] for _ in range(10)]  # 30 rows per code: three bases
     assert visits[0].shape == (2, 3, 10)
     for code in (0, 1):
         rows = np.concatenate([v[code] for v in visits])
@@ -159,7 +159,7 @@ def test_cyclic_probes_span_the_space_per_code():
             np.testing.assert_allclose(basis @ basis.T, 10 * np.eye(10), atol=1e-9)
         assert not np.allclose(rows[:10], rows[10:20])  # a fresh basis once one is used up
     assert not np.allclose(visits[0][0], visits[0][1])  # each code has its own basis
-    iid = ProbeStream(np.random.default_rng(0), 10, 3, "orthogonal").take([4, 4, 4, 4])
+    iid = ProbeStream(np.random.default_rng(0), 10, 3, "orthogonal").take([4, 4, 4, 4])[0]
     assert abs(iid[0] @ iid[1].T).max() > 1e-3  # independent draws are not orthogonal to each other
 
 
@@ -176,7 +176,7 @@ def test_band_probes_allocation():
 def test_banded_probes_are_unbiased_over_a_cycle():
     rng = np.random.default_rng(3)
     basis, _ = np.linalg.qr(rng.standard_normal((100, 100)))
-    probes = BandedProbes(np.random.default_rng(0), 100, 4, basis.T)
+    probes = ProbeStream(np.random.default_rng(0), 100, 4, basis=basis.T)
     # 60 visits use up the 60-row band once, the 30-row band twice and the 10-row band 12 times:
     # sum_p weight_p u_p u_p^T over them is then exactly 60 I (each band's projector, 60 times)
     total = np.zeros((100, 100))
@@ -191,7 +191,9 @@ def test_banded_probes_are_unbiased_over_a_cycle():
     assert np.linalg.norm(inside) == pytest.approx(np.sqrt(10))
     assert np.linalg.norm(u[0, 0]) == pytest.approx(np.sqrt(10))
     # without a basis: one band, the cyclic stream's isotropic probes
-    flat = BandedProbes(np.random.default_rng(0), 10, 2, None)
+    with pytest.raises(GridError, match="cyclically"):
+        ProbeStream(np.random.default_rng(0), 100, 4, "gaussian", basis=basis.T)
+    flat = ProbeStream(np.random.default_rng(0), 10, 2, basis=None)
     assert flat.bands == [(0, 10, 2)]
     rows = np.concatenate([flat.take([0])[0][0] for _ in range(5)])
     np.testing.assert_allclose(rows @ rows.T, 10 * np.eye(10), atol=1e-9)
@@ -207,7 +209,7 @@ def test_banded_estimate_is_exact_for_a_linear_model_over_a_cycle(linear):
     v = rng.uniform(-0.3, 0.8, N)
     want = exact_grad(w_model, z.astype(np.float64), s0, j, scale.astype(np.float64), v, 0.0)
     basis, _ = np.linalg.qr(rng.standard_normal((N, N)))
-    probes = BandedProbes(np.random.default_rng(1), N, 3, basis.T)
+    probes = ProbeStream(np.random.default_rng(1), N, 3, basis=basis.T)
     assert probes.bands == [(0, 10, 2), (10, 12, 1)]
     visits = [probes.take(range(b)) for _ in range(10)]  # 2 cycles of the first band, 5 of the second
     got = np.mean([zo_gradient_codes(probs64(w_model), z, s0, j, scale, v, u, 1e-4, 0.0, weight)[0]
