@@ -148,6 +148,9 @@ def subpixel_weights(w: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
     return out
 
 
+THIN = "/thin"  # suffix of the names thin_conv_split gives its two convolutions (corrkit.quantize skips them)
+
+
 def thin_conv_split(model, max_out: int = 1):
     """Split 3x3 convolutions with ``<= max_out`` output channels into 1x1 (taps) + 3x3 (shift-and-sum).
 
@@ -177,13 +180,14 @@ def thin_conv_split(model, max_out: int = 1):
         for o in range(cout):
             for t in range(9):
                 pick[o, o * 9 + t, t // 3, t % 3] = 1.0
-        base = f"{n.name or n.output[0]}/thin"
+        base = f"{n.name or n.output[0]}{THIN}"
         inits += [numpy_helper.from_array(taps.astype(np.float32), base + "/taps"),
                   numpy_helper.from_array(pick, base + "/pick")]
-        nodes.append(helper.make_node("Conv", [n.input[0], base + "/taps"], [base + "/tapout"], kernel_shape=[1, 1]))
+        nodes.append(helper.make_node("Conv", [n.input[0], base + "/taps"], [base + "/tapout"], kernel_shape=[1, 1],
+                                      name=base + "/taps_conv"))
         ins = [base + "/tapout", base + "/pick"] + ([n.input[2]] if len(n.input) > 2 else [])
         nodes.append(helper.make_node("Conv", ins, list(n.output), kernel_shape=[3, 3],
-                                      pads=list(a.get("pads", [0, 0, 0, 0]))))
+                                      pads=list(a.get("pads", [0, 0, 0, 0])), name=base + "/pick_conv"))
         count += 1
     _replace_graph(m, nodes, inits)
     return m, count
