@@ -83,6 +83,8 @@ def discover(model: Optional[Path] = c.ModelArg,
              n_directions: Optional[int] = typer.Option(None, "--directions",
                                                         help="K for proj/linear (default 16; ortho uses K = N)."),
              seed: int = typer.Option(0, help="Seed of the initialisation, every batch and the evaluation pairs."),
+             init_scale: float = typer.Option(0.01, help="proj: scale of A's initial entries; smaller turns the "
+                                              "unit-norm columns faster at the fixed lr (the authors' code: 0.1)."),
              eval_samples: int = typer.Option(2000, min=1, help="Fresh pairs on which RCA is measured."),
              bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
              threads: int = typer.Option(2, min=1, help="Torch CPU threads in all, split between the workers (1 on "
@@ -105,8 +107,8 @@ def discover(model: Optional[Path] = c.ModelArg,
     need_torch()
     from corrkit.export.discover import DiscoverSettings, discover_bundle
 
-    s = DiscoverSettings(kind=kind, steps=steps, n_directions=n_directions, seed=seed, eval_samples=eval_samples,
-                         bf16=bf16, threads=threads, workers=workers)
+    s = DiscoverSettings(kind=kind, steps=steps, n_directions=n_directions, seed=seed, init_scale=init_scale,
+                         eval_samples=eval_samples, bf16=bf16, threads=threads, workers=workers)
     with c.progress_bar(not json_out) as progress:
         r = discover_bundle(c.resolve_bundle(model), s, out, torch_generator=torch_generator,
                             generator_weights=generator_weights, progress=progress)

@@ -89,6 +89,29 @@ def test_proj_columns_are_unit_norm_and_linear_ones_are_not():
     np.testing.assert_allclose(s.detach().numpy(), torch.stack([3 * w[:, 2], -w[:, 0]]).numpy(), rtol=1e-6)
 
 
+def test_proj_init_scale_sets_the_turning_speed_not_the_start():
+    """Same seed, init scales 0.1 and 0.01: the same unit columns at step 0; one Adam step (lr 1e-4)
+    turns the 0.01 ones ~10x further, because Adam moves each entry by ~lr whatever its scale."""
+    def turned(scale):
+        a = DirectionMatrix(100, 16, "proj", generator=torch.Generator().manual_seed(3), init_scale=scale)
+        start = a.matrix().detach().clone()
+        opt = torch.optim.Adam(a.parameters(), lr=1e-4)
+        target = torch.randn(100, 16, generator=torch.Generator().manual_seed(4))
+        (-(a.matrix() * target).sum()).backward()
+        opt.step()
+        cos = (a.matrix().detach() * start).sum(0).clamp(-1, 1)
+        return start, torch.arccos(cos).mean().item()
+
+    start_big, angle_big = turned(0.1)
+    start_small, angle_small = turned(0.01)
+    np.testing.assert_allclose(start_small.numpy(), start_big.numpy(), atol=1e-6)
+    assert 1e-4 < angle_big < 1e-2
+    assert 8 < angle_small / angle_big < 12
+    # linear keeps the authors' 0.1 (its column norm is the shift size), whatever init_scale says
+    lin = DirectionMatrix(100, 16, "linear", generator=torch.Generator().manual_seed(3), init_scale=0.01)
+    assert 0.8 < lin.matrix().detach().norm(dim=0).mean().item() < 1.2
+
+
 def test_generator_batch_norms_are_folded_exactly():
     from corrkit.export.models import Generator
 
@@ -186,9 +209,10 @@ def test_tiny_training_is_seeded_and_resumes_to_the_same_parameters(tmp_path, ki
     # the default K given explicitly is the same run (ortho: None and 6 both mean K = N = 6)
     explicit = tiny(kind=kind, n_directions=s.n_k(6))
     assert train_method(g, 6, explicit, "learned", tmp_path / "a.pt", log=quiet).rca == whole.rca
-    with pytest.raises(CorrkitError, match="other settings"):
-        train_method(g, 6, tiny(kind=kind, n_directions=s.n_directions, lr=1e-3), "learned", tmp_path / "a.pt",
-                     log=quiet)
+    for other in ({"lr": 1e-3}, {"init_scale": 0.1}):
+        with pytest.raises(CorrkitError, match="other settings"):
+            train_method(g, 6, tiny(kind=kind, n_directions=s.n_directions, **other), "learned", tmp_path / "a.pt",
+                         log=quiet)
 
 
 def test_baselines_keep_their_directions_fixed():
@@ -283,6 +307,8 @@ def test_settings_are_checked():
         DiscoverSettings(kind="rotation")
     with pytest.raises(CorrkitError, match="K = N"):
         DiscoverSettings(kind="ortho", n_directions=10).n_k(100)
+    with pytest.raises(CorrkitError, match="init_scale must be positive"):
+        DiscoverSettings(init_scale=0.0)
 
 
 def test_cli_calls_the_library(monkeypatch, tmp_path):
@@ -296,11 +322,12 @@ def test_cli_calls_the_library(monkeypatch, tmp_path):
 
     monkeypatch.setattr(mod, "discover_bundle", fake)
     r = runner.invoke(app, ["export", "discover", "--type", "proj", "--steps", "7", "--directions", "2",
-                            "--out", str(tmp_path), "--json"])
+                            "--init-scale", "0.05", "--out", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["rca"] == 0.9 and out["gap_over_best_baseline"] == pytest.approx(0.4)
     assert seen["settings"].kind == "proj" and seen["settings"].steps == 7 and seen["settings"].n_directions == 2
+    assert seen["settings"].init_scale == 0.05
     r = runner.invoke(app, ["export", "discover", "--type", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "ortho, proj, linear" in r.output
 
