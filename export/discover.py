@@ -478,25 +478,40 @@ class DiscoverResult:
 
 
 def rca_figure(result: DiscoverResult, out: str | Path | None = None) -> bytes:
-    """Bar chart of the three RCAs (SPEC §8) with the chance level; PNG bytes, written to ``out`` if given."""
+    """The three RCAs (SPEC §8) as bars with the chance level, and beside them each training's batch
+    accuracy over the steps (from ``history``: where the learned set pulls ahead, and how fast the
+    baselines follow). PNG bytes, written to ``out`` if given."""
     import io as _bytes_io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     names = [f"learned ({result.settings.kind})", "random orthogonal", "coordinate"]
+    colors = ["#4c72b0", "#dd8452", "#55a868"]
     values = [result.rca, result.rca_random, result.rca_coordinate]
-    fig = Figure(figsize=(5.0, 3.6), dpi=100, layout="constrained")
+    chance = 1 / len(result.directions)
+    curves = [np.asarray(result.history.get(m) or [], float).reshape(-1, 5) for m in METHODS]
+    fig = Figure(figsize=(9.0, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    bars = ax.bar(names, values, color=["#4c72b0", "#dd8452", "#55a868"])
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.3])
+    bars = ax.bar(names, values, color=colors)
     for b, v in zip(bars, values):
         ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
-    ax.axhline(1 / len(result.directions), color="grey", ls="--", lw=1, label="chance 1/K")
+    ax.axhline(chance, color="grey", ls="--", lw=1, label="chance 1/K")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("reconstructor classification accuracy")
-    ax.set_title(f"Voynov–Babenko, K = {len(result.directions)}, {result.settings.steps} steps each", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(f"RCA on fresh pairs, K = {len(result.directions)}, {result.settings.steps} steps each", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
+    for name, color, h in zip(names, colors, curves):
+        if len(h):
+            ax2.plot(h[:, 0], h[:, 4], color=color, lw=1.2, label=name)
+    ax2.axhline(chance, color="grey", ls="--", lw=1)
+    ax2.set_ylim(0, 1.05)
+    ax2.set_xlabel("training step")
+    ax2.set_ylabel("batch accuracy (mean between logs)")
+    ax2.set_title("training", fontsize=10)
+    ax2.legend(fontsize=8, loc="lower right")
     buf = _bytes_io.BytesIO()
     fig.savefig(buf, format="png", facecolor="white")
     data = buf.getvalue()

@@ -239,7 +239,9 @@ def test_discover_writes_directions_rca_and_figure(tmp_path):
         assert json.loads(z["settings"][0])["steps"] == 4
     j = json.loads((tmp_path / "discover.json").read_text())
     assert j["rca_coordinate"] == r.rca_coordinate and set(j["history"]) == {"learned", "random", "coordinate"}
-    assert (tmp_path / "rca.png").read_bytes()[:4] == b"\x89PNG"
+    png = (tmp_path / "rca.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (900, 360)  # bars + curves
 
 
 def test_trainings_in_worker_processes_equal_one_after_the_other(tmp_path):
