@@ -159,4 +159,11 @@ Debian's `dataset-fashion-mnist` and exported by `corrkit export bundle`.
 - Fréchet distance (classifier's 128-d penultimate features), generated vs test:
   **{m['frechet_distance']:.3f}**; floor (10,000 training vs test images): {m['frechet_distance_floor']:.3f}.
 - ONNX export validation, max |onnx - torch|: {json.dumps(p['export_validation_max_abs_diff'])}.
+
+## Other files in the bundle
+- `optimized_weights.npz`: the controlling-set weights `w*` per class from `corrkit export optimize`
+  (gradient, SPEC §3) on this generator and classifier; its settings are stored inside.
+- `vb_directions.npz`: 16 Voynov–Babenko directions from `corrkit export discover` with its
+  defaults (seed 0, SPEC §8); the file holds its settings and the RCA of the learned, random and
+  coordinate reconstructors (docs/compare.md).
 """

@@ -75,3 +75,13 @@ def test_shipped_onnx_matches_shipped_torch_weights():
     q = Classifier(); q.load_state_dict(torch.load(weights / "classifier.pt")); q.eval()
     assert max(validate(g, builtin_path() / "generator.onnx", GENERATOR_CONFIG).values()) <= 1e-4
     assert max(validate(q, builtin_path() / "classifier.onnx", CLASSIFIER_CONFIG).values()) <= 1e-4
+
+
+def test_shipped_model_card_is_the_one_the_bundle_code_writes():
+    import json
+
+    from corrkit.bundle import BUILTIN
+    from corrkit.export.bundle import model_card
+
+    card = json.loads((BUILTIN / "bundle.json").read_text())
+    assert (BUILTIN / "MODEL_CARD.md").read_text() == model_card(card)
