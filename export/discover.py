@@ -38,21 +38,22 @@ from corrkit.errors import BundleError, CorrkitError
 
 KINDS = ("ortho", "proj", "linear")
 METHODS = ("learned", "random", "coordinate")
-DEFAULT_STEPS = 4_000  # per training; with 2 workers on this 2-core CPU the three take ~5 min (bf16, K = 16)
-# K for proj/linear. With K = N = 100 no reconstructor learns within the CPU budget (RCA
-# 0.13 for learned, random and coordinate alike after 10k steps); with K = 16 the learned
-# directions pull away: RCA learned / random / coordinate after 10k steps 0.85 / 0.61 / 0.56
-# (seed 0, gap 0.23), 0.79 / 0.61 / 0.60 (seed 1, gap 0.18), 0.79 / 0.57 / 0.61 (seed 2, gap 0.18).
-# The gap opens within ~3k steps and then narrows slowly as the baselines catch up; K = 32
-# learns too slowly for the budget, K = 10 opens a wider gap early (0.21-0.29 at 2.5k steps)
-# that closes faster and depends more on the random draw. docs/compare.md has the tables.
+# Per training; with 2 workers on this 2-core CPU the three take ~5 min (bf16, K = 16). The learned
+# set is told apart within a few thousand steps while the reconstructors on fixed directions keep
+# learning, so the RCA gap opens early and narrows: seed 0, gap 0.31 / 0.24 / 0.20 after 2.5k / 5k
+# / 7.5k steps; at 4k, seeds 0 / 1 / 2 give RCA learned 0.71 / 0.70 / 0.70 against the best baseline
+# 0.44 / 0.41 / 0.40 (gaps 0.27 / 0.30 / 0.30). More steps train better directions (--steps 10000:
+# learned ~0.8, gap ~0.2).
+DEFAULT_STEPS = 4_000
+# K for proj/linear: with K = N = 100 no reconstructor learns within the CPU budget (RCA 0.13 for
+# all three after 10k steps), K = 32 learns too slowly for it, K = 10 opens a wider gap early that
+# closes faster and depends more on the random draw. docs/compare.md has the tables.
 DEFAULT_K = 16
 # Scale of the learned proj A's initial entries (``init_scale·N(0, 1)``; the authors' code uses
 # 0.1, which linear keeps). proj normalises the columns, so the scale does not change A at step 0,
 # only how far one Adam step of the fixed lr 1e-4 turns a column: about lr / init_scale radians.
-# At 0.01 the learned set pulls ahead sooner (seed 1, RCA at 2.5k / 5k / 7.5k steps: 0.53 / 0.70 /
-# 0.78 against 0.38 / 0.61 / 0.69 at 0.1); by 10k steps the difference is within the run-to-run
-# spread (docs/compare.md).
+# Smaller scales pull the learned set ahead sooner (seed 1, RCA at 2.5k / 5k / 7.5k steps: 0.38 /
+# 0.61 / 0.69 at 0.1, 0.53 / 0.70 / 0.78 at 0.01, 0.63 / 0.73 / 0.80 at 0.003).
 DEFAULT_INIT_SCALE = 0.003
 MATCH_ATOL = 1e-3
 # Settings a checkpoint must share with the run that resumes it (steps may grow).
