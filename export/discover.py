@@ -55,6 +55,7 @@ DEFAULT_K = 16
 # Smaller scales pull the learned set ahead sooner (seed 1, RCA at 2.5k / 5k / 7.5k steps: 0.38 /
 # 0.61 / 0.69 at 0.1, 0.53 / 0.70 / 0.78 at 0.01, 0.63 / 0.73 / 0.80 at 0.003).
 DEFAULT_INIT_SCALE = 0.003
+AUTHORS_INIT_SCALE = 0.1  # linear's (columns of norm ~1 at N = 100) and every run's before the setting
 MATCH_ATOL = 1e-3
 # Settings a checkpoint must share with the run that resumes it (steps may grow).
 _RESUME_KEYS = ("kind", "n_directions", "batch_size", "lr", "eps_max", "eps_min", "shift_weight", "seed", "bf16",
@@ -136,9 +137,9 @@ class DirectionMatrix(nn.Module):
             # the authors' initialisation: a well-mixed random rotation
             self.log_half = nn.Parameter(torch.randn(n, n, generator=generator))
         elif kind in ("proj", "linear"):
-            # linear keeps the authors' 0.1 (columns of norm ~1 at N = 100: the shift size is A's norm);
-            # proj normalises its columns, so its scale only sets how fast they turn (DEFAULT_INIT_SCALE)
-            scale = init_scale if kind == "proj" else 0.1
+            # linear's column norm is the shift size, so it keeps the authors' scale; proj normalises
+            # its columns, so its scale only sets how fast they turn (DEFAULT_INIT_SCALE)
+            scale = init_scale if kind == "proj" else AUTHORS_INIT_SCALE
             self.weight = nn.Parameter(scale * torch.randn(n, k, generator=generator))
         elif kind == "fixed":
             m = torch.as_tensor(np.asarray(matrix, np.float32))
@@ -361,7 +362,7 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
         written = dict(st["settings"])
         if written.get("n_directions") is None:  # checkpoints before K was recorded resolved
             written["n_directions"] = DiscoverSettings(kind=written["kind"]).n_k(latent_dim)
-        written.setdefault("init_scale", 0.1)  # checkpoints before the scale was a setting used 0.1
+        written.setdefault("init_scale", AUTHORS_INIT_SCALE)  # checkpoints from before the setting
         if written != key or st["method"] != method:
             raise CorrkitError(f"{checkpoint} was written with other settings ({st['settings']}); "
                                "give another --out folder or delete it to start afresh")

@@ -334,6 +334,11 @@ def test_cli_calls_the_library(monkeypatch, tmp_path):
     assert seen["settings"].init_scale == 0.05
     r = runner.invoke(app, ["export", "discover", "--type", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "ortho, proj, linear" in r.output
+    # the CLI's defaults (written out so that --help needs no torch) are the library's
+    seen.clear()
+    r = runner.invoke(app, ["export", "discover", "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen["settings"] == DiscoverSettings()
 
 
 def test_cli_help_in_a_subprocess():
