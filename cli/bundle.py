@@ -40,6 +40,7 @@ def create(
     classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
     classifier_range: str = c.ClsRangeOpt,
     output: str = typer.Option("logits", "--output", help="Classifier output kind: logits or probabilities."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out (never any other folder)."),
 ):
     """Turn a user's ONNX generator and classifier into a bundle, checking shapes and output kind."""
     from corrkit.bundle import create_bundle
@@ -47,5 +48,5 @@ def create(
     names = [s.strip() for s in classes.split(",")] if classes else None
     b = create_bundle(generator, classifier, out, classes=names, classifier_output=output,
                       generator_output_range=c.parse_range(generator_range, "--generator-range"),
-                      classifier_input_range=c.parse_range(classifier_range, "--classifier-range"))
+                      classifier_input_range=c.parse_range(classifier_range, "--classifier-range"), force=force)
     typer.echo(f"bundle written to {out} (N={b.latent_dim}, C={b.n_classes}, {b.classifier_output})")

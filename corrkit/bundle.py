@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corrkit import io
 from corrkit.errors import BundleError
 
 BUILTIN = Path(__file__).parent / "bundle"
@@ -307,26 +308,29 @@ def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str
     return bundle
 
 
+BUNDLE_FILES = ("generator.onnx", "classifier.onnx", "bundle.json")
+
+
 def create_bundle(generator, classifier, out, *, classes=None, generator_output_range=(-1, 1),
                   classifier_input_range=(-1, 1), classifier_output="logits", check_samples: int = 64,
-                  seed: int = 0) -> Bundle:
+                  seed: int = 0, force: bool = False) -> Bundle:
     """Turn a user's ONNX pair into a bundle folder, after checking shapes and output kind.
 
     The output kind is checked on ``check_samples`` prior samples: declared
-    probabilities must be non-negative rows summing to 1.
+    probabilities must be non-negative rows summing to 1. The bundle is written into
+    a fresh temporary folder beside ``out`` and renamed into place, so a failure
+    leaves nothing behind. An existing ``out`` is refused; with ``force`` an existing
+    *bundle* (a folder holding only bundle files) is replaced, never any other folder
+    or file.
     """
     from corrkit.engine import Engine
 
+    out = Path(out)
+    _check_bundle_target(out, force)
     b = from_pair(generator, classifier, classes=classes, generator_output_range=generator_output_range,
                   classifier_input_range=classifier_input_range, classifier_output=classifier_output)
     z = np.random.default_rng(seed).standard_normal((check_samples, b.latent_dim)).astype(np.float32)
     Engine(b).probabilities(z)  # raises on NaN, wrong shapes, or logits declared as probabilities
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copyfile(b.generator, tmp / "generator.onnx")
-    shutil.copyfile(b.classifier, tmp / "classifier.onnx")
     card = {
         "format": 1, "latent_dim": b.latent_dim, "latent_distribution": "normal", "classes": b.classes,
         "image_shape": list(b.image_shape) if b.image_shape else None,
@@ -337,8 +341,34 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
                        "classifier": str(classifier)},
         "metrics": {},
     }
-    (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+
+    def fill(tmp: Path) -> None:
+        shutil.copyfile(b.generator, tmp / "generator.onnx")
+        shutil.copyfile(b.classifier, tmp / "classifier.onnx")
+        (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
+
+    try:
+        io.write_folder(out, fill, replace=force)
+    except OSError as exc:
+        raise BundleError(f"could not write the bundle to {out} ({exc.strerror or exc})") from None
     return load_bundle(out)
+
+
+def _check_bundle_target(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that exists, unless ``force`` and it is a bundle folder we may replace."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise BundleError(f"{out} exists and is not a folder; pick a new --out")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    is_bundle = (out / "bundle.json").is_file() and all(
+        e.is_file() and not e.is_symlink() and (e.name in BUNDLE_FILES or e.suffix in (".md", ".npz", ".data"))
+        for e in entries)
+    if not force:
+        what = "a bundle; pass --force to replace it" if is_bundle else "not empty; pick a new --out"
+        raise BundleError(f"{out} already exists and is {what}")
+    if not is_bundle:
+        raise BundleError(f"{out} exists and is not a bundle folder (it holds other files); --force only "
+                          "replaces a bundle: pick a new --out")

@@ -7,6 +7,7 @@ intervention on the same code sets, and is summarised the same way.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,18 @@ from corrkit.engine import Engine
 from corrkit.errors import GridError
 from corrkit.grid import check_directions, load_array
 from corrkit.sequential import APCRResult, apcr
+
+
+# A method name becomes a folder and a file name under ``out``: one plain path component.
+METHOD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
+
+
+def check_method_name(name: str) -> str:
+    """``name`` if it is a safe single path component (letters, digits, ``_ . + -``), else a :class:`GridError`."""
+    if not isinstance(name, str) or not METHOD_NAME.fullmatch(name):
+        raise GridError(f"method name {name!r} must be 1-64 letters, digits or _ . + - (it names a folder "
+                        "under --out), with no path separators")
+    return name
 
 
 def random_orthogonal(n: int, seed: int = 0) -> np.ndarray:
@@ -82,6 +95,8 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
 
         s = sefa(bundle)
         sets["sefa"] = (s.directions, {})
+    for name in methods or {}:
+        check_method_name(name)
     for name, src in (methods or {}).items():
         if name in sets:
             raise GridError(f"method name {name!r} is taken; pick another")

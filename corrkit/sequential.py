@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from corrkit.kernels.ranking import threshold_mask, top_k
 from corrkit.latents import CodeSets, class_sets
 
 CHECKPOINT = "checkpoint.npz"
+RESULT_KEYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions", "classes")
 
 
 @dataclass
@@ -63,6 +65,7 @@ class APCRResult:
     seconds: float = 0.0
     bundle_card: dict = field(default_factory=dict)
     resumed_from: int = 0
+    apcr_sha256: str | None = None  # of the saved apcr.npz, once saved or loaded
 
     def controlling_set(self, k: int = 10) -> np.ndarray:
         """``[C, k]``: the top-``k`` directions per class by APCR (``C_j^seq``)."""
@@ -92,13 +95,21 @@ class APCRResult:
                 self.classes[j]: [{"direction": int(i), "apcr": float(self.apcr[i, j])} for i in sets[j]]
                 for j in range(len(self.classes))
             },
+            **({"apcr_sha256": self.apcr_sha256} if self.apcr_sha256 else {}),
         }
 
     def save(self, out: str | Path) -> None:
+        """Write ``apcr.npz``, then ``summary.json`` holding its SHA-256 (the run's manifest, written last).
+
+        A kill between the two replaces leaves a new ``apcr.npz`` beside an old
+        ``summary.json`` whose hash no longer matches, so :meth:`load` refuses the
+        pair instead of mixing two runs.
+        """
         out = Path(out)
-        io.write_npz(out / "apcr.npz", apcr=self.apcr, curves=self.curves, up=self.up, down=self.down,
-                     counts=self.counts, latents=self.latents, labels=self.labels, base=self.base,
-                     directions=self.directions, classes=np.array(self.classes))
+        self.apcr_sha256 = io.write_npz(
+            out / "apcr.npz", apcr=self.apcr, curves=self.curves, up=self.up, down=self.down, counts=self.counts,
+            latents=self.latents, labels=self.labels, base=self.base, directions=self.directions,
+            classes=np.array(self.classes))
         io.write_json(out / "summary.json", self.summary())
 
     @classmethod
@@ -106,15 +117,27 @@ class APCRResult:
         from corrkit.errors import CorrkitError
 
         run_dir = Path(run_dir)
+        npz, summary = run_dir / "apcr.npz", run_dir / "summary.json"
         try:
-            d = np.load(run_dir / "apcr.npz", allow_pickle=False)
-            s = json.loads((run_dir / "summary.json").read_text())
+            data = npz.read_bytes()
+            s = json.loads(summary.read_text())
         except (OSError, ValueError) as exc:
             raise CorrkitError(f"{run_dir} is not a finished `corrkit apcr` run ({exc})") from None
-        return cls(apcr=d["apcr"], curves=d["curves"], up=d["up"], down=d["down"], counts=d["counts"],
-                   latents=d["latents"], labels=d["labels"], base=d["base"], directions=d["directions"],
-                   classes=[str(c) for c in d["classes"]], params=s["params"], provider=s["provider"],
-                   points=s["points"], seconds=s["seconds"], bundle_card=s.get("bundle", {}))
+        if not isinstance(s, dict) or "apcr_sha256" not in s:
+            raise CorrkitError(f"{summary} is not a corrkit apcr summary (no apcr_sha256); rerun `corrkit apcr`")
+        if hashlib.sha256(data).hexdigest() != s["apcr_sha256"]:
+            raise CorrkitError(f"{npz} does not match {summary} (the run was interrupted while saving, or a file "
+                               "was changed); rerun the same `corrkit apcr` command to finish it")
+        try:
+            arrays = io.npz_arrays(data)
+            arrays = {k: arrays[k] for k in RESULT_KEYS}
+            return cls(**{k: v for k, v in arrays.items() if k != "classes"},
+                       classes=[str(c) for c in arrays["classes"]], params=s["params"], provider=s["provider"],
+                       points=s["points"], seconds=s["seconds"], bundle_card=s.get("bundle", {}),
+                       apcr_sha256=s["apcr_sha256"])
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise CorrkitError(f"{run_dir} is not a finished `corrkit apcr` run ({type(exc).__name__}: {exc})") \
+                from None
 
 
 def grid_apcr(engine: Engine, latents: np.ndarray, labels: np.ndarray, directions: np.ndarray, steps: int,
@@ -150,16 +173,83 @@ def _fingerprint(bundle: Bundle, params: dict, directions: np.ndarray, latents: 
     return h.hexdigest()
 
 
-def _load_checkpoint(path: Path, fingerprint: str):
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _write_checkpoint(path: Path, **arrays) -> None:
+    io.write_npz(path, digest=np.array(_digest(arrays)), **arrays)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, n_dirs: int, steps: int, n_classes: int, latent_dim: int,
+                     shard_points: int):
+    """The checkpoint's arrays when it belongs to this run and is sound; ``None`` to start over.
+
+    A checkpoint of another run (other fingerprint) is left to be overwritten. One
+    of this run that is damaged or inconsistent (content hash, shapes, an index
+    outside the grid or off a shard boundary) is renamed to ``checkpoint.npz.invalid``
+    with a warning, so that the run starts over instead of failing, or finishing with
+    wrong sums, on every rerun.
+    """
     if not path.is_file():
         return None
     try:
-        ck = np.load(path, allow_pickle=False)
-        if str(ck["fingerprint"]) != fingerprint:
+        ck = io.npz_arrays(path.read_bytes())
+        if str(ck.get("fingerprint")) != fingerprint:
             return None
-        return {k: ck[k] for k in ck.files}
-    except Exception:  # a damaged checkpoint is ignored: the run starts over
-        return None
+        problem = _checkpoint_problem(ck, n_dirs, steps, n_classes, latent_dim, shard_points)
+    except (OSError, ValueError) as exc:
+        problem = f"unreadable ({exc})"
+    if problem is None:
+        return ck
+    import warnings
+
+    aside = path.with_name(path.name + ".invalid")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        aside = path
+    warnings.warn(f"checkpoint {path} is invalid ({problem}); set aside as {aside.name}, starting the run over",
+                  stacklevel=3)
+    return None
+
+
+def _checkpoint_problem(ck: dict, n_dirs: int, steps: int, n_classes: int, latent_dim: int,
+                        shard_points: int) -> str | None:
+    """What is wrong with a checkpoint of this run, or ``None``."""
+    if "digest" not in ck or str(ck["digest"]) != _digest({k: v for k, v in ck.items() if k != "digest"}):
+        return "content hash does not match"
+    shapes = {k: v.shape for k, v in kern.new_sums(n_dirs, steps, n_classes).items()}
+    for key in ("latents", "labels", "base", "counts", "p_next", "seconds", "draws", *shapes):
+        if key not in ck:
+            return f"{key} missing"
+    m = len(ck["labels"])
+    want = {**shapes, "latents": (m, latent_dim), "labels": (m,), "base": (m, n_classes), "counts": (n_classes,),
+            "p_next": (), "seconds": (), "draws": ()}
+    for key, shape in want.items():
+        if ck[key].shape != shape:
+            return f"{key} has shape {ck[key].shape}, expected {shape}"
+    if not all(np.issubdtype(ck[k].dtype, np.integer) for k in ("labels", "counts", "p_next", "draws")):
+        return "integer arrays of another type"
+    total = m * n_dirs * 2 * steps  # Grid.n_points: k = 0 is the base, not a grid point
+    p_next = int(ck["p_next"])
+    if not (0 <= p_next < total) or p_next % shard_points:
+        return f"next grid index {p_next} is not a shard boundary inside the grid of {total} points"
+    if m and (ck["labels"].min() < 0 or ck["labels"].max() >= n_classes):
+        return "labels outside the classes"
+    if np.bincount(ck["labels"], minlength=n_classes).tolist() != ck["counts"].tolist() or int(ck["draws"]) < m:
+        return "counts do not match the labels"
+    if not (np.isfinite(float(ck["seconds"])) and float(ck["seconds"]) >= 0):
+        return "elapsed seconds not a finite number >= 0"
+    if not all(np.isfinite(ck[k]).all() for k in ("latents", "base", *shapes)):
+        return "non-finite values"
+    return None
 
 
 def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = None, steps: int = 3,
@@ -260,7 +350,8 @@ def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seco
     steps, delta = params["steps"], params["delta"]
     fingerprint = _fingerprint(bundle, params, directions, latents)
     ck_path = Path(out) / CHECKPOINT if out is not None else None
-    ck = _load_checkpoint(ck_path, fingerprint) if ck_path else None
+    ck = _load_checkpoint(ck_path, fingerprint, len(directions), steps, bundle.n_classes, bundle.latent_dim,
+                          params["shard_points"]) if ck_path else None
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
     if ck is not None:
@@ -287,10 +378,10 @@ def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seco
         shards.fold(sums, part)
         p_next = cuts[s][1]
         if ck_path is not None and (time.perf_counter() - last_ck >= checkpoint_seconds) and p_next < total:
-            io.write_npz(ck_path, fingerprint=np.array(fingerprint), p_next=np.array(p_next),
-                         seconds=np.array(elapsed + time.perf_counter() - t0), latents=sets.latents,
-                         labels=sets.labels, base=sets.base, counts=sets.counts, draws=np.array(sets.draws),
-                         **sums)
+            _write_checkpoint(ck_path, fingerprint=np.array(fingerprint), p_next=np.array(p_next),
+                              seconds=np.array(elapsed + time.perf_counter() - t0), latents=sets.latents,
+                              labels=sets.labels, base=sets.base, counts=sets.counts, draws=np.array(sets.draws),
+                              **sums)
             last_ck = time.perf_counter()
     fin = kern.finalize(sums, sets.base, sets.labels, steps)
     seconds = elapsed + time.perf_counter() - t0 + startup

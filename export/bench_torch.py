@@ -9,13 +9,14 @@ import torch
 
 from corrkit.bench import timed
 from corrkit.export.models import Classifier, Generator
+from corrkit.export.weights import DIR, load_into
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = DIR
 
 
 def load_builtin_modules() -> tuple[Generator, Classifier]:
     g, q = Generator(), Classifier()
-    g.load_state_dict(torch.load(WEIGHTS / "generator.pt")); q.load_state_dict(torch.load(WEIGHTS / "classifier.pt"))
+    load_into(g, WEIGHTS / "generator.pt"); load_into(q, WEIGHTS / "classifier.pt")
     return g.eval(), q.eval()
 
 

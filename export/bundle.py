@@ -23,9 +23,10 @@ from corrkit.data import CLASSES, file_hashes, load_split
 from corrkit.export.models import Classifier, Generator
 from corrkit.export.onnx_export import CLASSIFIER_CONFIG, GENERATOR_CONFIG, export
 from corrkit.export.train import classifier_accuracy, to_unit
+from corrkit.export.weights import DIR, load_into
 from corrkit.metrics import class_shares, frechet_distance
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = DIR
 EVAL_SEED = 12345
 N_EVAL = 10000
 
@@ -68,7 +69,7 @@ def _git_version() -> str:
 def build(work: str | Path, out: str | Path = BUILTIN, data_dir=None) -> dict:
     """Select the generator, export both models, write ``bundle.json`` and ``MODEL_CARD.md``."""
     work, out = Path(work), Path(out)
-    q = Classifier(); q.load_state_dict(torch.load(work / "classifier.pt")); q.eval()
+    q = load_into(Classifier(), work / "classifier.pt").eval()
     train, test = load_split("train", data_dir), load_split("test", data_dir)
     x_train = to_unit(train.images[np.random.default_rng(0).permutation(60000)[:N_EVAL]])
     x_test = to_unit(test.images)
@@ -77,7 +78,7 @@ def build(work: str | Path, out: str | Path = BUILTIN, data_dir=None) -> dict:
         raise FileNotFoundError(f"no generator checkpoints in {work}; run `corrkit export train` first")
     selection = {}
     for path in candidates:
-        g = Generator(); g.load_state_dict(torch.load(path)); g.eval()
+        g = load_into(Generator(), path).eval()
         m = evaluate(g, q, x_train)
         ok = min(m["class_shares"]) >= 0.04 and max(m["class_shares"]) <= 0.16 and m["mean_confidence"] >= 0.8
         selection[path.stem] = {"frechet_to_train": round(m["frechet_distance"], 3), "meets_targets": ok,
@@ -86,7 +87,7 @@ def build(work: str | Path, out: str | Path = BUILTIN, data_dir=None) -> dict:
               f"shares {min(m['class_shares']):.3f}..{max(m['class_shares']):.3f}", flush=True)
     pool = [k for k, v in selection.items() if v["meets_targets"]] or list(selection)
     best = min(pool, key=lambda k: selection[k]["frechet_to_train"])
-    g = Generator(); g.load_state_dict(torch.load(work / f"{best}.pt")); g.eval()
+    g = load_into(Generator(), work / f"{best}.pt").eval()
     metrics = evaluate(g, q, x_test)
     f_train, _ = _features(q, to_unit(train.images[:N_EVAL]))
     f_test, _ = _features(q, x_test)

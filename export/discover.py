@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from corrkit import io
 from corrkit.errors import BundleError, CorrkitError
+from corrkit.export.weights import load_into, load_state
 
 KINDS = ("ortho", "proj", "linear")
 METHODS = ("learned", "random", "coordinate")
@@ -358,7 +359,7 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
     start, wall, cpu, history, done = 0, 0.0, 0.0, [], None
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
-        st = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        st = load_state(checkpoint)
         written = dict(st["settings"])
         if written.get("n_directions") is None:  # checkpoints before K was recorded resolved
             written["n_directions"] = DiscoverSettings(kind=written["kind"]).n_k(latent_dim)
@@ -714,7 +715,7 @@ def load_generator(bundle, torch_generator: str | None = None, generator_weights
         if not path.is_file():
             raise BundleError(f"{path} does not exist; give --generator-weights with the generator's state_dict")
         try:
-            G.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            load_into(G, path)
         except RuntimeError as exc:
             raise BundleError(f"{path} does not fit the generator ({str(exc).splitlines()[0]})") from None
     G.eval()

@@ -40,8 +40,9 @@ import torch
 from corrkit import io
 from corrkit.errors import CorrkitError
 from corrkit.export.models import Generator
+from corrkit.export.weights import DIR, load_into
 
-WEIGHTS = Path(__file__).parent / "weights" / "generator.pt"
+WEIGHTS = DIR / "generator.pt"
 MATCH_TOL = 1e-4
 
 
@@ -80,7 +81,7 @@ def load_generator(weights: str | Path | None = None) -> Generator:
                            "corrkit.export.models.Generator)")
     g = Generator()
     try:
-        g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_into(g, path)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError (wrong keys/shapes), OSError ...
         raise CorrkitError(f"{path} is not a state_dict of corrkit's Generator ({str(exc).splitlines()[0]})") from None
     g.eval()

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from corrkit.errors import BundleError
+from corrkit.export import weights as weights_dir
+from corrkit.export.weights import load_into
 from corrkit.optimize import WEIGHTS_FILE, OptimizedWeights, Settings, code_sets, descend
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = weights_dir.DIR
 MATCH_ATOL = 1e-4
 
 
@@ -51,10 +53,7 @@ def load_modules(bundle, weights: str | Path = WEIGHTS) -> FusedTorch:
         path = weights / name
         if not path.is_file():
             raise BundleError(f"{path} does not exist; give --weights DIR holding generator.pt and classifier.pt")
-        try:
-            module.load_state_dict(torch.load(path, map_location="cpu"))
-        except RuntimeError as exc:
-            raise BundleError(f"{path} does not fit the paper's architecture ({str(exc).splitlines()[0]})") from None
+        load_into(module, path)
     for p in list(g.parameters()) + list(q.parameters()):
         p.requires_grad_(False)
     return FusedTorch(g, q, bundle.generator_output_range, bundle.classifier_input_range,

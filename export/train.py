@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from corrkit.data import load_split
+from corrkit.errors import BundleError
 from corrkit.export.models import Classifier, Discriminator, Generator
+from corrkit.export.weights import load_state
 
 
 @dataclass
@@ -51,6 +53,18 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _resume_state(ckpt: Path) -> dict | None:
+    """A training checkpoint read without unpickling; a damaged or foreign one is set aside (``.invalid``)."""
+    if not ckpt.exists():
+        return None
+    try:
+        return load_state(ckpt)
+    except BundleError as exc:
+        os.replace(ckpt, ckpt.with_name(ckpt.name + ".invalid"))
+        _log(f"warning: {exc}; set aside as {ckpt.name}.invalid, training from the start")
+        return None
+
+
 def _log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
@@ -76,8 +90,8 @@ def train_classifier(work: Path, s: ClassifierSettings, data_dir=None) -> tuple[
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs)
     start, wall = 0, 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+    state = _resume_state(ckpt)
+    if state is not None:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
         start, wall = state["epoch"], state["wall"]
         _log(f"classifier: resuming after epoch {start}")
@@ -119,8 +133,8 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
     oG = torch.optim.Adam(G.parameters(), lr=s.lr, betas=(s.beta1, 0.999))
     oD = torch.optim.Adam(D.parameters(), lr=s.lr, betas=(s.beta1, 0.999))
     start, wall = 0, 0.0
-    if ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
+    st = _resume_state(ckpt)
+    if st is not None:
         G.load_state_dict(st["G"]); D.load_state_dict(st["D"])
         oG.load_state_dict(st["oG"]); oD.load_state_dict(st["oD"])
         start, wall = st["epoch"], st["wall"]

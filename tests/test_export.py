@@ -71,8 +71,8 @@ def test_shipped_onnx_matches_shipped_torch_weights():
     from corrkit.bundle import builtin_path
 
     weights = Path(__import__("corrkit.export", fromlist=["x"]).__file__).parent / "weights"
-    g = Generator(); g.load_state_dict(torch.load(weights / "generator.pt")); g.eval()
-    q = Classifier(); q.load_state_dict(torch.load(weights / "classifier.pt")); q.eval()
+    g = Generator(); g.load_state_dict(torch.load(weights / "generator.pt", weights_only=True)); g.eval()
+    q = Classifier(); q.load_state_dict(torch.load(weights / "classifier.pt", weights_only=True)); q.eval()
     assert max(validate(g, builtin_path() / "generator.onnx", GENERATOR_CONFIG).values()) <= 1e-4
     assert max(validate(q, builtin_path() / "classifier.onnx", CLASSIFIER_CONFIG).values()) <= 1e-4
 
