@@ -25,11 +25,11 @@ import time
 import numpy as np
 
 import corrkit
-from corrkit import shards
-from corrkit.bundle import builtin_path, load_bundle
-from corrkit.distributed import RayPool
-from corrkit.engine import Engine, cpu_count
-from corrkit.grid import Grid
+from corrkit._core import shards
+from corrkit._core.bundle import builtin_path, load_bundle
+from corrkit._core.distributed import RayPool
+from corrkit._core.engine import Engine, cpu_count
+from corrkit._core.grid import Grid
 from corrkit.kernels import apcr as kern
 
 ARRAYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base")

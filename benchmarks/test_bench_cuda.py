@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corrkit.bundle import load_bundle
-from corrkit.engine import Engine, cuda_available
+from corrkit._core.bundle import load_bundle
+from corrkit._core.engine import Engine, cuda_available
 
 BATCH = 16_384
 GROUP = "points/s on the built-in bundle, CUDA"
@@ -33,7 +33,7 @@ def test_corrkit_engine_cuda(benchmark, bundle, record, io_binding):
 
 
 def test_corrkit_apcr_cuda(benchmark, bundle, record):
-    from corrkit.sequential import apcr
+    from corrkit.methods.sequential import apcr
 
     r = benchmark.pedantic(apcr, args=(bundle,), kwargs=dict(device="cuda"), rounds=2, iterations=1)
     record(benchmark, GROUP, "corrkit apcr end-to-end fp32 CUDA, default grid", r.points)

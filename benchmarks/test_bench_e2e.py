@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corrkit.bench import engine_call, raw_session
-from corrkit.bundle import load_bundle
-from corrkit.sequential import apcr
+from corrkit._core.bench import engine_call, raw_session
+from corrkit._core.bundle import load_bundle
+from corrkit.methods.sequential import apcr
 
 BATCH = 256
 GROUP = "points/s on the built-in bundle, CPU"
@@ -37,7 +37,7 @@ def test_corrkit_engine(benchmark, bundle, record, mode):
 
 
 def _rewritten(bundle, which):
-    from corrkit.rewrite import subpixel_phase_form, thin_conv_split, upsample_conv_to_conv_transpose
+    from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split, upsample_conv_to_conv_transpose
 
     m = bundle.fused_model()
     if which == "subpixel, conv2 only":
@@ -50,7 +50,7 @@ def _rewritten(bundle, which):
 @pytest.mark.parametrize("which", ["none", "thin conv only", "subpixel, conv2 only", "ConvTranspose"])
 def test_engine_rewrite_variants(benchmark, bundle, record, which):
     """The engine (fp32) on other rewrite choices than its default, for the rewrites table."""
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     model = bundle.fused_model() if which == "none" else _rewritten(bundle, which)
     e = Engine(model, device="cpu", batch_size=BATCH, rewrite=False)
@@ -62,7 +62,7 @@ def test_engine_rewrite_variants(benchmark, bundle, record, which):
 
 @pytest.mark.parametrize("mode", ["fp32", "int8"])
 def test_corrkit_apcr_end_to_end(benchmark, bundle, record, mode):
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     engine = Engine(bundle, device="cpu", mode=mode)  # int8: quantization happens here, once per bundle
     apcr(bundle, samples_per_class=1, steps=1, engine=engine, directions=np.eye(100, dtype=np.float32)[:2])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from corrkit.kernels.ranking import top_k
-from corrkit.sequential import apcr
+from corrkit.methods.sequential import apcr
 
 
 def test_int8_fidelity_on_default_grid(benchmark):

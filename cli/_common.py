@@ -35,7 +35,7 @@ def handles_errors(fn):
 
 
 def echo_json(obj) -> None:
-    from corrkit.io import _default
+    from corrkit._core.io import _default
 
     typer.echo(json.dumps(obj, indent=2, default=_default))
 
@@ -103,7 +103,7 @@ def resolve_bundle(model: Optional[Path], generator: Optional[Path] = None, clas
                    classes: Optional[str] = None, generator_range: str = "-1,1", classifier_range: str = "-1,1",
                    output: Optional[str] = None):
     """A bundle from the positional MODEL, or from --generator/--classifier."""
-    from corrkit.bundle import from_pair, load_bundle
+    from corrkit._core.bundle import from_pair, load_bundle
 
     names = [c.strip() for c in classes.split(",")] if classes else None
     if generator is not None or classifier is not None:

@@ -40,9 +40,9 @@ def apcr_command(
     json_out: bool = c.JsonOpt,
 ):
     """Rank latent directions by how much they move each class's probability (APCR)."""
-    from corrkit.grid import load_array
-    from corrkit.sequential import apcr
-    from corrkit.report_text import apcr_table
+    from corrkit._core.grid import load_array
+    from corrkit.methods.sequential import apcr
+    from corrkit.viz.tables import apcr_table
 
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output)
     lat = load_array(latents, "latents") if latents else None

@@ -19,8 +19,8 @@ def bench(model: Optional[Path] = c.ModelArg, device: str = c.DeviceOpt,
           quick: bool = typer.Option(False, help="Shorter timing windows."),
           json_out: bool = c.JsonOpt):
     """Points per second of every path, side by side in one run, with ratios to the raw session."""
-    from corrkit.bench import compare
-    from corrkit.bundle import load_bundle
+    from corrkit._core.bench import compare
+    from corrkit._core.bundle import load_bundle
 
     rows = compare(load_bundle(model), batch=batch_size, device=device, quick=quick)
     ref = rows[0].points_per_second

@@ -16,8 +16,8 @@ app = typer.Typer(help="Inspect and create model bundles.", no_args_is_help=True
 @c.handles_errors
 def info(path: Optional[Path] = c.ModelArg, json_out: bool = c.JsonOpt):
     """Print a bundle's card: models, classes, ranges, provenance and metrics."""
-    from corrkit.bundle import load_bundle
-    from corrkit.engine import Engine
+    from corrkit._core.bundle import load_bundle
+    from corrkit._core.engine import Engine
 
     bundle = load_bundle(path)
     card = bundle.card()
@@ -43,7 +43,7 @@ def create(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out (never any other folder)."),
 ):
     """Turn a user's ONNX generator and classifier into a bundle, checking shapes and output kind."""
-    from corrkit.bundle import create_bundle
+    from corrkit._core.bundle import create_bundle
 
     names = [s.strip() for s in classes.split(",")] if classes else None
     b = create_bundle(generator, classifier, out, classes=names, classifier_output=output,

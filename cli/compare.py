@@ -25,7 +25,7 @@ def compare_command(
     json_out: bool = c.JsonOpt,
 ):
     """Score coordinate, random, SeFa and your direction sets with the same APCR machinery."""
-    from corrkit.compare import compare
+    from corrkit.methods.compare import compare
     from corrkit.errors import CorrkitError
 
     pairs = [d.split("=", 1) for d in directions]

@@ -23,7 +23,7 @@ def control_command(
     json_out: bool = c.JsonOpt,
 ):
     """Compare the top-k dims by APCR with the top-k by |w*| per class (intersection ratio)."""
-    from corrkit.control import control, control_table
+    from corrkit.methods.control import control, control_table
 
     with c.progress_bar(not json_out) as progress:
         result = control(run_dir, weights, top_k, progress=progress)

@@ -41,7 +41,7 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
            data_dir: Optional[Path] = typer.Option(None)):
     """Select the generator, export both models to ONNX (validated) and write the card."""
     need_torch()
-    from corrkit.bundle import BUILTIN
+    from corrkit._core.bundle import BUILTIN
     from corrkit.export.bundle import build
 
     card = build(work, out or BUILTIN, data_dir)

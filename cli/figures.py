@@ -21,7 +21,7 @@ def figures_command(
     json_out: bool = c.JsonOpt,
 ):
     """Draw score curves, APCR histograms and heatmap, traversal grids and any other figure the run allows."""
-    from corrkit.figures import write_run_figures
+    from corrkit.viz.figures import write_run_figures
 
     paths = write_run_figures(run_dir, out, traversals=traversals)
     if json_out:

@@ -27,8 +27,8 @@ def latents_command(
     json_out: bool = c.JsonOpt,
 ):
     """Do classes separate in latent space? t-SNE map and cross-validated linear-probe accuracy."""
-    from corrkit.grid import load_array
-    from corrkit.latent_space import latent_space
+    from corrkit._core.grid import load_array
+    from corrkit.methods.latent_space import latent_space
 
     with c.progress_bar(not json_out) as progress:
         res = latent_space(load_array(codes, "codes"), load_array(labels, "labels"), model, out=out, n_prior=n_prior,

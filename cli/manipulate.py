@@ -29,7 +29,7 @@ def manipulate_command(
     json_out: bool = c.JsonOpt,
 ):
     """Push codes of a class along its top-, bottom- and random-k dims; report drops and flip rates."""
-    from corrkit.manipulate import class_index, manipulate, manipulation_table
+    from corrkit.methods.manipulate import class_index, manipulate, manipulation_table
 
     bundle = c.resolve_bundle(model, output=output)
     classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]

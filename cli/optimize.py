@@ -37,7 +37,7 @@ def optimize_command(
     json_out: bool = c.JsonOpt,
 ):
     """Find w* per class without torch: gradient descent with antithetic zeroth-order gradients."""
-    from corrkit.optimize import WEIGHTS_FILE, compare_with, optimize
+    from corrkit.methods.optimize import WEIGHTS_FILE, compare_with, optimize
 
     bundle = c.resolve_bundle(model, output=output)
     with c.progress_bar(not json_out) as progress:

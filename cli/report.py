@@ -21,7 +21,7 @@ def report_command(
     render: bool = typer.Option(True, help="Draw figures the data allow when their PNG is missing."),
 ):
     """Write one HTML page (images embedded, no network needed) with the bundle card, parameters, tables, figures."""
-    from corrkit.report import build_report
+    from corrkit.viz.report import build_report
 
     page = build_report(run_dirs, out, title=title, render=render)
     typer.echo(f"wrote {out} ({len(page) / 1e6:.1f} MB, {page.count('<img ')} figures)")

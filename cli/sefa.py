@@ -23,7 +23,7 @@ def sefa_command(
     """Find SeFa directions: eigenvectors of AᵀA for the first layer A (no training, no torch)."""
     import time
 
-    from corrkit.sefa import sefa
+    from corrkit.methods.sefa import sefa
 
     t0 = time.perf_counter()
     result = sefa(model)

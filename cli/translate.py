@@ -30,8 +30,8 @@ def translate_command(
     json_out: bool = c.JsonOpt,
 ):
     """Translate codes of one class into another; the success matrix over all pairs."""
-    from corrkit.manipulate import class_index
-    from corrkit.translate import translate, translation_table
+    from corrkit.methods.manipulate import class_index
+    from corrkit.methods.translate import translate, translation_table
 
     bundle = c.resolve_bundle(model, output=output)
     if (source is None) != (target is None) or (all_pairs and source is not None):

@@ -22,15 +22,15 @@ def versions() -> dict[str, str]:
 
 
 def apcr(*args, **kwargs):
-    """Sequential-intervention APCR; see :func:`corrkit.sequential.apcr`."""
-    from corrkit.sequential import apcr as _apcr
+    """Sequential-intervention APCR; see :func:`corrkit.methods.sequential.apcr`."""
+    from corrkit.methods.sequential import apcr as _apcr
 
     return _apcr(*args, **kwargs)
 
 
 def load_bundle(path=None, **kwargs):
-    """Load a bundle; see :func:`corrkit.bundle.load_bundle`."""
-    from corrkit.bundle import load_bundle as _load
+    """Load a bundle; see :func:`corrkit._core.bundle.load_bundle`."""
+    from corrkit._core.bundle import load_bundle as _load
 
     return _load(path, **kwargs)
 

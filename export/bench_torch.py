@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrkit.bench import timed
+from corrkit._core.bench import timed
 from corrkit.export.models import Classifier, Generator
 from corrkit.export.weights import DIR, load_into
 
@@ -22,7 +22,7 @@ def load_builtin_modules() -> tuple[Generator, Classifier]:
 
 def torch_rows(bundle, batch: int, secs: float = 1.0) -> list[tuple[str, float, str]]:
     """Paper-style per-sample loop, and batched eager fp32 (NCHW, channels-last) and bf16 channels-last."""
-    from corrkit.bundle import builtin_path
+    from corrkit._core.bundle import builtin_path
 
     if bundle.path is None or Path(bundle.path).resolve() != builtin_path().resolve():
         return [("PyTorch rows", float("nan"), "only for the built-in bundle, whose torch weights ship")]

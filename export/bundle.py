@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrkit import io
-from corrkit.bundle import BUILTIN, sha256
-from corrkit.data import CLASSES, file_hashes, load_split
+from corrkit._core import io
+from corrkit._core.bundle import BUILTIN, sha256
+from corrkit._core.data import CLASSES, file_hashes, load_split
 from corrkit.export.models import Classifier, Generator
 from corrkit.export.onnx_export import CLASSIFIER_CONFIG, GENERATOR_CONFIG, export
 from corrkit.export.train import classifier_accuracy, to_unit
 from corrkit.export.weights import DIR, load_into
-from corrkit.metrics import class_shares, frechet_distance
+from corrkit._core.metrics import class_shares, frechet_distance
 
 WEIGHTS = DIR
 EVAL_SEED = 12345

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import BundleError, CorrkitError
 from corrkit.export.weights import load_into, load_state
 
@@ -298,7 +298,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 def _initial(method: str, n: int, k: int, channels: int,
              s: DiscoverSettings) -> tuple[DirectionMatrix, Reconstructor]:
-    from corrkit.compare import random_orthogonal
+    from corrkit.methods.compare import random_orthogonal
 
     gen = torch.Generator().manual_seed(_seed(s.seed, METHODS.index(method), 10**9))
     if method == "learned":
@@ -687,7 +687,7 @@ def load_generator(bundle, torch_generator: str | None = None, generator_weights
     ``state_dict`` file. When the bundle has an ONNX generator, the torch module is
     checked against it on seeded codes.
     """
-    from corrkit.bundle import BUILTIN
+    from corrkit._core.bundle import BUILTIN
 
     from corrkit.export.optimize import WEIGHTS
 
@@ -726,7 +726,7 @@ def load_generator(bundle, torch_generator: str | None = None, generator_weights
 
 def check_generator(G: nn.Module, bundle, n: int = 8, atol: float = MATCH_ATOL) -> float:
     """Max ``|G_torch(z) - G_onnx(z)|`` on ``n`` seeded codes; a :class:`BundleError` above ``atol``."""
-    from corrkit.figures import generate
+    from corrkit.viz.figures import generate
 
     z = np.random.default_rng(0).standard_normal((n, bundle.latent_dim)).astype(np.float32)
     with torch.no_grad():
@@ -744,7 +744,7 @@ def discover_bundle(bundle=None, settings: DiscoverSettings | None = None, out: 
                     torch_generator: str | None = None, generator_weights: str | Path | None = None,
                     log=_log, progress=None) -> DiscoverResult:
     """:func:`discover` on a bundle's generator (default: the built-in bundle); see :func:`load_generator`."""
-    from corrkit.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import Bundle, load_bundle
 
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)

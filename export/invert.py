@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import CorrkitError
 from corrkit.export.models import Generator
 from corrkit.export.weights import DIR, load_into
@@ -97,7 +97,7 @@ def check_matches_bundle(g: Generator, bundle, n: int = 8, tol: float = MATCH_TO
     Codes found with the torch weights are only meaningful for the bundle when both
     generators are the same function.
     """
-    from corrkit.figures import generate
+    from corrkit.viz.figures import generate
 
     z = np.random.default_rng(7).standard_normal((n, g.latent_dim)).astype(np.float32)
     if bundle.latent_dim != g.latent_dim:
@@ -115,7 +115,7 @@ def select_images(n_per_class: int, seed: int = 0, data_dir=None, n_classes: int
     Returns images float32 ``[M, 1, 28, 28]`` in [-1, 1], labels int64 ``[M]`` and
     test-set indices int64 ``[M]``, grouped by class.
     """
-    from corrkit.data import load_split
+    from corrkit._core.data import load_split
 
     test = load_split("test", data_dir)
     order = np.random.default_rng(seed).permutation(len(test.labels))
@@ -287,7 +287,7 @@ def _recon_figure(g: Generator, x: np.ndarray, labels: np.ndarray, codes: np.nda
                   per_class: int = 4) -> bool:
     """Real images next to their reconstructions, one row per class (skipped without matplotlib)."""
     from corrkit.errors import MissingExtraError
-    from corrkit.figures import image_grid
+    from corrkit.viz.figures import image_grid
 
     rows, names = [], []
     for j, name in enumerate(classes):
@@ -320,7 +320,7 @@ def invert(bundle=None, *, n_per_class: int = 200, settings: InversionSettings |
     rows), ``invert.json`` (settings and summary) and ``recon.png``, each atomically.
     Returns the summary dict.
     """
-    from corrkit.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import Bundle, load_bundle
 
     s = (settings or InversionSettings()).check()
     if n_per_class < 1:

@@ -1,10 +1,10 @@
 """Controlling sets by gradient optimisation on the torch modules (Li et al., ICPR 2020, Eq. 5-8; SPEC §3).
 
 The same objective, code sets, mini-batches, ``xi`` draws and descent loop
-(:func:`corrkit.optimize.descend`) as the torch-free :func:`corrkit.optimize.optimize`;
+(:func:`corrkit.methods.optimize.descend`) as the torch-free :func:`corrkit.methods.optimize.optimize`;
 only the gradient differs: exact (autograd) here, estimated from antithetic
 evaluations there. The class-conditional sets are
-drawn on the bundle's ONNX engine with :func:`corrkit.latents.class_sets`, so they
+drawn on the bundle's ONNX engine with :func:`corrkit._core.codesets.class_sets`, so they
 are the very codes ``corrkit apcr`` analyses, and the torch modules are checked
 against the ONNX models on those codes before anything is optimised.
 """
@@ -21,7 +21,7 @@ import torch
 from corrkit.errors import BundleError
 from corrkit.export import weights as weights_dir
 from corrkit.export.weights import load_into
-from corrkit.optimize import WEIGHTS_FILE, OptimizedWeights, Settings, code_sets, descend
+from corrkit.methods.optimize import WEIGHTS_FILE, OptimizedWeights, Settings, code_sets, descend
 
 WEIGHTS = weights_dir.DIR
 MATCH_ATOL = 1e-4
@@ -79,7 +79,7 @@ def loss_and_grad(model: torch.nn.Module, z: np.ndarray, s0: np.ndarray, j: int,
     ----------
     model : callable float32 [R, N] -> probabilities [R, C] (torch)
     z : float32 [B, N]; s0 : float [B] (``S_j(z)``); scale : float32 [B, N] (see
-        :func:`corrkit.optimize.intervention_scale`); v : float [N]
+        :func:`corrkit.methods.optimize.intervention_scale`); v : float [N]
 
     Returns
     -------
@@ -117,7 +117,7 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
     -------
     OptimizedWeights
     """
-    from corrkit.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import Bundle, load_bundle
 
     settings = Settings(**{**asdict(settings or Settings()), **overrides, "method": "gradient"}).check()
     if not isinstance(bundle, Bundle):
@@ -146,7 +146,7 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
 
 def optimize_bundle(bundle=None, out: str | Path | None = None, **kwargs) -> tuple[OptimizedWeights, Path]:
     """:func:`optimize_gradient` and store ``w*`` as ``optimized_weights.npz`` in the bundle folder (or ``out``)."""
-    from corrkit.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import Bundle, load_bundle
 
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from corrkit.data import load_split
+from corrkit._core.data import load_split
 from corrkit.errors import BundleError
 from corrkit.export.models import Classifier, Discriminator, Generator
 from corrkit.export.weights import load_state

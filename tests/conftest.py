@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import corrkit
-from corrkit.bundle import builtin_path, load_bundle
+from corrkit._core.bundle import builtin_path, load_bundle
 from tests import onnx_fixtures as fx
 
 

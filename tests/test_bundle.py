@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corrkit.bundle import builtin_path, create_bundle, load_bundle
+from corrkit._core.bundle import builtin_path, create_bundle, load_bundle
 from corrkit.cli.main import app
 from corrkit.errors import BundleError, ModelOutputError
 from tests import naive
@@ -38,7 +38,7 @@ def test_create_from_user_pair_round_trips(tmp_path):
     again = load_bundle(tmp_path / "mine")
     assert again.classes == list("abcdefghij") and again.latent_dim == 100
     z = np.random.default_rng(0).standard_normal((8, 100)).astype(np.float32)
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     np.testing.assert_allclose(Engine(b, device="cpu").probabilities(z), naive.TwoSessions(again)(z), atol=1e-5)
 
@@ -48,7 +48,7 @@ def test_range_mapping_is_applied(tmp_path):
     src = builtin_path()
     b = create_bundle(src / "generator.onnx", src / "classifier.onnx", tmp_path / "r", classifier_input_range=(0, 1))
     z = np.random.default_rng(1).standard_normal((4, 100)).astype(np.float32)
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     ref = naive.TwoSessions(b)
     assert ref.scale == pytest.approx(0.5) and ref.shift == pytest.approx(0.5)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corrkit.bundle import builtin_path
+from corrkit._core.bundle import builtin_path
 from corrkit.cli.main import app
 from tests import onnx_fixtures as fx
 

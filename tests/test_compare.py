@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from corrkit.cli.main import app
-from corrkit.compare import compare, random_orthogonal, selectivity
+from corrkit.methods.compare import compare, random_orthogonal, selectivity
 from tests import onnx_fixtures as fx
 
 
@@ -26,7 +26,7 @@ def test_selectivity_hand_computed():
 
 def test_same_directions_score_the_same(tmp_path):
     lin = fx.linear_logits(tmp_path / "lin.onnx", n=6, c=3)
-    from corrkit.bundle import from_fused
+    from corrkit._core.bundle import from_fused
 
     b = from_fused(lin, classifier_output="logits")
     np.save(tmp_path / "axes.npy", np.eye(6, dtype=np.float32)[::-1].copy())  # the axes, reversed
@@ -42,10 +42,10 @@ def test_linear_model_best_direction_is_the_largest_weight_gap(tmp_path):
     # for logits z @ W, moving along axis i changes logit j by k*delta*W[i, j]; the axis with the largest
     # spread of W[i, :] around W[i, j] moves S_j most
     lin = fx.linear_logits(tmp_path / "lin.onnx", n=6, c=3, seed=0)
-    from corrkit.bundle import from_fused
+    from corrkit._core.bundle import from_fused
 
     w = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
-    from corrkit.sequential import apcr
+    from corrkit.methods.sequential import apcr
 
     r = apcr(from_fused(lin, classifier_output="logits"), steps=1, delta=0.01, samples_per_class=4, threshold=0.4,
              device="cpu")

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from corrkit.cli.main import app
-from corrkit.control import PAPER_TABLE1, control, intersection_ratio
+from corrkit.methods.control import PAPER_TABLE1, control, intersection_ratio
 from corrkit.errors import CorrkitError
-from corrkit.optimize import OptimizedWeights
-from corrkit.sequential import APCRResult
+from corrkit.methods.optimize import OptimizedWeights
+from corrkit.methods.sequential import APCRResult
 
 runner = CliRunner()
 C, N, K = 10, 20, 10

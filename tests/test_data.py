@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from corrkit.data import DEFAULT_DATA_DIR, load_split
+from corrkit._core.data import DEFAULT_DATA_DIR, load_split
 from corrkit.errors import DataError
 
 needs_data = pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import corrkit
 from corrkit.cli.main import app
-from corrkit.compare import compare
+from corrkit.methods.compare import compare
 from tests import onnx_fixtures as fx
 
 ray = pytest.importorskip("ray")
@@ -69,8 +69,8 @@ class _Stop(Exception):
 
 
 def test_a_pool_serves_several_runs_and_resumes_a_local_checkpoint(bundle, dirs, single, tmp_path):
-    from corrkit.distributed import RayPool
-    from corrkit.engine import Engine
+    from corrkit._core.distributed import RayPool
+    from corrkit._core.engine import Engine
 
     def stop_midway(stage, done, total):
         if stage == "grid" and done >= 200:
@@ -90,7 +90,7 @@ def test_a_pool_serves_several_runs_and_resumes_a_local_checkpoint(bundle, dirs,
 
 
 def test_compare_runs_every_method_on_ray(tmp_path):
-    from corrkit.bundle import from_fused
+    from corrkit._core.bundle import from_fused
 
     b = from_fused(fx.linear_logits(tmp_path / "lin.onnx", n=6, c=3), classifier_output="logits")
     kw = dict(samples_per_class=3, steps=2, delta=0.5, device="cpu")
@@ -123,7 +123,7 @@ def test_a_model_error_on_a_worker_is_the_users_one_line_error_not_retried(tmp_p
 def test_an_unreachable_or_malformed_address_fails_fast():
     import socket
 
-    from corrkit.distributed import check_reachable
+    from corrkit._core.distributed import check_reachable
     from corrkit.errors import CorrkitError
 
     with socket.socket() as free:  # a port nobody listens on

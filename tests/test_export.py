@@ -55,7 +55,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 def test_frechet_distance_matches_scipy_reference():
     from scipy import linalg
 
-    from corrkit.metrics import frechet_distance
+    from corrkit._core.metrics import frechet_distance
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(500, 8)), rng.normal(0.3, 1.2, size=(400, 8)) @ rng.normal(size=(8, 8))
@@ -68,7 +68,7 @@ def test_frechet_distance_matches_scipy_reference():
 def test_shipped_onnx_matches_shipped_torch_weights():
     from pathlib import Path
 
-    from corrkit.bundle import builtin_path
+    from corrkit._core.bundle import builtin_path
 
     weights = Path(__import__("corrkit.export", fromlist=["x"]).__file__).parent / "weights"
     g = Generator(); g.load_state_dict(torch.load(weights / "generator.pt", weights_only=True)); g.eval()
@@ -80,7 +80,7 @@ def test_shipped_onnx_matches_shipped_torch_weights():
 def test_shipped_model_card_is_the_one_the_bundle_code_writes():
     import json
 
-    from corrkit.bundle import BUILTIN
+    from corrkit._core.bundle import BUILTIN
     from corrkit.export.bundle import model_card
 
     card = json.loads((BUILTIN / "bundle.json").read_text())

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
 
 from corrkit.cli.main import app  # noqa: E402
-from corrkit.compare import load_directions  # noqa: E402
+from corrkit.methods.compare import load_directions  # noqa: E402
 from corrkit.errors import BundleError, CorrkitError  # noqa: E402
 from corrkit.export.discover import (  # noqa: E402
     DirectionMatrix, DiscoverSettings, _initial, discover, discover_bundle, load_generator, prepare_generator, rca,

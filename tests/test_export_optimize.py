@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from corrkit.cli.main import app
-from corrkit.engine import Engine
+from corrkit._core.engine import Engine
 from corrkit.errors import BundleError
 from corrkit.export.optimize import check_matches, load_modules, loss_and_grad, optimize_bundle, optimize_gradient
-from corrkit.optimize import (OptimizedWeights, ProbeStream, intervention_scale, optimize, perturbation_matrix,
+from corrkit.methods.optimize import (OptimizedWeights, ProbeStream, intervention_scale, optimize, perturbation_matrix,
                               probe_basis, zo_gradient, zo_gradient_codes)
 
 runner = CliRunner()
@@ -52,7 +52,7 @@ def torch_model(bundle):
 
 @pytest.fixture(scope="module")
 def codes(bundle):
-    from corrkit.latents import class_sets
+    from corrkit._core.codesets import class_sets
 
     return class_sets(Engine(bundle, device="cpu"), 10, n=2, tau=0.5, seed=0)
 
@@ -87,7 +87,7 @@ def test_zeroth_order_gradient_matches_autograd_on_the_builtin_models(bundle, to
 
 def test_banded_probes_beat_isotropic_ones_against_autograd(bundle, torch_model):
     """Same probe count (4 per code), the SeFa-banded estimate is nearer the exact gradient."""
-    from corrkit.latents import class_sets
+    from corrkit._core.codesets import class_sets
 
     engine = Engine(bundle, device="cpu")
     sets = class_sets(engine, 10, n=16, tau=0.5, seed=0)

@@ -1,4 +1,4 @@
-"""corrkit.figures: PNGs of the right size that show something, drawn from plain arrays and run folders."""
+"""corrkit.viz.figures: PNGs of the right size that show something, drawn from plain arrays and run folders."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corrkit import figures as F
+from corrkit.viz import figures as F
 from corrkit.cli.main import app
-from corrkit.data import CLASSES
+from corrkit._core.data import CLASSES
 from corrkit.errors import CorrkitError
 
 pytest.importorskip("matplotlib")
@@ -34,7 +34,7 @@ def assert_picture(png: bytes, size: tuple[int, int] | None = None) -> np.ndarra
 
 
 def tiny_run(path, **kw):
-    from corrkit.sequential import apcr
+    from corrkit.methods.sequential import apcr
 
     return apcr(samples_per_class=2, steps=1, device="cpu", out=path, **kw)
 
@@ -105,7 +105,7 @@ def test_image_grid_maps_the_value_range_and_grows_with_rows():
 
 
 def test_traversal_walks_the_run_directions(bundle, run_dir):
-    from corrkit.sequential import APCRResult
+    from corrkit.methods.sequential import APCRResult
 
     r = APCRResult.load(run_dir)
     j = 7

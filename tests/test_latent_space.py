@@ -1,4 +1,4 @@
-"""corrkit.latent_space: the linear probe sees separable classes and only them; t-SNE and the CLI."""
+"""corrkit.methods.latent_space: the linear probe sees separable classes and only them; t-SNE and the CLI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from corrkit import latent_space as L
+from corrkit.methods import latent_space as L
 from corrkit.cli.main import app
 from corrkit.errors import CorrkitError
 from tests.test_figures import assert_picture

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import corrkit
 from corrkit.cli.main import app
 from corrkit.errors import CorrkitError
-from corrkit.manipulate import choose_sets, class_index, generate, lowering_signs, manipulate
+from corrkit.methods.manipulate import choose_sets, class_index, generate, lowering_signs, manipulate
 from tests import onnx_fixtures as fx
 
 runner = CliRunner()

@@ -10,10 +10,10 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from corrkit.bundle import load_bundle
+from corrkit._core.bundle import load_bundle
 from corrkit.cli.main import app
 from corrkit.errors import GridError
-from corrkit.optimize import (OptimizedWeights, ProbeStream, Schedule, Settings, agreement,
+from corrkit.methods.optimize import (OptimizedWeights, ProbeStream, Schedule, Settings, agreement,
                               band_probes, code_sets, compare_with, data_term, intervention_scale, loss, optimize,
                               perturbation_matrix, regulariser_grad, zo_gradient, zo_gradient_codes)
 from tests import onnx_fixtures as fx

@@ -1,4 +1,4 @@
-"""corrkit.report: one self-contained page, one decodable <img> per figure, tables from every result file."""
+"""corrkit.viz.report: one self-contained page, one decodable <img> per figure, tables from every result file."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from corrkit.cli.main import app
-from corrkit.data import CLASSES
+from corrkit._core.data import CLASSES
 from corrkit.errors import CorrkitError
-from corrkit.report import build_report, json_tables, run_figures
+from corrkit.viz.report import build_report, json_tables, run_figures
 from tests.test_figures import decode, tiny_run
 
 pytest.importorskip("matplotlib")
@@ -27,7 +27,7 @@ def runs(tmp_path_factory):
     apcr_dir = tmp_path_factory.mktemp("apcr")
     tiny_run(apcr_dir)
     lat = tmp_path_factory.mktemp("latents")
-    from corrkit.figures import image_grid
+    from corrkit.viz.figures import image_grid
 
     image_grid(np.linspace(-1, 1, 2 * 3 * 28 * 28).reshape(2, 3, 28, 28), out=lat / "tsne.png")
     probe = {"accuracy": 0.81, "std": 0.02, "chance": 0.1, "folds": 5, "n": 2000}

@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from corrkit.report import TEST_HOOKS, build_report
+from corrkit.viz.report import TEST_HOOKS, build_report
 from tests.test_figures import tiny_run
 
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

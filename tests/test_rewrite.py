@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from corrkit.engine import Engine
-from corrkit.rewrite import (
+from corrkit._core.engine import Engine
+from corrkit._core.rewrite import (
     phase_conv_weights, subpixel_phase_form, subpixel_weights, thin_conv_split, transpose_weights,
     upsample_conv_to_conv_transpose,
 )

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corrkit import io
-from corrkit.bundle import builtin_path, load_bundle
+from corrkit._core import io
+from corrkit._core.bundle import builtin_path, load_bundle
 from corrkit.errors import CorrkitError
-from corrkit.sequential import APCRResult, apcr
+from corrkit.methods.sequential import APCRResult, apcr
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = builtin_path()
@@ -139,7 +139,7 @@ TINY = ["--samples-per-class", 1, "--steps", 1, "--device", "cpu", "--batch-size
 # SIGKILL the process right after apcr.npz was replaced, before summary.json is written
 KILL_BEFORE_SUMMARY = """
 import os, signal
-import corrkit.io as _io
+import corrkit._core.io as _io
 _orig = _io.write_json
 def _write_json(path, obj):
     if str(path).endswith('summary.json'):
@@ -206,7 +206,7 @@ def clean_and_checkpoint(tmp_path_factory):
 
 
 def _tamper(arrays: dict, how: str) -> dict:
-    from corrkit.sequential import _digest
+    from corrkit.methods.sequential import _digest
 
     a = dict(arrays)
     rehash = True

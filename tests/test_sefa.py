@@ -1,4 +1,4 @@
-"""corrkit.sefa (SPEC §7): reading the first layer from ONNX, the factorisation, the CLI.
+"""corrkit.methods.sefa (SPEC §7): reading the first layer from ONNX, the factorisation, the CLI.
 
 Torch-exported generators are checked against a NumPy SeFa written here from the
 torch modules' own weights, so an error in reading the ONNX graph shows up.
@@ -17,9 +17,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from corrkit.bundle import builtin_path
+from corrkit._core.bundle import builtin_path
 from corrkit.errors import BundleError
-from corrkit.sefa import first_linear_map, sefa
+from corrkit.methods.sefa import first_linear_map, sefa
 
 N = 100  # latent size of the exported test generators
 
@@ -269,7 +269,7 @@ def test_cli_bad_model_is_one_line_error(tmp_path, make):
 
 
 def test_sefa_stays_torch_free_and_help_runs():
-    code = ("import sys; import corrkit.sefa, corrkit.cli.sefa; from corrkit.cli.main import app; "
+    code = ("import sys; import corrkit.methods.sefa, corrkit.cli.sefa; from corrkit.cli.main import app; "
             "assert 'torch' not in sys.modules; sys.argv = ['corrkit', 'sefa', '--help']; app()")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import corrkit
-from corrkit.engine import Engine
-from corrkit.latents import class_sets
+from corrkit._core.engine import Engine
+from corrkit._core.codesets import class_sets
 from tests import naive
 
 SMALL = dict(samples_per_class=2, steps=2, delta=0.75, threshold=0.5, seed=3)
@@ -91,8 +91,8 @@ def test_points_and_summary(small_run):
 
 
 def test_fidelity_of_fp32_against_itself_is_perfect(bundle, small_run, small_dirs):
-    from corrkit.latents import CodeSets
-    from corrkit.sequential import fidelity
+    from corrkit._core.codesets import CodeSets
+    from corrkit.methods.sequential import fidelity
 
     e = Engine(bundle, device="cpu")
     sets = CodeSets(small_run.latents, small_run.labels, small_run.base, small_run.counts, 0)

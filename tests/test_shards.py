@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import corrkit
-from corrkit import shards
-from corrkit.engine import Engine
+from corrkit._core import shards
+from corrkit._core.engine import Engine
 from corrkit.errors import GridError
-from corrkit.grid import Grid
+from corrkit._core.grid import Grid
 from corrkit.kernels import apcr as kern
 
 KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3, device="cpu", batch_size=16)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import corrkit
 from corrkit.cli.main import app
-from corrkit.translate import translate, translation_dims
+from corrkit.methods.translate import translate, translation_dims
 from tests import onnx_fixtures as fx
 
 runner = CliRunner()

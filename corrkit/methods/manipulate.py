@@ -121,7 +121,7 @@ class ManipulationResult:
 
 def load_run(run, bundle, progress=None):
     """An APCR run: given, loaded from a folder, or computed with ``corrkit apcr``'s defaults."""
-    from corrkit.sequential import APCRResult, apcr
+    from corrkit.methods.sequential import APCRResult, apcr
 
     if run is None:
         return apcr(bundle, progress=progress)
@@ -167,8 +167,8 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
     -------
     ManipulationResult
     """
-    from corrkit.bundle import Bundle, load_bundle
-    from corrkit.engine import Engine
+    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.engine import Engine
 
     if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
         raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
@@ -200,7 +200,7 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
     result = ManipulationResult(classes=list(bundle.classes), alpha=float(alpha), alphas=alphas, top_k=top_k,
                                 per_class=per_class)
     if out is not None:
-        from corrkit import io
+        from corrkit._core import io
 
         out = Path(out)
         if bundle.generator is not None:

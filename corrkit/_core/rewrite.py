@@ -148,7 +148,7 @@ def subpixel_weights(w: np.ndarray) -> list[tuple[np.ndarray, list[int]]]:
     return out
 
 
-THIN = "/thin"  # suffix of the names thin_conv_split gives its two convolutions (corrkit.quantize skips them)
+THIN = "/thin"  # suffix of the names thin_conv_split gives its two convolutions (corrkit._core.quantize skips them)
 
 
 def thin_conv_split(model, max_out: int = 1):

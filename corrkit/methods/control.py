@@ -78,8 +78,8 @@ class ControlResult:
 
 def default_weights_path(run) -> Path:
     """``optimized_weights.npz`` in the folder of the bundle the run analysed."""
-    from corrkit.bundle import builtin_path
-    from corrkit.optimize import WEIGHTS_FILE
+    from corrkit._core.bundle import builtin_path
+    from corrkit.methods.optimize import WEIGHTS_FILE
 
     where = (run.bundle_card or {}).get("path") or str(builtin_path())
     where = Path(where)
@@ -97,8 +97,8 @@ def control(run=None, weights=None, top_k: int = 10, progress=None) -> ControlRe
     weights : OptimizedWeights, path or None
         ``None``: ``optimized_weights.npz`` of the run's bundle.
     """
-    from corrkit.optimize import OptimizedWeights
-    from corrkit.sequential import APCRResult, apcr
+    from corrkit.methods.optimize import OptimizedWeights
+    from corrkit.methods.sequential import APCRResult, apcr
 
     if run is None:
         run = apcr(progress=progress)

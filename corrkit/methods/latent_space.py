@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import CorrkitError, MissingExtraError
 
 FOLDS = 5
@@ -93,7 +93,7 @@ def tsne(codes, *, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
 
 def prior_codes(bundle, n: int, *, seed: int = 0, engine=None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` prior samples ``z ~ N(0, I)`` (seeded) and their classifier classes ``argmax S(z)``."""
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     engine = engine or Engine(bundle, device="cpu")
     z = np.random.default_rng(seed).standard_normal((int(n), engine.latent_dim)).astype(np.float32)
@@ -102,7 +102,7 @@ def prior_codes(bundle, n: int, *, seed: int = 0, engine=None) -> tuple[np.ndarr
 
 def tsne_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], classes, out=None) -> bytes:
     """One t-SNE scatter per panel ``{title: (embedding [M, 2], labels [M])}``, coloured by class."""
-    from corrkit.figures import _class_colors, _figure, _finish
+    from corrkit.viz.figures import _class_colors, _figure, _finish
 
     fig = _figure(5.2 * len(panels) + 1.8, 5.2)
     axs = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -142,7 +142,7 @@ def latent_space(codes, labels, bundle=None, *, out: str | Path | None = None, n
         probe on shuffled labels (``codes_shuffled_labels``, a control that must
         stay near chance), the class shares of the prior samples, and seconds.
     """
-    from corrkit.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import Bundle, load_bundle
 
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)

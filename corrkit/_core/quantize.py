@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 
 from corrkit.errors import CorrkitError
-from corrkit.rewrite import THIN
+from corrkit._core.rewrite import THIN
 
 MODES = ("fp32", "int8")
 
@@ -44,7 +44,7 @@ def wide_convs(model, min_channels: int = 16) -> list[str]:
         convs = [n for n in convs if n.name.startswith("g/")]
     out = []
     for n in convs:
-        if THIN + "/" in n.name:  # corrkit.rewrite.thin_conv_split's halves of a thin conv carry the image
+        if THIN + "/" in n.name:  # corrkit._core.rewrite.thin_conv_split's halves of a thin conv carry the image
             continue
         shape = numpy_helper.to_array(weights[n.input[1]]).shape
         if shape[0] >= min_channels and shape[1] >= min_channels:

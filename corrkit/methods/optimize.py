@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import CorrkitError, GridError
 
 OBJECTIVES = ("paper", "authors")
@@ -261,7 +261,7 @@ def probe_basis(bundle) -> tuple[np.ndarray | None, str]:
     ``(None, reason)`` when the generator has no linear first layer (then the
     ``bands`` estimator uses one band, isotropic probes).
     """
-    from corrkit.sefa import sefa
+    from corrkit.methods.sefa import sefa
 
     try:
         found = sefa(bundle)
@@ -284,7 +284,7 @@ def zo_gradient(probs_fn, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarr
     Parameters
     ----------
     probs_fn : callable float32 [R, N] -> float32 [R, C]
-        The model ``S`` (e.g. :meth:`corrkit.engine.Engine.probabilities`).
+        The model ``S`` (e.g. :meth:`corrkit._core.engine.Engine.probabilities`).
     z : float32 [B, N]; s0 : float [B]
         Codes and their ``S_j(z)``.
     scale : float32 [B, N]
@@ -431,8 +431,8 @@ class OptimizedWeights:
 def code_sets(bundle, settings: Settings, engine=None, device: str = "auto", progress=None,
               threads: int | None = None):
     """The class-conditional sets of SPEC §1, drawn exactly as ``corrkit apcr`` draws them."""
-    from corrkit.engine import Engine
-    from corrkit.latents import class_sets
+    from corrkit._core.engine import Engine
+    from corrkit._core.codesets import class_sets
 
     engine = engine or Engine(bundle, device=device, threads=threads)
     return class_sets(engine, bundle.n_classes, settings.samples_per_class, settings.threshold, settings.seed,
@@ -460,7 +460,7 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
     -------
     OptimizedWeights
     """
-    from corrkit.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import Bundle, load_bundle
 
     settings = Settings(**{**asdict(settings or Settings()), **overrides, "method": "zeroth-order"}).check()
     if not isinstance(bundle, Bundle):

@@ -1,7 +1,7 @@
 """Figures of the paper (Li et al., ICPR 2020) from plain arrays, as PNG (extra ``figures``).
 
 Every function takes NumPy arrays, lists or dicts (never a result object), so it
-can draw results of any command: :mod:`corrkit.sequential`, the controlling-set
+can draw results of any command: :mod:`corrkit.methods.sequential`, the controlling-set
 comparison, manipulation, translation or the direction-method yardstick. Each
 returns the PNG bytes and, with ``out`` set, writes them atomically.
 
@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import CorrkitError, MissingExtraError
 
 DPI = 100
@@ -364,7 +364,7 @@ def generate(bundle, z, batch_size: int = 256) -> np.ndarray:
     """
     import onnxruntime as ort
 
-    from corrkit.engine import cpu_count
+    from corrkit._core.engine import cpu_count
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -385,7 +385,7 @@ def _is_axes(directions: np.ndarray) -> bool:
 
 def _walk(bundle, result, rows: list[tuple[int, int, np.ndarray]], steps, delta):
     """Images and class probabilities along ``(class j, direction i, code z)`` rows: [R, S, H, W], [R, S]."""
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     m = int(steps or result.params.get("steps", 3))
     d = float(delta or result.params.get("delta", 1.0))
@@ -463,7 +463,7 @@ def _per_class(value, classes: list[str] | None) -> np.ndarray:
 
 
 def _control_figure(d: dict, classes) -> bytes:
-    """``control.json`` (:meth:`corrkit.control.ControlResult.to_json`): IR bars, the paper's Table 1 beside."""
+    """``control.json`` (:meth:`corrkit.methods.control.ControlResult.to_json`): IR bars, the paper's Table 1 beside."""
     series = {"this model": _per_class(d["intersection_ratio"], classes)}
     if d.get("paper"):
         series["paper, Table 1"] = _per_class(d["paper"], classes)
@@ -472,18 +472,18 @@ def _control_figure(d: dict, classes) -> bytes:
 
 
 def _translate_figure(d: dict, classes) -> bytes:
-    """``translate.json`` (:meth:`corrkit.translate.TranslationResult.to_json`): the success matrix."""
+    """``translate.json`` (:meth:`corrkit.methods.translate.TranslationResult.to_json`): the success matrix."""
     m = np.array([_per_class(row, None) for row in d["success"]])
     return translation_matrix(m, classes, alpha=d.get("alpha"))
 
 
 def _compare_figure(d: dict, classes) -> bytes:
-    """``compare.json`` (:func:`corrkit.compare.compare`): strongest APCR per class per method."""
+    """``compare.json`` (:func:`corrkit.methods.compare.compare`): strongest APCR per class per method."""
     return method_comparison({k: _per_class(v["strongest_apcr"], classes) for k, v in d["methods"].items()}, classes)
 
 
 def _manipulate_figure(d: dict, classes) -> bytes:
-    """``manipulate.json`` (:meth:`corrkit.manipulate.ManipulationResult.to_json`): flip rate per set and class."""
+    """``manipulate.json`` (``ManipulationResult.to_json``): flip rate per set and class."""
     per = d.get("per_class") or [d]
     names = [str(m["class"]) for m in per]
     sets = list(per[0]["flip_rate"])
@@ -527,7 +527,7 @@ def run_bundle(result):
     """
     import warnings
 
-    from corrkit.bundle import builtin_path, load_bundle
+    from corrkit._core.bundle import builtin_path, load_bundle
 
     card = result.bundle_card or {}
     recorded = (card.get("files") or {}).get("generator")
@@ -559,7 +559,7 @@ def render_run(run_dir: str | os.PathLike, *, skip: Sequence[str] = (), bundle=N
     figs: dict[str, bytes] = {}
     classes = None
     if (run_dir / "apcr.npz").is_file():
-        from corrkit.sequential import APCRResult
+        from corrkit.methods.sequential import APCRResult
 
         r = APCRResult.load(run_dir)
         classes, axes, delta = r.classes, _is_axes(r.directions), float(r.params.get("delta", 1.0))

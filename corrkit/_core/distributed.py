@@ -3,7 +3,7 @@
 A :class:`RayPool` holds a few Ray actors, each with one warm onnxruntime session
 (:class:`ShardWorker`): one GPU per actor (``num_gpus=1``) when the cluster has
 GPUs, else ``threads`` CPUs per actor. The driver feeds them shards
-(:mod:`corrkit.shards`) with ``ray.wait``, a couple in flight per actor, buffers
+(:mod:`corrkit._core.shards`) with ``ray.wait``, a couple in flight per actor, buffers
 results that arrive out of order and yields them in ascending shard order, so the
 fold and hence the result do not depend on which worker finished first. A shard
 whose worker died (killed, out of memory, node lost) goes to a fresh actor.
@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from corrkit.errors import BundleError, CorrkitError, MissingExtraError
-from corrkit.shards import ShardTask, shard_sums
+from corrkit._core.shards import ShardTask, shard_sums
 
 
 def import_ray():
@@ -58,7 +58,7 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
 
 
 class ShardWorker:
-    """Body of one Ray actor: one :class:`corrkit.engine.Engine`, built once, serving shards.
+    """Body of one Ray actor: one :class:`corrkit._core.engine.Engine`, built once, serving shards.
 
     Parameters
     ----------
@@ -78,7 +78,7 @@ class ShardWorker:
         import numba
         import onnx
 
-        from corrkit.engine import Engine
+        from corrkit._core.engine import Engine
 
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         self.engine = Engine(
@@ -140,7 +140,7 @@ class RayPool:
         in_flight: int = 2,
         max_attempts: int = 3,
     ):
-        from corrkit.engine import default_batch_size
+        from corrkit._core.engine import default_batch_size
 
         ray = self._ray = import_ray()
         self._started = not ray.is_initialized()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import BundleError
 
-BUILTIN = Path(__file__).parent / "bundle"
+BUILTIN = Path(__file__).parents[1] / "bundle"
 OUTPUT_KINDS = ("logits", "probabilities")
 
 
@@ -283,6 +283,11 @@ def from_fused(model_path, *, classes=None, classifier_output="probabilities") -
                   classifier_output=_check_output_kind(classifier_output), fused=model_path)
 
 
+def as_bundle(bundle: "Bundle | str | os.PathLike | None") -> Bundle:
+    """``bundle`` itself, or :func:`load_bundle` of a path (``None``: the built-in bundle); what every method takes."""
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+
+
 def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str | None = None) -> Bundle:
     """Load the built-in bundle (``None``), a bundle folder, or a fused ``.onnx`` file."""
     path = builtin_path() if path is None else Path(path)
@@ -323,7 +328,7 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
     *bundle* (a folder holding only bundle files) is replaced, never any other folder
     or file.
     """
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     out = Path(out)
     _check_bundle_target(out, force)

@@ -92,9 +92,9 @@ class Engine:
     check_probabilities : bool
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
     mode : {"fp32", "int8"}
-        ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit.quantize`).
+        ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`).
     rewrite : bool
-        Apply exact graph rewrites (:mod:`corrkit.rewrite`; equal to the plain graph
+        Apply exact graph rewrites (:mod:`corrkit._core.rewrite`; equal to the plain graph
         within 1e-5 relative, SPEC §10). ``self.rewrites`` records what was applied.
     """
 
@@ -104,7 +104,7 @@ class Engine:
                  seed: int = 0, rewrite: bool = True):
         import onnxruntime as ort
 
-        from corrkit.quantize import check_mode, quantize_int8
+        from corrkit._core.quantize import check_mode, quantize_int8
 
         model = bundle.fused_model() if hasattr(bundle, "fused_model") else bundle
         self.device = resolve_device(device)
@@ -112,7 +112,7 @@ class Engine:
         self.mode = check_mode(mode)
         self.rewrites: dict[str, int] = {}
         if rewrite:
-            from corrkit.rewrite import subpixel_phase_form, thin_conv_split
+            from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
 
             model, n_sub = subpixel_phase_form(model)
             model, n_split = thin_conv_split(model, max_out=4)
@@ -190,3 +190,32 @@ class Engine:
                     f"the classifier outputs are not probabilities (row sums to {p[r].sum():.4g}) at {where(r)}; "
                     "if the model emits logits, declare it (--output logits / classifier_output: logits)"
                 )
+
+
+def generate(bundle, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The generator's images for codes ``z`` float32 ``[B, N]``, mapped from its output range to [0, 1].
+
+    The one image-generating function of corrkit (figures, traversals, edits,
+    inversion checks). Returns float32 ``[B, H, W]`` for one channel and
+    ``[B, H, W, C]`` (channels last, for drawing in colour) for more.
+    """
+    import onnxruntime as ort
+
+    if bundle.generator is None:
+        from corrkit.errors import BundleError
+
+        raise BundleError("pictures need the generator; a fused model has none: give the generator and "
+                          "classifier as a bundle (`corrkit bundle create`)")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = cpu_count()
+    session = ort.InferenceSession(bundle.generator_model().SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    images = np.concatenate([session.run(None, {name: z[s:s + batch_size]})[0] for s in range(0, len(z), batch_size)])
+    lo, hi = map(float, bundle.generator_output_range)
+    images = np.clip((images.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    if images.ndim == 4:  # [B, C, H, W]
+        images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images, dtype=np.float32)

@@ -3,7 +3,7 @@
 The grid is streamed through the engine in batches and reduced by the Numba
 kernels as it goes, so memory does not grow with the number of grid points. The
 batches are grouped into shards whose float64 sums are folded in shard order
-(:mod:`corrkit.shards`), in this process or on Ray actors (:mod:`corrkit.distributed`),
+(:mod:`corrkit._core.shards`), in this process or on Ray actors (:mod:`corrkit._core.distributed`),
 with the same bits either way. With ``out`` set, a checkpoint (the fold and the next
 grid index, a shard boundary) is written atomically at the first shard boundary after
 each ``checkpoint_seconds``; a killed run restarted with the same arguments continues
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit import io, shards
-from corrkit.bundle import Bundle, load_bundle
-from corrkit.engine import Engine
-from corrkit.grid import Grid, axis_directions, check_directions, check_latents, check_steps
+from corrkit._core import io, shards
+from corrkit._core.bundle import Bundle, load_bundle
+from corrkit._core.engine import Engine
+from corrkit._core.grid import Grid, axis_directions, check_directions, check_latents, check_steps
 from corrkit.kernels import apcr as kern
 from corrkit.kernels.ranking import threshold_mask, top_k
-from corrkit.latents import CodeSets, class_sets
+from corrkit._core.codesets import CodeSets, class_sets
 
 CHECKPOINT = "checkpoint.npz"
 RESULT_KEYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions", "classes")
@@ -280,10 +280,10 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
     progress : callable(stage: str, done: int, total: int), optional
         Stages ``codes``, then ``grid`` (points, local) or ``shards`` (Ray).
     executor : {"local", "ray"} or RayPool
-        Where the grid's shards run (:mod:`corrkit.shards`): this process, or Ray
-        actors (extra ``ray``; :mod:`corrkit.distributed`). Both fold the same shards
+        Where the grid's shards run (:mod:`corrkit._core.shards`): this process, or Ray
+        actors (extra ``ray``; :mod:`corrkit._core.distributed`). Both fold the same shards
         in the same order, so with the same batch size they give the same bits. A
-        :class:`corrkit.distributed.RayPool` reuses its warm workers.
+        :class:`corrkit._core.distributed.RayPool` reuses its warm workers.
     ray_address : str, optional
         With ``executor="ray"``: ``None`` (the Ray instance already joined, else
         ``ray.init()``), ``"local"`` or a cluster address.
@@ -305,7 +305,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
     if not (executor in ("local", "ray") or hasattr(executor, "run")):
         raise CorrkitError(f"executor must be 'local' or 'ray', not {executor!r}")
     if executor == "ray":
-        from corrkit.distributed import import_ray
+        from corrkit._core.distributed import import_ray
 
         import_ray()  # fail before any work when the extra is missing
     if shard_points is not None:
@@ -326,7 +326,7 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
             engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
             params["device"], batch = engine.device, engine.batch_size
         else:
-            from corrkit.distributed import RayPool
+            from corrkit._core.distributed import RayPool
 
             engine = engine or Engine(bundle, batch_size=batch_size, mode=mode,
                                       device="cpu" if device == "cuda" else device)

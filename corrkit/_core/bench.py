@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corrkit.bundle import Bundle, load_bundle
+from corrkit._core.bundle import Bundle, load_bundle
 
 
 @dataclass
@@ -41,7 +41,7 @@ def raw_session(bundle: Bundle, batch: int, threads: int | None = None):
     """The models as exported, two plain onnxruntime sessions with default options: a closure."""
     import onnxruntime as ort
 
-    from corrkit.engine import cpu_count
+    from corrkit._core.engine import cpu_count
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or cpu_count()
@@ -57,7 +57,7 @@ def raw_session(bundle: Bundle, batch: int, threads: int | None = None):
 
 
 def engine_call(bundle: Bundle, batch: int, **engine_kw):
-    from corrkit.engine import Engine
+    from corrkit._core.engine import Engine
 
     e = Engine(bundle, batch_size=batch, **engine_kw)
     z = np.random.default_rng(0).standard_normal((batch, bundle.latent_dim)).astype(np.float32)
@@ -67,7 +67,7 @@ def engine_call(bundle: Bundle, batch: int, **engine_kw):
 def corrkit_end_to_end(bundle: Bundle, mode: str = "fp32", device: str = "cpu", codes_per_class: int = 2,
                        steps: int = 2) -> float:
     """Points per second of a whole ``corrkit.apcr`` run (sampling, grid, inference, reductions)."""
-    from corrkit.sequential import apcr
+    from corrkit.methods.sequential import apcr
 
     kw = {"mode": mode} if mode != "fp32" else {}
     apcr(bundle, samples_per_class=1, steps=1, device=device, directions=np.eye(bundle.latent_dim)[:2], **kw)

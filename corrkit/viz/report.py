@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from corrkit import io
+from corrkit._core import io
 from corrkit.errors import CorrkitError
 
 RESULT_FILES = ("summary.json", "control.json", "manipulate.json", "translate.json", "compare.json",
@@ -192,7 +192,7 @@ def run_figures(run_dir: Path, render: bool = True) -> dict[str, bytes]:
             figs.setdefault(p.name, p.read_bytes())
     if render:
         try:
-            from corrkit.figures import render_run
+            from corrkit.viz.figures import render_run
 
             figs.update(render_run(run_dir, skip=list(figs)))
         except CorrkitError as exc:
@@ -211,7 +211,7 @@ def _load_json(path: Path):
 
 def _bundle_section(results: list[dict]) -> str:
     """The card of the bundle the runs were made with (checked against the recorded generator hash)."""
-    from corrkit.bundle import builtin_path, load_bundle
+    from corrkit._core.bundle import builtin_path, load_bundle
 
     recorded = []
     for r in results:

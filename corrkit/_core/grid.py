@@ -64,6 +64,18 @@ def axis_directions(n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)
 
 
+def is_axes(directions: np.ndarray, latent_dim: int | None = None) -> bool:
+    """Whether ``directions`` are the latent axes ``e_0 .. e_{K-1}`` (all ``N`` of them when ``latent_dim`` is given).
+
+    Methods that read a run's rows as latent dimensions (optimisation, control,
+    manipulation, axis labels in figures) ask this.
+    """
+    d = np.asarray(directions)
+    if d.ndim != 2 or d.shape[0] > d.shape[1] or (latent_dim is not None and d.shape != (latent_dim, latent_dim)):
+        return False
+    return bool(np.array_equal(d, np.eye(d.shape[0], d.shape[1], dtype=d.dtype)))
+
+
 def check_directions(d, latent_dim: int, normalize: bool = True) -> np.ndarray:
     """Validate a direction matrix ``[K, N]``; rows are made unit-norm unless told otherwise."""
     d = np.asarray(d)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from corrkit.errors import CorrkitError
-from corrkit.manipulate import image_grid, load_run, shifted, slug
+from corrkit.methods.manipulate import image_grid, load_run, shifted, slug
 
 
 def translation_dims(curves: np.ndarray, j: int, tgt: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,8 +127,8 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
         Folder for ``translate.json`` and PNG grids: one per pair when pairs are given,
         else one with each source class pushed toward its easiest target.
     """
-    from corrkit.bundle import Bundle, load_bundle
-    from corrkit.engine import Engine
+    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.engine import Engine
 
     if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
         raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
@@ -176,7 +176,7 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
 
 
 def _pictures(bundle, run, result: TranslationResult, out: Path, explicit: bool, rows: int = 4) -> None:
-    from corrkit import io
+    from corrkit._core import io
 
     steps = np.concatenate([[0.0], result.alphas])
     if bundle.generator is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from corrkit._core import defaults
 from corrkit.errors import GridError
 
 
@@ -43,9 +44,9 @@ def _select(probs: np.ndarray, n: int, tau: float, n_classes: int, taken: list[l
             taken[j].append(offset + int(r))
 
 
-def class_sets(engine, n_classes: int, n: int = 64, tau: float = 0.5, seed: int = 0,
-               latents: np.ndarray | None = None, draw_batch: int = 1024, max_draws: int | None = None,
-               progress=None) -> CodeSets:
+def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau: float = defaults.THRESHOLD,
+               seed: int = defaults.SEED, latents: np.ndarray | None = None, draw_batch: int = 1024,
+               max_draws: int | None = None, progress=None) -> CodeSets:
     """First ``n`` codes per class (draw order) with ``argmax S = j`` and ``S_j >= tau``.
 
     Codes come from ``N(0, I)`` via ``numpy.random.default_rng(seed)`` in batches of

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit import io
-from corrkit.bundle import Bundle, load_bundle
-from corrkit.engine import Engine
+from corrkit._core import io
+from corrkit._core.bundle import Bundle, load_bundle
+from corrkit._core.engine import Engine
 from corrkit.errors import GridError
-from corrkit.grid import check_directions, load_array
-from corrkit.sequential import APCRResult, apcr
+from corrkit._core.grid import check_directions, load_array
+from corrkit.methods.sequential import APCRResult, apcr
 
 
 # A method name becomes a folder and a file name under ``out``: one plain path component.
@@ -81,7 +81,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     ``sefa`` is added from the generator when ``with_sefa`` and the bundle has one,
     and reported for all directions and for its top ``sefa_top``. With
     ``executor="ray"`` one pool of warm Ray workers serves every method
-    (see :func:`corrkit.sequential.apcr`).
+    (see :func:`corrkit.methods.sequential.apcr`).
     """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
@@ -91,7 +91,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
         "random": (random_orthogonal(n, seed), {}),
     }
     if with_sefa and bundle.generator is not None:
-        from corrkit.sefa import sefa
+        from corrkit.methods.sefa import sefa
 
         s = sefa(bundle)
         sets["sefa"] = (s.directions, {})
@@ -105,7 +105,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     if executor not in ("local", "ray"):
         raise GridError(f"executor must be 'local' or 'ray', not {executor!r}")
     if executor == "ray":
-        from corrkit.distributed import RayPool, import_ray
+        from corrkit._core.distributed import RayPool, import_ray
 
         import_ray()
     engine = Engine(bundle, device="cpu" if executor == "ray" and device == "cuda" else device)
@@ -139,7 +139,7 @@ def _write(out, summary: dict, bundle: Bundle, results: dict[str, APCRResult]) -
     from corrkit.errors import MissingExtraError
 
     try:
-        from corrkit import figures
+        from corrkit.viz import figures
     except ImportError:
         return
     try:

@@ -2,10 +2,10 @@
 
 float64 addition is not associative, so "add up the workers' sums" would give a
 result that depends on where the grid was cut and on which worker finished first.
-Every executor (one process, or a Ray cluster: :mod:`corrkit.distributed`) runs the
+Every executor (one process, or a Ray cluster: :mod:`corrkit._core.distributed`) runs the
 same canonical algorithm instead:
 
-1. the flat grid (code-major order, :class:`corrkit.grid.Grid`) is cut into shards
+1. the flat grid (code-major order, :class:`corrkit._core.grid.Grid`) is cut into shards
    of ``shard_points`` points, a whole number of engine batches, starting at 0;
 2. each shard's float64 sums start from zero and are accumulated batch by batch by
    :func:`corrkit.kernels.apcr.accumulate` (within a direction, in ascending grid order);
@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from corrkit.errors import GridError
-from corrkit.grid import Grid
+from corrkit._core.grid import Grid
 from corrkit.kernels import apcr as kern
 
 DEFAULT_SHARD_BATCHES = 16

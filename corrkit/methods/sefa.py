@@ -45,7 +45,7 @@ class SefaResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``directions`` and ``eigenvalues`` to an ``.npz`` file, atomically."""
-        from corrkit.io import write_npz
+        from corrkit._core.io import write_npz
 
         write_npz(path, directions=self.directions, eigenvalues=self.eigenvalues)
 
@@ -206,7 +206,7 @@ def first_linear_map(model) -> tuple[np.ndarray, str]:
 
 def _generator_model(source):
     """A generator ModelProto from a ModelProto, a Bundle, a bundle folder, a .onnx file or None."""
-    from corrkit.bundle import Bundle, load_bundle, load_onnx
+    from corrkit._core.bundle import Bundle, load_bundle, load_onnx
 
     if hasattr(source, "graph"):
         return source

@@ -1,0 +1,1 @@
+"""Presentation: plots from arrays, image grids, run folders to figures, the HTML report, terminal tables."""
