@@ -7,6 +7,42 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+
+def _find_checkout_subpackages() -> None:
+    """Make ``corrkit.kernels``, ``corrkit.cli`` and ``corrkit.export`` importable from the source checkout.
+
+    Installed, those folders sit inside the package; in the checkout they sit beside
+    ``corrkit/`` (pyproject maps them). Python puts the current folder first on the
+    path of ``python -c``, ``python -m`` and of Ray's workers, so there the
+    checkout's ``corrkit/`` is found before the installed one and would miss them.
+    A finder appended to ``sys.meta_path`` maps just those three names to the
+    checkout's folders; when installed it is never added.
+    """
+    import importlib.abc
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    root = here.parent
+    if (here / "kernels").is_dir() or not (root / "kernels" / "__init__.py").is_file():
+        return
+    folders = {f"corrkit.{name}": root / name for name in ("kernels", "cli", "export")}
+
+    class CheckoutFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            folder = folders.get(fullname)
+            if folder is None:
+                return None
+            return importlib.util.spec_from_file_location(fullname, folder / "__init__.py",
+                                                          submodule_search_locations=[str(folder)])
+
+    if not any(type(f).__name__ == "CheckoutFinder" for f in sys.meta_path):
+        sys.meta_path.append(CheckoutFinder())
+
+
+_find_checkout_subpackages()
+
 from corrkit.errors import CorrkitError  # noqa: E402
 
 
