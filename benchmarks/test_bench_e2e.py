@@ -37,7 +37,8 @@ def test_corrkit_engine(benchmark, bundle, record, mode):
 
 
 def _rewritten(bundle, which):
-    from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split, upsample_conv_to_conv_transpose
+    from benchmarks.conv_transpose_form import upsample_conv_to_conv_transpose
+    from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
 
     m = bundle.fused_model()
     if which == "subpixel, conv2 only":

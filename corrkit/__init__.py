@@ -57,18 +57,36 @@ def versions() -> dict[str, str]:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def apcr(*args, **kwargs):
-    """Sequential-intervention APCR; see :func:`corrkit.methods.sequential.apcr`."""
-    from corrkit.methods.sequential import apcr as _apcr
+# The public API: name -> module that defines it. Imported on first use (PEP 562), so that
+# ``import corrkit`` stays light and each name is the real object, with its real signature.
+_API = {
+    "Bundle": "corrkit._core.bundle", "load_bundle": "corrkit._core.bundle", "create_bundle": "corrkit._core.bundle",
+    "Engine": "corrkit._core.engine", "generate": "corrkit._core.engine",
+    "apcr": "corrkit.methods.sequential", "APCRResult": "corrkit.methods.sequential",
+    "sefa": "corrkit.methods.sefa", "SefaResult": "corrkit.methods.sefa",
+    "optimize": "corrkit.methods.optimize", "OptimizedWeights": "corrkit.methods.optimize",
+    "OptimizeSettings": "corrkit.methods.objective",
+    "control": "corrkit.methods.control", "ControlResult": "corrkit.methods.control",
+    "intersection_ratio": "corrkit.methods.control",
+    "manipulate": "corrkit.methods.manipulate", "ManipulationResult": "corrkit.methods.manipulate",
+    "translate": "corrkit.methods.translate", "TranslationResult": "corrkit.methods.translate",
+    "compare": "corrkit.methods.compare", "latent_space": "corrkit.methods.latent_space",
+}
 
-    return _apcr(*args, **kwargs)
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corrkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-def load_bundle(path=None, **kwargs):
-    """Load a bundle; see :func:`corrkit._core.bundle.load_bundle`."""
-    from corrkit._core.bundle import load_bundle as _load
-
-    return _load(path, **kwargs)
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
-__all__ = ["CorrkitError", "apcr", "load_bundle", "versions", "__version__"]
+__all__ = ["CorrkitError", "versions", "__version__", *_API]

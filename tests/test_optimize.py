@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 from corrkit._core.bundle import load_bundle
 from corrkit.cli.main import app
 from corrkit.errors import GridError
-from corrkit.methods.optimize import (OptimizedWeights, ProbeStream, Schedule, Settings, agreement,
-                              band_probes, code_sets, compare_with, data_term, intervention_scale, loss, optimize,
-                              perturbation_matrix, regulariser_grad, zo_gradient, zo_gradient_codes)
+from corrkit.methods.objective import OptimizeSettings as Settings
+from corrkit.methods.objective import Schedule, data_term, intervention_scale, loss, regulariser_grad
+from corrkit.methods.optimize import OptimizedWeights, agreement, code_sets, compare_with, optimize
+from corrkit.methods.zeroth_order import (ProbeStream, band_probes, perturbation_matrix, zo_gradient,
+                                          zo_gradient_codes)
 from tests import onnx_fixtures as fx
 from tests.naive import softmax
 

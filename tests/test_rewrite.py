@@ -7,10 +7,8 @@ import onnxruntime as ort
 import pytest
 
 from corrkit._core.engine import Engine
-from corrkit._core.rewrite import (
-    phase_conv_weights, subpixel_phase_form, subpixel_weights, thin_conv_split, transpose_weights,
-    upsample_conv_to_conv_transpose,
-)
+from benchmarks.conv_transpose_form import transpose_weights, upsample_conv_to_conv_transpose
+from corrkit._core.rewrite import phase_conv_weights, subpixel_phase_form, subpixel_weights, thin_conv_split
 
 
 def _run(model, z):

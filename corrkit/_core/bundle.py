@@ -198,10 +198,6 @@ class Bundle:
             raise BundleError("this is a fused model with no separate generator; pass a bundle folder or G.onnx")
         return load_onnx(self.generator, "generator")
 
-    def image_model(self):
-        """ONNX ModelProto of the generator (z -> image), for pictures."""
-        return self.generator_model()
-
     def hashes(self) -> dict[str, str]:
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
         return {k: sha256(v) for k, v in files.items() if v is not None}

@@ -35,7 +35,8 @@ class CodeSets:
     draws: int
 
 
-def _select(probs: np.ndarray, n: int, tau: float, n_classes: int, taken: list[list[int]], offset: int) -> None:
+def _select(probs: np.ndarray, n: int, tau: float, taken: list[list[int]], offset: int) -> None:
+    """Append to ``taken[j]`` (up to ``n``) the rows whose top class is ``j`` with probability ``>= tau``."""
     top = probs.argmax(1)
     conf = probs[np.arange(len(probs)), top]
     for r in np.flatnonzero(conf >= tau):
@@ -62,7 +63,7 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
     drawn = 0
     if latents is not None:
         probs = engine.probabilities(latents, describe=lambda r: f"latent code {r}")
-        _select(probs, n, tau, n_classes, taken, 0)
+        _select(probs, n, tau, taken, 0)
         zs, ps, drawn = [latents], [probs], len(latents)
     else:
         rng = np.random.default_rng(seed)
@@ -70,7 +71,7 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
         while drawn < cap and min(len(t) for t in taken) < n:
             z = rng.standard_normal((min(draw_batch, cap - drawn), engine.latent_dim)).astype(np.float32)
             p = engine.probabilities(z, describe=lambda r, o=drawn: f"prior sample {o + r}")
-            _select(p, n, tau, n_classes, taken, drawn)
+            _select(p, n, tau, taken, drawn)
             zs.append(z); ps.append(p)
             drawn += len(z)
             if progress:

@@ -5,8 +5,8 @@ reads each input pixel through only 2x2 distinct sums of taps per output phase, 
 it needs 16 instead of 36 multiply-adds per input pixel and channel pair (2.25x
 fewer on those layers). :func:`subpixel_phase_form` (the engine's default) uses
 that as four 2x2 convolutions and keeps the result in phase form;
-:func:`upsample_conv_to_conv_transpose` as one ConvTranspose (kernel 4, stride 2,
-pad 1), kept for comparison: onnxruntime's CPU ConvTranspose is slow.
+The same pair as one ConvTranspose (kernel 4, stride 2, pad 1) is exact too but
+slower on onnxruntime's CPU; the benchmarks keep that form for comparison.
 :func:`thin_conv_split` serves onnxruntime's blocked kernels. Only the order of
 float additions changes.
 """
@@ -15,58 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from corrkit._core.onnx_graph import GraphIndex, attrs, constants
+
 _NEAREST_FLOOR = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
                   ("pytorch_half_pixel", "round_prefer_floor")}
-
-
-def _attrs(node) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _const_values(model) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    vals = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant":
-            a = _attrs(n)
-            if "value" in a:
-                vals[n.output[0]] = numpy_helper.to_array(a["value"])
-    return vals
-
-
-def transpose_weights(w: np.ndarray) -> np.ndarray:
-    """3x3 conv weights ``[Cout, Cin, 3, 3]`` after 2x nearest upsampling -> ConvTranspose ``[Cin, Cout, 4, 4]``.
-
-    Output row ``2i + ky - 1`` reads upsampled rows ``2i + ky - 2 + dy``; those
-    map back to input row ``i`` exactly when ``dy`` is ``2 - ky`` or ``3 - ky``.
-    """
-    w = w.astype(np.float64)
-    out = np.zeros((w.shape[1], w.shape[0], 4, 4))
-    for ky in range(4):
-        dys = [d for d in (2 - ky, 3 - ky) if 0 <= d <= 2]
-        for kx in range(4):
-            dxs = [d for d in (2 - kx, 3 - kx) if 0 <= d <= 2]
-            out[:, :, ky, kx] = sum(w[:, :, dy, dx] for dy in dys for dx in dxs).T
-    return out.astype(np.float32)
-
-
-def _index(m):
-    """Constants, consumers of each tensor, and graph output names of ``m``."""
-    consumers: dict[str, list] = {}
-    for n in m.graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-    return _const_values(m), consumers, {o.name for o in m.graph.output}
 
 
 def _nearest_2x(n, consts) -> bool:
     """``n`` is a Resize that repeats each pixel 2x2 (nearest, floor-style coordinates)."""
     if n.op_type != "Resize":
         return False
-    a = _attrs(n)
+    a = attrs(n)
     scales = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
     return (a.get("mode", b"nearest").decode() == "nearest" and scales is not None
             and (a.get("coordinate_transformation_mode", b"half_pixel").decode(),
@@ -78,42 +37,13 @@ def _plain_3x3(conv, consts) -> np.ndarray | None:
     """Weights of ``conv`` if it is a 3x3, pad 1, stride 1, ungrouped Conv with constant weights and bias."""
     if conv is None or conv.op_type != "Conv":
         return None
-    a = _attrs(conv)
+    a = attrs(conv)
     w = consts.get(conv.input[1])
     ok = (w is not None and w.ndim == 4 and w.shape[2:] == (3, 3) and a.get("group", 1) == 1
           and list(a.get("pads", [0] * 4)) == [1, 1, 1, 1] and list(a.get("strides", [1, 1])) == [1, 1]
           and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("auto_pad", b"NOTSET") == b"NOTSET"
           and (len(conv.input) < 3 or conv.input[2] in consts))
     return w if ok else None
-
-
-def upsample_conv_to_conv_transpose(model):
-    """Return a copy of ``model`` with every (nearest 2x Resize -> 3x3 Conv) pair fused; and the count."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    consts, consumers, graph_outputs = _index(m)
-    drop, replace, new_inits = set(), {}, []
-    for n in m.graph.node:
-        if n.output[0] in graph_outputs or not _nearest_2x(n, consts):
-            continue
-        users = consumers.get(n.output[0], [])
-        conv = users[0] if len(users) == 1 else None
-        w = _plain_3x3(conv, consts)
-        if w is None:
-            continue
-        wname = conv.input[1] + "/as_conv_transpose"
-        new_inits.append(numpy_helper.from_array(transpose_weights(w), wname))
-        inputs = [n.input[0], wname] + ([conv.input[2]] if len(conv.input) > 2 else [])
-        replace[id(conv)] = helper.make_node("ConvTranspose", inputs, list(conv.output), name=conv.name + "/ct",
-                                             kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1])
-        drop.add(id(n))
-    if not replace:
-        return m, 0
-    _replace_graph(m, [replace.get(id(n), n) for n in m.graph.node if id(n) not in drop], new_inits)
-    return m, len(replace)
 
 
 def _replace_graph(m, nodes: list, new_inits: list) -> None:
@@ -165,10 +95,10 @@ def thin_conv_split(model, max_out: int = 1):
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    consts = _const_values(m)
+    consts = constants(m)
     nodes, inits, count = [], [], 0
     for n in m.graph.node:
-        a = _attrs(n) if n.op_type == "Conv" else {}
+        a = attrs(n) if n.op_type == "Conv" else {}
         w = consts.get(n.input[1]) if n.op_type == "Conv" else None
         if (w is None or w.shape[0] > max_out or w.shape[2:] != (3, 3) or a.get("group", 1) != 1
                 or list(a.get("strides", [1, 1])) != [1, 1] or list(a.get("dilations", [1, 1])) != [1, 1]):
@@ -234,7 +164,8 @@ def subpixel_phase_form(model, interleave: bool = True):
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    consts, consumers, graph_outputs = _index(m)
+    idx = GraphIndex(m)
+    consts, consumers, graph_outputs = idx.consts, idx.consumers, idx.outputs
 
     def only_user(name):
         users = consumers.get(name, [])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corrkit._core.onnx_graph import GraphIndex, attrs
 from corrkit.errors import BundleError
 
 # Ops that move the latent's values without mixing them (the batch stays the batch).
@@ -50,24 +51,13 @@ class SefaResult:
         write_npz(path, directions=self.directions, eigenvalues=self.eigenvalues)
 
 
-class _Graph:
-    """Producer/consumer indexes and constant values of an ONNX graph."""
+class _Graph(GraphIndex):
+    """A generator's graph index and its one latent input."""
 
     def __init__(self, model):
-        from onnx import numpy_helper
-
-        g = model.graph
-        self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        self.consumers: dict[str, list] = {}
-        for node in g.node:
-            if node.op_type == "Constant":
-                for a in node.attribute:
-                    if a.name == "value":
-                        self.consts[node.output[0]] = numpy_helper.to_array(a.t)
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        super().__init__(model)
         # Old exporters also list initializers as graph inputs.
-        inputs = [i for i in g.input if i.name not in self.consts]
+        inputs = [i for i in model.graph.input if i.name not in self.consts]
         if len(inputs) != 1:
             raise BundleError(f"the generator has {len(inputs)} inputs; SeFa needs one latent input")
         self.latent = inputs[0]
@@ -78,15 +68,6 @@ class _Graph:
                               "SeFa needs the first layer's weight stored in the model")
         return np.asarray(self.consts[name], dtype=np.float64)
 
-    def chain(self, node, depth: int = 3) -> str:
-        """``Relu -> Gemm -> ...``: the ops after ``node`` along first consumers, for messages."""
-        ops = [node.op_type]
-        while len(ops) < depth and node.output and self.consumers.get(node.output[0]):
-            node = self.consumers[node.output[0]][0]
-            ops.append(node.op_type)
-        more = node.output and self.consumers.get(node.output[0])
-        return " -> ".join(ops) + (" -> ..." if more else "")
-
 
 def _latent_size(vi) -> int | None:
     """N of a latent input ``[B, N]`` or ``[B, N, 1, 1]``; None when a dim is symbolic."""
@@ -96,15 +77,9 @@ def _latent_size(vi) -> int | None:
     return int(np.prod(dims[1:]))
 
 
-def _attrs(node) -> dict:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _gemm(node, src: str, g: _Graph) -> np.ndarray:
     # Y = alpha * A' B' + beta C, where A' = Aᵀ if transA, B' = Bᵀ if transB.
-    at = _attrs(node)
+    at = attrs(node)
     alpha, ta, tb = float(at.get("alpha", 1.0)), at.get("transA", 0), at.get("transB", 0)
     if node.input[0] == src and not ta:  # z [B, N] @ B' [N, M]
         w = g.const(node.input[1], node)
@@ -131,7 +106,7 @@ def _matmul(node, src: str, g: _Graph) -> np.ndarray:
 def _conv_transpose(node, g: _Graph) -> np.ndarray:
     # On a 1x1 input, output[co, y, x] = sum_ci z[ci] W[ci, co, y + pad_top, x + pad_left]:
     # the kernel itself, cropped by the pads, is the map.
-    at = _attrs(node)
+    at = attrs(node)
     w = g.const(node.input[1], node)  # [N, Cout, kh, kw]
     if at.get("group", 1) != 1 or w.ndim != 4:
         raise BundleError(f"ConvTranspose node {node.name!r}: only 2-D, group=1 first layers are supported")
@@ -142,7 +117,7 @@ def _conv_transpose(node, g: _Graph) -> np.ndarray:
 
 def _conv(node, g: _Graph) -> np.ndarray:
     w = g.const(node.input[1], node)  # [Cout, N, 1, 1]
-    if _attrs(node).get("group", 1) != 1 or w.ndim != 4 or w.shape[2:] != (1, 1):
+    if attrs(node).get("group", 1) != 1 or w.ndim != 4 or w.shape[2:] != (1, 1):
         raise BundleError(f"Conv node {node.name!r} on the latent has kernel {list(w.shape)}; "
                           "SeFa reads only 1x1, group=1 convolutions on a 1x1 latent")
     return w.reshape(w.shape[0], w.shape[1])
