@@ -43,11 +43,12 @@ def timed(fn):
 
 def end_to_end(bundle, spc: int, repeat: int) -> dict:
     """Single process and Ray, interleaved ``repeat`` times so machine load hits both alike."""
-    kw = dict(samples_per_class=spc, device="cpu")
     rows = []
     for _ in range(repeat):
-        single, t_single = timed(lambda: corrkit.apcr(bundle, **kw))
-        on_ray, t_ray = timed(lambda: corrkit.apcr(bundle, executor="ray", **kw))
+        single, t_single = timed(lambda: corrkit.apcr(bundle, samples_per_class=spc,
+                                                      execution=corrkit.Execution(device="cpu")))
+        on_ray, t_ray = timed(lambda: corrkit.apcr(bundle, samples_per_class=spc,
+                                                   execution=corrkit.Execution(device="cpu", executor="ray")))
         rows.append(
             {
                 "single_seconds": round(t_single, 2),
@@ -100,10 +101,11 @@ def shard_overhead(bundle, n: int = 100) -> dict:
 
 
 def shard_sweep(bundle, spc: int) -> dict:
-    kw = dict(samples_per_class=spc, device="cpu", executor="ray")
     batch = Engine(bundle, device="cpu").batch_size
-    fine, t_fine = timed(lambda: corrkit.apcr(bundle, shard_points=batch, **kw))
-    coarse, t_coarse = timed(lambda: corrkit.apcr(bundle, **kw))
+    fine, t_fine = timed(lambda: corrkit.apcr(bundle, samples_per_class=spc, execution=corrkit.Execution(
+        device="cpu", executor="ray", shard_points=batch)))
+    coarse, t_coarse = timed(lambda: corrkit.apcr(bundle, samples_per_class=spc,
+                                                  execution=corrkit.Execution(device="cpu", executor="ray")))
     n_fine, n_coarse = fine.params["executor"]["shards"], coarse.params["executor"]["shards"]
     return {
         "samples_per_class": spc,

@@ -44,7 +44,7 @@ def test_torch_cuda_fp16(benchmark, record, compiled):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA device")
-    from corrkit.export.bench_torch import load_builtin_modules
+    from corrkit.export.weights import load_modules as load_builtin_modules
 
     g, q = (m.cuda().half().to(memory_format=torch.channels_last) for m in load_builtin_modules())
 

@@ -85,7 +85,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def modules():
-    from corrkit.export.bench_torch import load_builtin_modules
+    from corrkit.export.weights import load_modules as load_builtin_modules
 
     return load_builtin_modules()
 

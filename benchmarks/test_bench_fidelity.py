@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from corrkit._core.execution import Execution
 from corrkit.kernels.ranking import top_k
 from corrkit.methods.sequential import apcr
 
 
 def test_int8_fidelity_on_default_grid(benchmark):
-    ref = apcr(device="cpu")  # defaults: 32 codes/class, steps 3, delta 1.0, 100 axes
+    ref = apcr(execution=Execution(device="cpu"))  # defaults: 32 codes/class, steps 3, delta 1.0, 100 axes
     fast = benchmark.pedantic(apcr, kwargs=dict(device="cpu", mode="int8", latents=ref.latents,
                                                 samples_per_class=10_000, threshold=0.0), rounds=1, iterations=1)
     # same codes in the same classes: the user-latent path re-derives labels with int8, keep only agreeing codes

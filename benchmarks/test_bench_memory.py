@@ -9,7 +9,7 @@ import sys
 CODE = """
 import json, resource, sys, corrkit
 n = int(sys.argv[1])
-r = corrkit.apcr(samples_per_class=n, steps=1, device="cpu")
+r = corrkit.apcr(samples_per_class=n, steps=1, execution=corrkit.Execution(device="cpu"))
 print(json.dumps({"points": r.points, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 

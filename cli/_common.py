@@ -62,9 +62,20 @@ RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]", show_default=False,
 WorkersOpt = typer.Option(None, "--workers", help="Ray actors (default: one per GPU, else one per CPU).")
 
 
-def executor(ray: Optional[str]) -> dict:
-    """``apcr``/``compare`` keyword arguments for ``--ray``: the local executor when it is absent."""
-    return {"executor": "local"} if ray is None else {"executor": "ray", "ray_address": ray}
+def execution(ray: Optional[str] = None, **options):
+    """The :class:`~corrkit._core.execution.Execution` of a command's options, checked before any work.
+
+    ``ray`` is ``--ray``'s value: ``None`` runs here, an address (``local`` for bare ``--ray``) on Ray.
+    """
+    from corrkit._core.execution import Execution
+
+    return Execution(**options, **({} if ray is None else {"executor": "ray", "ray_address": ray}))
+
+
+def check_top_k(top_k: int) -> int:
+    if top_k < 1:
+        raise CorrkitError(f"--top-k must be >= 1 (got {top_k})")
+    return top_k
 
 
 def bare_ray(argv: list[str]) -> list[str]:

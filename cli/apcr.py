@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from corrkit._core import defaults as D
 from corrkit.cli import _common as c
 
 app = typer.Typer()
@@ -19,19 +20,19 @@ def apcr_command(
     generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
     classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
     classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
-    samples_per_class: int = typer.Option(32, help="Codes per class set (n)."),
-    threshold: float = typer.Option(0.5, help="Minimum class probability of a code (tau)."),
-    seed: int = typer.Option(0, help="Seed of the prior samples."),
+    samples_per_class: int = typer.Option(D.SAMPLES_PER_CLASS, help="Codes per class set (n)."),
+    threshold: float = typer.Option(D.THRESHOLD, help="Minimum class probability of a code (tau)."),
+    seed: int = typer.Option(D.SEED, help="Seed of the prior samples."),
     latents: Optional[Path] = typer.Option(None, help="User codes .npy [M, N] float32 instead of prior samples."),
     directions: Optional[Path] = typer.Option(None, help="Direction matrix .npy/.npz [K, N] (default: axes)."),
-    steps: int = typer.Option(3, help="m: steps on each side, k in -m..m."),
-    delta: float = typer.Option(1.0, help="Step length."),
-    top_k: int = typer.Option(10, help="Directions listed per class."),
+    steps: int = typer.Option(D.STEPS, help="m: steps on each side, k in -m..m."),
+    delta: float = typer.Option(D.DELTA, help="Step length."),
+    top_k: int = typer.Option(D.TOP_K, help="Directions listed per class."),
     device: str = c.DeviceOpt,
     mode: str = typer.Option("fp32", help="fp32 (reference) or int8 (faster; fidelity vs fp32 reported)."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per inference call (default: from memory budget)."),
     out: Optional[Path] = typer.Option(None, help="Folder for apcr.npz and summary.json (resumable)."),
-    checkpoint_every: float = typer.Option(10.0, help="Seconds between checkpoints in --out."),
+    checkpoint_every: float = typer.Option(D.CHECKPOINT_SECONDS, help="Seconds between checkpoints in --out."),
     ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt,
     threads: Optional[int] = typer.Option(None, help="onnxruntime threads (per Ray worker with --ray; default 1 "
                                           "there, all cores here)."),
@@ -44,12 +45,13 @@ def apcr_command(
     from corrkit.methods.sequential import apcr
     from corrkit.viz.tables import apcr_table
 
+    ex = c.execution(ray, device=device, batch_size=batch_size, threads=threads, mode=mode, workers=workers,
+                     shard_points=shard_points, checkpoint_seconds=checkpoint_every)
+    c.check_top_k(top_k)
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output)
     lat = load_array(latents, "latents") if latents else None
     dirs = load_array(directions, "directions") if directions else None
     with c.progress_bar(not json_out) as progress:
         result = apcr(bundle, directions=dirs, steps=steps, delta=delta, samples_per_class=samples_per_class,
-                      threshold=threshold, seed=seed, latents=lat, device=device, batch_size=batch_size,
-                      out=out, checkpoint_seconds=checkpoint_every, progress=progress, mode=mode, threads=threads,
-                      workers=workers, shard_points=shard_points, **c.executor(ray))
+                      threshold=threshold, seed=seed, latents=lat, out=out, progress=progress, execution=ex)
     c.echo_json(result.summary(top_k)) if json_out else apcr_table(result, top_k)

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from corrkit._core.defaults import COMPARE_SAMPLES_PER_CLASS, DELTA, SEED, STEPS
 from corrkit.cli import _common as c
 
 app = typer.Typer()
@@ -18,28 +19,26 @@ def compare_command(
     model: Optional[Path] = c.ModelArg,
     directions: List[str] = typer.Option([], "--directions", help="NAME=FILE (.npy/.npz [K, N]); repeatable."),
     sefa: bool = typer.Option(True, help="Include SeFa directions from the generator."),
-    samples_per_class: int = typer.Option(16), steps: int = typer.Option(3), delta: float = typer.Option(1.0),
-    seed: int = typer.Option(0), device: str = c.DeviceOpt,
+    samples_per_class: int = typer.Option(COMPARE_SAMPLES_PER_CLASS), steps: int = typer.Option(STEPS),
+    delta: float = typer.Option(DELTA), seed: int = typer.Option(SEED), device: str = c.DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json, per-method runs and PNGs."),
     ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Score coordinate, random, SeFa and your direction sets with the same APCR machinery."""
-    from corrkit.methods.compare import compare
     from corrkit.errors import CorrkitError
+    from corrkit.methods.compare import compare
+    from corrkit.viz.figures import compare_figures
+    from corrkit.viz.tables import compare_table
 
+    ex = c.execution(ray, device=device, workers=workers)
     pairs = [d.split("=", 1) for d in directions]
     if any(len(p) != 2 for p in pairs):
         raise CorrkitError("--directions takes NAME=FILE")
+    bundle = c.resolve_bundle(model)
     with c.progress_bar(not json_out) as progress:
-        s = compare(c.resolve_bundle(model), dict(pairs), with_sefa=sefa, samples_per_class=samples_per_class,
-                    steps=steps, delta=delta, seed=seed, device=device, out=out, progress=progress,
-                    workers=workers, **c.executor(ray))
-    if json_out:
-        return c.echo_json(s)
-    typer.echo(f"{'method':16s} {'K':>4s} {'mean strongest APCR':>20s} {'mean selectivity':>17s}  extra")
-    for name, m in s["methods"].items():
-        extra = {k: v for k, v in m.items() if k not in ("strongest_apcr", "best_direction", "n_directions",
-                                                       "mean_strongest_apcr", "mean_selectivity", "median_selectivity")}
-        typer.echo(f"{name:16s} {m['n_directions']:4d} {m['mean_strongest_apcr']:20.3f} "
-                   f"{(m['mean_selectivity'] or float('nan')):17.2f}  {extra or ''}")
+        s = compare(bundle, dict(pairs), with_sefa=sefa, samples_per_class=samples_per_class, steps=steps,
+                    delta=delta, seed=seed, out=out, progress=progress, execution=ex)
+    if out is not None:
+        compare_figures(out, s, bundle)
+    c.echo_json(s) if json_out else compare_table(s)

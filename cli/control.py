@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from corrkit._core.defaults import TOP_K
 from corrkit.cli import _common as c
 
 app = typer.Typer()
@@ -17,13 +18,14 @@ app = typer.Typer()
 def control_command(
     run_dir: Optional[Path] = c.path_argument("A `corrkit apcr --out` folder (default: run apcr with its defaults "
                                               "on the built-in bundle)."),
-    top_k: int = typer.Option(10, help="k: size of both controlling sets."),
+    top_k: int = typer.Option(TOP_K, help="k: size of both controlling sets."),
     weights: Optional[Path] = typer.Option(None, help="Optimised weights .npz (default: the bundle's "
                                            "optimized_weights.npz)."),
     json_out: bool = c.JsonOpt,
 ):
     """Compare the top-k dims by APCR with the top-k by |w*| per class (intersection ratio)."""
-    from corrkit.methods.control import control, control_table
+    from corrkit.methods.control import control
+    from corrkit.viz.tables import control_table
 
     with c.progress_bar(not json_out) as progress:
         result = control(run_dir, weights, top_k, progress=progress)

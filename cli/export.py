@@ -9,6 +9,9 @@ import typer
 
 from corrkit.cli import _common as c
 from corrkit.errors import MissingExtraError
+from corrkit.export.discover.settings import AUTHORS_INIT_SCALE, DEFAULT_K, DiscoverSettings
+
+_DISCOVER = DiscoverSettings()  # the option defaults below (torch-free, so --help stays fast)
 
 app = typer.Typer(help="Torch-side work: train, export the bundle (needs the `train` extra).",
                   no_args_is_help=True)
@@ -37,14 +40,15 @@ def train(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder
 @app.command("bundle")
 @c.handles_errors
 def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written by `corrkit export train`."),
-           out: Optional[Path] = typer.Option(None, help="Bundle folder (default: the built-in one)."),
+           out: Optional[Path] = typer.Option(None, help="Bundle folder, with the torch weights in its weights/ "
+                                              "(default: build/bundle). `--out corrkit/bundle` in a checkout "
+                                              "refreshes the shipped bundle and its torch weights."),
            data_dir: Optional[Path] = typer.Option(None)):
     """Select the generator, export both models to ONNX (validated) and write the card."""
     need_torch()
-    from corrkit._core.bundle import BUILTIN
-    from corrkit.export.bundle import build
+    from corrkit.export.bundle import OUT, build
 
-    card = build(work, out or BUILTIN, data_dir)
+    card = build(work, out or OUT, data_dir)
     c.echo_json(card["metrics"])
 
 
@@ -61,13 +65,13 @@ def optimize(model: Optional[Path] = c.ModelArg,
              json_out: bool = c.JsonOpt):
     """Gradient optimisation of w* per class on the torch modules (SPEC §3); stores it in the bundle."""
     need_torch()
-    from corrkit.export.optimize import WEIGHTS, optimize_bundle
+    from corrkit.export.optimize import optimize_bundle
 
     bundle = c.resolve_bundle(model)
     with c.progress_bar(not json_out) as progress:
         result, path = optimize_bundle(bundle, out, objective=objective, iterations=iterations,
                                        batch_size=batch_size, seed=seed, samples_per_class=samples_per_class,
-                                       average=average, weights=weights or WEIGHTS, progress=progress)
+                                       average=average, weights=weights, progress=progress)
     summary = {**result.summary(), "out": path}
     c.echo_json(summary) if json_out else typer.echo(f"wrote {path} ({result.seconds:.0f} s)")
 
@@ -75,22 +79,27 @@ def optimize(model: Optional[Path] = c.ModelArg,
 @app.command("discover")
 @c.handles_errors
 def discover(model: Optional[Path] = c.ModelArg,
-             kind: str = typer.Option("proj", "--type", help="Direction matrix A: ortho (exp of a skew matrix, "
-                                      "K = N), proj (unit-norm columns) or linear."),
-             steps: int = typer.Option(4_000, min=1, help="Training steps of each of the three reconstructors "
-                                       "(learned, random, coordinate); the default takes ~5 min with 2 workers on "
-                                       "2 cores. More steps train better directions, and the baselines catch up."),
-             n_directions: Optional[int] = typer.Option(None, "--directions",
-                                                        help="K for proj/linear (default 16; ortho uses K = N)."),
-             seed: int = typer.Option(0, help="Seed of the initialisation, every batch and the evaluation pairs."),
-             init_scale: float = typer.Option(0.003, help="proj: scale of A's initial entries; smaller turns the "
-                                              "unit-norm columns faster at the fixed lr (the authors' code: 0.1)."),
-             eval_samples: int = typer.Option(2000, min=1, help="Fresh pairs on which RCA is measured."),
-             bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
-             threads: int = typer.Option(2, min=1, help="Torch CPU threads in all, split between the workers (1 on "
-                                         "a machine busy with other jobs)."),
-             workers: int = typer.Option(2, min=1, help="Trainings (learned, random, coordinate) run at once, each in "
-                                         "its own process; 1: one after the other."),
+             kind: str = typer.Option(_DISCOVER.kind, "--type", help="Direction matrix A: ortho (exp of a skew "
+                                      "matrix, K = N), proj (unit-norm columns) or linear."),
+             steps: int = typer.Option(_DISCOVER.steps, min=1, help="Training steps of each of the three "
+                                       "reconstructors (learned, random, coordinate); the default takes ~5 min with "
+                                       "2 workers on 2 cores. More steps train better directions, and the baselines "
+                                       "catch up."),
+             n_directions: Optional[int] = typer.Option(_DISCOVER.n_directions, "--directions",
+                                                        help=f"K for proj/linear (default {DEFAULT_K}; ortho uses "
+                                                        "K = N)."),
+             seed: int = typer.Option(_DISCOVER.seed, help="Seed of the initialisation, every batch and the "
+                                      "evaluation pairs."),
+             init_scale: float = typer.Option(_DISCOVER.init_scale, help="proj: scale of A's initial entries; "
+                                              "smaller turns the unit-norm columns faster at the fixed lr (the "
+                                              f"authors' code: {AUTHORS_INIT_SCALE})."),
+             eval_samples: int = typer.Option(_DISCOVER.eval_samples, min=1, help="Fresh pairs on which RCA is "
+                                              "measured."),
+             bf16: bool = typer.Option(_DISCOVER.bf16, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
+             threads: int = typer.Option(_DISCOVER.threads, min=1, help="Torch CPU threads in all, split between "
+                                         "the workers (1 on a machine busy with other jobs)."),
+             workers: int = typer.Option(_DISCOVER.workers, min=1, help="Trainings (learned, random, coordinate) "
+                                         "run at once, each in its own process; 1: one after the other."),
              out: Path = typer.Option(Path("runs/vb"), help="Folder for checkpoints (a killed run resumes), "
                                       "directions.npz, discover.json and rca.png."),
              torch_generator: Optional[str] = typer.Option(None, help="For a bundle other than the built-in one: "
@@ -105,7 +114,7 @@ def discover(model: Optional[Path] = c.ModelArg,
     state_dict.pt; it is checked against the bundle's generator.onnx.
     """
     need_torch()
-    from corrkit.export.discover import DiscoverSettings, discover_bundle
+    from corrkit.export.discover import discover_bundle
 
     s = DiscoverSettings(kind=kind, steps=steps, n_directions=n_directions, seed=seed, init_scale=init_scale,
                          eval_samples=eval_samples, bf16=bf16, threads=threads, workers=workers)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from corrkit._core.defaults import SEED
 from corrkit.cli import _common as c
 
 app = typer.Typer()
@@ -23,21 +24,19 @@ def latents_command(
     n_prior: Optional[int] = typer.Option(None, help="Prior samples to compare with (default: as many as codes; "
                                           "0: none)."),
     folds: int = typer.Option(5, help="Cross-validation folds of the linear probe."),
-    seed: int = typer.Option(0, help="Seed of the prior samples, folds and t-SNE."),
+    seed: int = typer.Option(SEED, help="Seed of the prior samples, folds and t-SNE."),
     json_out: bool = c.JsonOpt,
 ):
     """Do classes separate in latent space? t-SNE map and cross-validated linear-probe accuracy."""
     from corrkit._core.grid import load_array
     from corrkit.methods.latent_space import latent_space
+    from corrkit.viz.plots import tsne_figure
+    from corrkit.viz.tables import probe_table
 
     with c.progress_bar(not json_out) as progress:
         res = latent_space(load_array(codes, "codes"), load_array(labels, "labels"), model, out=out, n_prior=n_prior,
-                           seed=seed, folds=folds, progress=progress)
+                           seed=seed, folds=folds, draw=tsne_figure, progress=progress)
     if json_out:
         return c.echo_json(res)
-    for key, name in (("codes", "codes"), ("codes_shuffled_labels", "shuffled labels"), ("prior", "prior samples")):
-        if key in res:
-            r = res[key]
-            typer.echo(f"linear probe, {name:16s} accuracy {r['accuracy']:.3f} ± {r['std']:.3f} "
-                       f"(chance {r['chance']:.3f}, {r['n']} codes)")
+    probe_table(res)
     typer.echo(f"wrote {out / 'tsne.png'} and {out / 'latents.json'}")

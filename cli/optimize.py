@@ -43,8 +43,8 @@ def optimize_command(
     with c.progress_bar(not json_out) as progress:
         result = optimize(bundle, objective=objective, iterations=iterations, batch_size=batch_size,
                           perturbations=perturbations, sigma=sigma, seed=seed, samples_per_class=samples_per_class,
-                          average=average, estimator=estimator, device=device, threads=threads,
-                          progress=progress)
+                          average=average, estimator=estimator,
+                          execution=c.execution(device=device, threads=threads), progress=progress)
     result.save(out)
     against = against or (bundle.path / WEIGHTS_FILE if bundle.path else None)
     agree = compare_with(result, against) if against is not None and against.is_file() else None

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from corrkit._core.defaults import TOP_K
 from corrkit.cli import _common as c
 from corrkit.errors import CorrkitError
 
@@ -21,7 +22,7 @@ def translate_command(
     source: Optional[str] = typer.Option(None, help="Source class (index or name)."),
     target: Optional[str] = typer.Option(None, help="Target class (index or name)."),
     all_pairs: bool = typer.Option(False, "--all", help="Every ordered pair (the default without --source)."),
-    top_k: int = typer.Option(10, help="Dims pushed together."),
+    top_k: int = typer.Option(TOP_K, help="Dims pushed together."),
     alpha: float = typer.Option(2.0, help="Largest step along every chosen dim."),
     steps: int = typer.Option(4, help="Alpha steps (alpha·1/steps .. alpha)."),
     run: Optional[Path] = c.RunOpt,
@@ -31,7 +32,9 @@ def translate_command(
 ):
     """Translate codes of one class into another; the success matrix over all pairs."""
     from corrkit.methods.manipulate import class_index
-    from corrkit.methods.translate import translate, translation_table
+    from corrkit.methods.translate import translate
+    from corrkit.viz.images import image_grid
+    from corrkit.viz.tables import translation_table
 
     bundle = c.resolve_bundle(model, output=output)
     if (source is None) != (target is None) or (all_pairs and source is not None):
@@ -39,5 +42,5 @@ def translate_command(
     pairs = None if source is None else [(class_index(source, bundle.classes), class_index(target, bundle.classes))]
     with c.progress_bar(not json_out) as progress:
         result = translate(bundle, run=run, pairs=pairs, top_k=top_k, alpha=alpha, steps=steps, out=out,
-                           device=device, progress=progress)
+                           draw=image_grid, execution=c.execution(device=device), progress=progress)
     c.echo_json(result.to_json()) if json_out else translation_table(result)

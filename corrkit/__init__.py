@@ -61,7 +61,7 @@ def versions() -> dict[str, str]:
 # ``import corrkit`` stays light and each name is the real object, with its real signature.
 _API = {
     "Bundle": "corrkit._core.bundle", "load_bundle": "corrkit._core.bundle", "create_bundle": "corrkit._core.bundle",
-    "Engine": "corrkit._core.engine", "generate": "corrkit._core.engine",
+    "Engine": "corrkit._core.engine", "generate": "corrkit._core.engine", "Execution": "corrkit._core.execution",
     "apcr": "corrkit.methods.sequential", "APCRResult": "corrkit.methods.sequential",
     "sefa": "corrkit.methods.sefa", "SefaResult": "corrkit.methods.sefa",
     "optimize": "corrkit.methods.optimize", "OptimizedWeights": "corrkit.methods.optimize",

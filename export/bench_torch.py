@@ -7,17 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corrkit._core.bench import timed
-from corrkit.export.models import Classifier, Generator
-from corrkit.export.weights import DIR, load_into
-
-WEIGHTS = DIR
-
-
-def load_builtin_modules() -> tuple[Generator, Classifier]:
-    g, q = Generator(), Classifier()
-    load_into(g, WEIGHTS / "generator.pt"); load_into(q, WEIGHTS / "classifier.pt")
-    return g.eval(), q.eval()
+from corrkit._core.timing import timed
+from corrkit.export.weights import load_modules
 
 
 def torch_rows(bundle, batch: int, secs: float = 1.0) -> list[tuple[str, float, str]]:
@@ -26,8 +17,8 @@ def torch_rows(bundle, batch: int, secs: float = 1.0) -> list[tuple[str, float, 
 
     if bundle.path is None or Path(bundle.path).resolve() != builtin_path().resolve():
         return [("PyTorch rows", float("nan"), "only for the built-in bundle, whose torch weights ship")]
-    g, q = load_builtin_modules()
-    z = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, 100)).astype(np.float32))
+    g, q = load_modules(latent_dim=bundle.latent_dim, n_classes=bundle.n_classes)
+    z = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, bundle.latent_dim)).astype(np.float32))
     out = []
 
     @torch.no_grad()

@@ -23,10 +23,10 @@ from corrkit._core.data import CLASSES, file_hashes, load_split
 from corrkit.export.models import Classifier, Generator
 from corrkit.export.onnx_export import CLASSIFIER_CONFIG, GENERATOR_CONFIG, export
 from corrkit.export.train import classifier_accuracy, to_unit
-from corrkit.export.weights import DIR, load_into
 from corrkit._core.metrics import class_shares, frechet_distance
+from corrkit.export.weights import DIR, load_into
 
-WEIGHTS = DIR
+OUT = Path("build/bundle")  # not the installed package: `out=BUILTIN` refreshes the shipped bundle
 EVAL_SEED = 12345
 N_EVAL = 10000
 
@@ -66,8 +66,12 @@ def _git_version() -> str:
         return "unknown"
 
 
-def build(work: str | Path, out: str | Path = BUILTIN, data_dir=None) -> dict:
-    """Select the generator, export both models, write ``bundle.json`` and ``MODEL_CARD.md``."""
+def build(work: str | Path, out: str | Path = OUT, data_dir=None) -> dict:
+    """Select the generator, export both models, write ``bundle.json`` and ``MODEL_CARD.md`` into ``out``.
+
+    The state dicts of the two models go with them: into :data:`corrkit.export.weights.DIR`
+    when ``out`` is the built-in bundle (the two are shipped as a pair), else into ``out/weights``.
+    """
     work, out = Path(work), Path(out)
     q = load_into(Classifier(), work / "classifier.pt").eval()
     train, test = load_split("train", data_dir), load_split("test", data_dir)
@@ -98,15 +102,16 @@ def build(work: str | Path, out: str | Path = BUILTIN, data_dir=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     val = {"generator": export(g, out / "generator.onnx", GENERATOR_CONFIG),
            "classifier": export(q, out / "classifier.onnx", CLASSIFIER_CONFIG)}
-    WEIGHTS.mkdir(exist_ok=True)
-    shutil.copyfile(work / f"{best}.pt", WEIGHTS / "generator.pt")
-    shutil.copyfile(work / "classifier.pt", WEIGHTS / "classifier.pt")
+    weights = DIR if out.resolve() == BUILTIN.resolve() else out / "weights"
+    weights.mkdir(exist_ok=True)
+    shutil.copyfile(work / f"{best}.pt", weights / "generator.pt")
+    shutil.copyfile(work / "classifier.pt", weights / "classifier.pt")
     crec = json.loads((work / "classifier.json").read_text())
     grec = json.loads((work / "gan.json").read_text()) if (work / "gan.json").exists() else {}
     card = {
         "format": 1,
         "name": "corrkit built-in Fashion-MNIST DCGAN",
-        "latent_dim": 100,
+        "latent_dim": g.latent_dim,
         "latent_distribution": "normal",
         "classes": list(CLASSES),
         "image_shape": [1, 28, 28],
@@ -138,7 +143,7 @@ def model_card(card: dict) -> str:
     shares = ", ".join(f"{c} {s:.3f}" for c, s in zip(card["classes"], m["class_shares"]))
     return f"""# Model card: {card['name']}
 
-Generator: the DCGAN of Li et al. (ICPR 2020) as in SPEC §0, latent N(0, I_100), output
+Generator: the DCGAN of Li et al. (ICPR 2020) as in SPEC §0, latent N(0, I_{card['latent_dim']}), output
 [1, 28, 28] in [-1, 1]. Classifier: the small CNN of SPEC §0 on images in [-1, 1], emitting logits.
 Both were trained by `corrkit export train` (corrkit/export/train.py) on Fashion-MNIST from
 Debian's `dataset-fashion-mnist` and exported by `corrkit export bundle`.

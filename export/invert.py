@@ -39,11 +39,8 @@ import torch
 
 from corrkit._core import io
 from corrkit.errors import CorrkitError
+from corrkit.export import weights as _weights
 from corrkit.export.models import Generator
-from corrkit.export.weights import DIR, load_into
-
-WEIGHTS = DIR / "generator.pt"
-MATCH_TOL = 1e-4
 
 
 @dataclass
@@ -75,38 +72,7 @@ class InversionSettings:
 
 def load_generator(weights: str | Path | None = None) -> Generator:
     """The torch generator (eval mode, frozen) from a ``state_dict`` file (default: the built-in weights)."""
-    path = Path(weights) if weights is not None else WEIGHTS
-    if not path.is_file():
-        raise CorrkitError(f"generator weights {path} do not exist; pass --weights (a state_dict of "
-                           "corrkit.export.models.Generator)")
-    g = Generator()
-    try:
-        load_into(g, path)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError (wrong keys/shapes), OSError ...
-        raise CorrkitError(f"{path} is not a state_dict of corrkit's Generator ({str(exc).splitlines()[0]})") from None
-    g.eval()
-    for p in g.parameters():
-        p.requires_grad_(False)
-    return g
-
-
-@torch.no_grad()
-def check_matches_bundle(g: Generator, bundle, n: int = 8, tol: float = MATCH_TOL) -> float:
-    """Max |torch - ONNX| of the generators on ``n`` seeded codes; raises when above ``tol``.
-
-    Codes found with the torch weights are only meaningful for the bundle when both
-    generators are the same function.
-    """
-    from corrkit.viz.figures import generate
-
-    z = np.random.default_rng(7).standard_normal((n, g.latent_dim)).astype(np.float32)
-    if bundle.latent_dim != g.latent_dim:
-        raise CorrkitError(f"the bundle's latent size is {bundle.latent_dim}, the torch generator's {g.latent_dim}")
-    diff = float(np.abs(g(torch.from_numpy(z))[:, 0].numpy() - generate(bundle, z)).max())
-    if not diff <= tol:
-        raise CorrkitError(f"the torch weights and the bundle's generator.onnx differ (max |diff| {diff:.3g}); "
-                           "pass --weights with the state_dict that generator.onnx was exported from")
-    return diff
+    return _weights.load_generator(weights, hint="pass --weights (a state_dict of corrkit.export.models.Generator)")
 
 
 def select_images(n_per_class: int, seed: int = 0, data_dir=None, n_classes: int = 10):
@@ -287,7 +253,7 @@ def _recon_figure(g: Generator, x: np.ndarray, labels: np.ndarray, codes: np.nda
                   per_class: int = 4) -> bool:
     """Real images next to their reconstructions, one row per class (skipped without matplotlib)."""
     from corrkit.errors import MissingExtraError
-    from corrkit.viz.figures import image_grid
+    from corrkit.export import _plot
 
     rows, names = [], []
     for j, name in enumerate(classes):
@@ -302,11 +268,24 @@ def _recon_figure(g: Generator, x: np.ndarray, labels: np.ndarray, codes: np.nda
     grid = np.full((len(rows), width, *rows[0].shape[1:]), -1.0, np.float32)
     for a, r in enumerate(rows):
         grid[a, : len(r)] = r
-    try:
-        image_grid(grid, row_labels=names, col_labels=["real", "G(z*)"] * (width // 2),
-                   title="Test images and the generator's image of their inverted codes", out=path)
+    title = "Test images and the generator's image of their inverted codes"
+    try:  # inches: the row labels, 0.62 a cell, room for the title
+        fig = _plot.figure(max(0.6 + 0.075 * max(map(len, names)) + 0.62 * width, 0.4 + 0.09 * len(title)),
+                           0.9 + 0.62 * len(rows))
     except MissingExtraError:
         return False
+    h, w = grid.shape[2:]
+    pad = max(1, h // 14)
+    ax = fig.add_subplot()
+    ax.imshow(_plot.mosaic(grid, -1.0, 1.0, pad), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(pad + np.arange(width) * (w + pad) + w / 2 - 0.5, ["real", "G(z*)"] * (width // 2))
+    ax.set_yticks(pad + np.arange(len(rows)) * (h + pad) + h / 2 - 0.5, names)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0, labelsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=10)
+    _plot.png(fig, path)
     return True
 
 
@@ -320,14 +299,14 @@ def invert(bundle=None, *, n_per_class: int = 200, settings: InversionSettings |
     rows), ``invert.json`` (settings and summary) and ``recon.png``, each atomically.
     Returns the summary dict.
     """
-    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import as_bundle
 
     s = (settings or InversionSettings()).check()
     if n_per_class < 1:
         raise CorrkitError(f"--n-per-class must be >= 1 (got {n_per_class})")
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    bundle = as_bundle(bundle)
     g = load_generator(weights)
-    diff = check_matches_bundle(g, bundle)
+    diff = _weights.check_generator(g, bundle)
     x, labels, idx = select_images(n_per_class, s.seed, data_dir, bundle.n_classes)
     t0 = time.perf_counter()
     res = invert_images(g, x, s, progress=progress)
@@ -343,7 +322,8 @@ def invert(bundle=None, *, n_per_class: int = 200, settings: InversionSettings |
         "restart_wins": np.bincount(res["restart"], minlength=s.restarts).tolist(),
         "code_norm_mean": float(np.linalg.norm(res["codes"], axis=1).mean()),
         "seconds": round(seconds, 2), "torch_threads": torch.get_num_threads(),
-        "weights": str(Path(weights) if weights else WEIGHTS), "generator_sha256": bundle.hashes().get("generator"),
+        "weights": str(Path(weights) if weights else _weights.DIR / "generator.pt"),
+        "generator_sha256": bundle.hashes().get("generator"),
         "torch_vs_onnx_max_abs_diff": diff, "bundle": str(bundle.path or ""), "classes": list(bundle.classes),
     }
     if out is not None:

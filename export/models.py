@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LATENT_DIM = 100
+LATENT_DIM = 100  # N of the paper's DCGAN
 
 
 class Generator(nn.Module):
-    """z [B, 100] -> image [B, 1, 28, 28] in [-1, 1]."""
+    """z [B, latent_dim] -> image [B, 1, 28, 28] in [-1, 1]."""
 
     def __init__(self, latent_dim: int = LATENT_DIM):
         super().__init__()

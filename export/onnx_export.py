@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from corrkit.errors import CorrkitError
+from corrkit.export.models import LATENT_DIM
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ExportConfig:
     input_kind: str = "normal"  # "normal": N(0, 1); "image": U[-1, 1]
 
 
-GENERATOR_CONFIG = ExportConfig("z", "image", (100,))
+GENERATOR_CONFIG = ExportConfig("z", "image", (LATENT_DIM,))
 CLASSIFIER_CONFIG = ExportConfig("image", "logits", (1, 28, 28), input_kind="image")
 
 

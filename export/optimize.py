@@ -19,12 +19,10 @@ import numpy as np
 import torch
 
 from corrkit.errors import BundleError
-from corrkit.export import weights as weights_dir
-from corrkit.export.weights import load_into
-from corrkit.methods.optimize import WEIGHTS_FILE, OptimizedWeights, Settings, code_sets, descend
-
-WEIGHTS = weights_dir.DIR
-MATCH_ATOL = 1e-4
+from corrkit.export import weights as _weights
+from corrkit._core.execution import Execution
+from corrkit.methods.objective import OptimizeSettings
+from corrkit.methods.optimize import WEIGHTS_FILE, OptimizedWeights, code_sets, descend
 
 
 class FusedTorch(torch.nn.Module):
@@ -43,32 +41,21 @@ class FusedTorch(torch.nn.Module):
         return torch.softmax(out, dim=1) if self.logits else out
 
 
-def load_modules(bundle, weights: str | Path = WEIGHTS) -> FusedTorch:
-    """The paper's Generator/Classifier from ``weights/{generator,classifier}.pt`` (state dicts)."""
-    from corrkit.export.models import Classifier, Generator
-
-    weights = Path(weights)
-    g, q = Generator(bundle.latent_dim), Classifier(bundle.n_classes)
-    for module, name in ((g, "generator.pt"), (q, "classifier.pt")):
-        path = weights / name
-        if not path.is_file():
-            raise BundleError(f"{path} does not exist; give --weights DIR holding generator.pt and classifier.pt")
-        load_into(module, path)
-    for p in list(g.parameters()) + list(q.parameters()):
-        p.requires_grad_(False)
+def load_modules(bundle, weights: str | Path | None = None) -> FusedTorch:
+    """``z -> S(z)`` of the paper's Generator/Classifier from ``weights/{generator,classifier}.pt`` (state dicts;
+    default: the built-in bundle's)."""
+    g, q = _weights.load_modules(weights, bundle.latent_dim, bundle.n_classes,
+                                 hint="give --weights DIR holding generator.pt and classifier.pt")
     return FusedTorch(g, q, bundle.generator_output_range, bundle.classifier_input_range,
                       bundle.classifier_output == "logits")
 
 
-def check_matches(model: FusedTorch, latents: np.ndarray, probs: np.ndarray, atol: float = MATCH_ATOL) -> float:
-    """Max ``|S_torch - S_onnx|`` on the given codes; a :class:`BundleError` above ``atol``."""
+def check_matches(model: FusedTorch, latents: np.ndarray, probs: np.ndarray) -> float:
+    """Max ``|S_torch - S_onnx|`` on the given codes (:func:`corrkit.export.weights.check_matches`)."""
     with torch.no_grad():
         got = model(torch.from_numpy(np.ascontiguousarray(latents))).numpy()
-    diff = float(np.max(np.abs(got - probs)))
-    if not np.isfinite(diff) or diff > atol:
-        raise BundleError(f"the torch modules disagree with the bundle's ONNX models (max |dS| = {diff:.3g}); "
-                          "give --weights DIR with the generator.pt/classifier.pt this bundle was exported from")
-    return diff
+    return _weights.check_matches(got, probs, "probabilities S(z)", "give --weights DIR with the "
+                                  "generator.pt/classifier.pt this bundle was exported from")
 
 
 def loss_and_grad(model: torch.nn.Module, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarray,
@@ -98,7 +85,7 @@ def loss_and_grad(model: torch.nn.Module, z: np.ndarray, s0: np.ndarray, j: int,
     return vt.grad.numpy().copy(), float(loss.detach())
 
 
-def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights: str | Path = WEIGHTS,
+def optimize_gradient(bundle=None, settings: OptimizeSettings | None = None, *, weights: str | Path | None = None,
                       model: torch.nn.Module | None = None, engine=None, classes: list[int] | None = None,
                       progress=None, **overrides) -> OptimizedWeights:
     """Gradient ``w*`` for every class (SPEC §3), plain gradient descent on ``v``.
@@ -107,8 +94,8 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
     ----------
     bundle : Bundle, path or None
         Where the code sets are drawn (``None``: the built-in bundle).
-    settings : Settings, optional; ``overrides`` replace single fields.
-    weights : path
+    settings : OptimizeSettings, optional; ``overrides`` replace single fields.
+    weights : path, optional
         Folder with the torch state dicts (default: the built-in bundle's).
     model : torch module, optional
         ``z -> S(z)`` to use instead of loading ``weights`` (still checked against the bundle).
@@ -117,14 +104,14 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
     -------
     OptimizedWeights
     """
-    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import as_bundle
 
-    settings = Settings(**{**asdict(settings or Settings()), **overrides, "method": "gradient"}).check()
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    settings = OptimizeSettings(**{**asdict(settings or OptimizeSettings()), **overrides, "method": "gradient"}).check()
+    bundle = as_bundle(bundle)
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
-    sets, engine = code_sets(bundle, settings, engine, "cpu", lambda d, t: report("codes", d, t))
+    sets, engine = code_sets(bundle, settings, engine, Execution(device="cpu"),
+                             lambda d, t: report("codes", d, t))
     model = model if model is not None else load_modules(bundle, weights)
     max_diff = check_matches(model, sets.latents[:64], sets.base[:64])
 
@@ -146,10 +133,9 @@ def optimize_gradient(bundle=None, settings: Settings | None = None, *, weights:
 
 def optimize_bundle(bundle=None, out: str | Path | None = None, **kwargs) -> tuple[OptimizedWeights, Path]:
     """:func:`optimize_gradient` and store ``w*`` as ``optimized_weights.npz`` in the bundle folder (or ``out``)."""
-    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import as_bundle
 
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    bundle = as_bundle(bundle)
     if out is None:
         if bundle.path is None:
             raise BundleError("a fused model has no bundle folder to store optimized_weights.npz in; give --out")

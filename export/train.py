@@ -20,7 +20,7 @@ from torch import nn
 from corrkit._core.data import load_split
 from corrkit.errors import BundleError
 from corrkit.export.models import Classifier, Discriminator, Generator
-from corrkit.export.weights import load_state
+from corrkit.export.weights import load_state, save_state
 
 
 @dataclass
@@ -45,12 +45,6 @@ class GANSettings:
 def to_unit(images: np.ndarray) -> torch.Tensor:
     """uint8 [n, 28, 28] -> float32 [n, 1, 28, 28] in [-1, 1]."""
     return torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _resume_state(ckpt: Path) -> dict | None:
@@ -115,8 +109,8 @@ def train_classifier(work: Path, s: ClassifierSettings, data_dir=None) -> tuple[
         wall += time.time() - t0
         acc = classifier_accuracy(model, xte, yte)
         _log(f"classifier epoch {epoch + 1}/{s.epochs} loss {loss.item():.3f} test acc {acc:.4f}")
-        _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                      "epoch": epoch + 1, "wall": wall}, ckpt)
+        save_state({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                     "epoch": epoch + 1, "wall": wall}, ckpt)
     model.eval()
     record = {"settings": asdict(s), "test_accuracy": classifier_accuracy(model, xte, yte), "wall_seconds": wall}
     return model, record
@@ -160,9 +154,9 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
             if b % 200 == 0:
                 _log(f"gan epoch {epoch + 1} batch {b}/{n_batches} d {d_loss.item():.3f} g {g_loss.item():.3f}")
         wall += time.time() - t0
-        _save_atomic(G.state_dict(), work / f"gen_epoch{epoch + 1:02d}.pt")
-        _save_atomic({"G": G.state_dict(), "D": D.state_dict(), "oG": oG.state_dict(), "oD": oD.state_dict(),
-                      "epoch": epoch + 1, "wall": wall}, ckpt)
+        save_state(G.state_dict(), work / f"gen_epoch{epoch + 1:02d}.pt")
+        save_state({"G": G.state_dict(), "D": D.state_dict(), "oG": oG.state_dict(), "oD": oD.state_dict(),
+                     "epoch": epoch + 1, "wall": wall}, ckpt)
         _log(f"gan epoch {epoch + 1}/{s.epochs} done, {time.time() - t0:.0f}s")
     G.eval()
     return G, {"settings": asdict(s), "wall_seconds": wall}
@@ -173,7 +167,7 @@ def main(work: str = "build/train", gan_epochs: int = 22, cls_epochs: int = 12, 
     torch.set_num_threads(threads)
     w = Path(work)
     model, rec = train_classifier(w, ClassifierSettings(epochs=cls_epochs), data_dir)
-    torch.save(model.state_dict(), w / "classifier.pt")
+    save_state(model.state_dict(), w / "classifier.pt")
     (w / "classifier.json").write_text(json.dumps(rec, indent=2))
     G, grec = train_gan(w, GANSettings(epochs=gan_epochs), data_dir)
     (w / "gan.json").write_text(json.dumps(grec, indent=2))

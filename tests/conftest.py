@@ -31,6 +31,6 @@ def known_model(tmp_path_factory):
     (the model as ``lin.onnx``, the run saved in ``run/``); one per test module."""
     d = tmp_path_factory.mktemp("known")
     bundle = load_bundle(fx.matmul_logits(d / "lin.onnx", fx.KNOWN_W), classifier_output="logits")
-    run = corrkit.apcr(bundle, **fx.KNOWN_RUN)
+    run = corrkit.apcr(bundle, **fx.KNOWN_RUN, execution=corrkit.Execution(device="cpu"))
     run.save(d / "run")
     return bundle, run, d

@@ -53,7 +53,7 @@ def linear_logits(path: Path, n: int = 6, c: int = 3, seed: int = 0) -> Path:
 # only, dims 2 and 3 raise classes 1 and 2, dims 4 and 5 do nothing.
 KNOWN_W = np.array([[2.5, 0, 0], [2.0, 0, 0], [0, 1.5, 0], [0, 0, 1.5], [0, 0, 0], [0, 0, 0]], np.float32)
 # The apcr run both start from.
-KNOWN_RUN = dict(steps=2, delta=1.0, samples_per_class=8, threshold=0.5, seed=0, device="cpu")
+KNOWN_RUN = dict(steps=2, delta=1.0, samples_per_class=8, threshold=0.5, seed=0)  # run on the CPU
 
 
 def known_probs(z: np.ndarray) -> np.ndarray:

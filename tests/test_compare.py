@@ -9,8 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from corrkit.cli.main import app
-from corrkit.methods.compare import compare, random_orthogonal, selectivity
+from corrkit._core.linalg import random_orthogonal
+from corrkit.methods.compare import compare, selectivity
 from tests import onnx_fixtures as fx
+from corrkit._core.execution import Execution
+
+CPU = Execution(device="cpu")
 
 
 def test_random_orthogonal_is_orthonormal_and_seeded():
@@ -31,7 +35,7 @@ def test_same_directions_score_the_same(tmp_path):
     b = from_fused(lin, classifier_output="logits")
     np.save(tmp_path / "axes.npy", np.eye(6, dtype=np.float32)[::-1].copy())  # the axes, reversed
     s = compare(b, {"axes_reversed": str(tmp_path / "axes.npy")}, samples_per_class=3, steps=2, delta=0.5,
-                device="cpu")
+                execution=CPU)
     coord, rev = s["methods"]["coordinate"], s["methods"]["axes_reversed"]
     assert coord["strongest_apcr"] == rev["strongest_apcr"]
     assert [5 - i for i in coord["best_direction"]] == rev["best_direction"]
@@ -45,10 +49,11 @@ def test_linear_model_best_direction_is_the_largest_weight_gap(tmp_path):
     from corrkit._core.bundle import from_fused
 
     w = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    from corrkit._core.execution import Execution
     from corrkit.methods.sequential import apcr
 
     r = apcr(from_fused(lin, classifier_output="logits"), steps=1, delta=0.01, samples_per_class=4, threshold=0.4,
-             device="cpu")
+             execution=Execution(device="cpu"))
     for j in range(3):
         p = r.base[r.labels == j]
         # first-order: dS_j/dz_i = S_j (W[i, j] - sum_l S_l W[i, l]); APCR_ij ~ delta * mean |W_ij - E_S W_i|
@@ -66,3 +71,6 @@ def test_cli_writes_json_and_figures(tmp_path):
     assert len(s["methods"]["sefa"]["strongest_apcr"]) == 10
     pytest.importorskip("matplotlib")
     assert (tmp_path / "compare.png").stat().st_size > 1000
+    for name in ("coordinate", "random", "sefa"):  # one traversal per run compare saved, none for sefa_top10
+        assert (tmp_path / f"traversal_{name}.png").stat().st_size > 1000
+    assert not (tmp_path / "traversal_sefa_top10.png").exists()

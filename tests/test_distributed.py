@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import corrkit
+from corrkit._core.execution import Execution
 from corrkit.cli.main import app
 from corrkit.methods.compare import compare
 from tests import onnx_fixtures as fx
@@ -16,7 +17,11 @@ from tests import onnx_fixtures as fx
 ray = pytest.importorskip("ray")
 
 # 20 codes x 6 directions x 4 steps = 480 points: 15 shards of 2 batches.
-KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3, device="cpu", batch_size=16, shard_points=32)
+KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3)
+
+
+def on_cpu(**kw) -> Execution:
+    return Execution(device="cpu", batch_size=16, shard_points=32, **kw)
 ARRAYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions")
 
 
@@ -29,7 +34,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def single(bundle, dirs):
-    return corrkit.apcr(bundle, directions=dirs, **KW)
+    return corrkit.apcr(bundle, directions=dirs, execution=on_cpu(), **KW)
 
 
 def _assert_bitwise_equal(a, b):
@@ -39,7 +44,8 @@ def _assert_bitwise_equal(a, b):
 
 def test_ray_equals_single_process_to_the_last_bit(bundle, dirs, single):
     stages = []
-    res = corrkit.apcr(bundle, directions=dirs, executor="ray", progress=lambda *a: stages.append(a), **KW)
+    res = corrkit.apcr(bundle, directions=dirs, execution=on_cpu(executor="ray"), progress=lambda *a: stages.append(a),
+                       **KW)
     _assert_bitwise_equal(res, single)
     ex = res.params["executor"]
     assert ex["name"] == "ray" and ex["workers"] == 2 and ex["shards"] == 15 and ex["retried_shards"] == 0
@@ -57,7 +63,7 @@ def test_killed_worker_is_replaced_and_the_result_is_still_exact(bundle, dirs, s
             ray.kill(ray.get_actor(name), no_restart=True)
             killed.append(name)
 
-    res = corrkit.apcr(bundle, directions=dirs, executor="ray", progress=kill_one, **KW)
+    res = corrkit.apcr(bundle, directions=dirs, execution=on_cpu(executor="ray"), progress=kill_one, **KW)
     assert killed
     ex = res.params["executor"]
     assert ex["replaced_workers"] >= 1 and ex["retried_shards"] >= 1, ex
@@ -77,12 +83,14 @@ def test_a_pool_serves_several_runs_and_resumes_a_local_checkpoint(bundle, dirs,
             raise _Stop
 
     with pytest.raises(_Stop):  # a local run stopped after a few shards leaves a checkpoint
-        corrkit.apcr(bundle, directions=dirs, out=tmp_path, checkpoint_seconds=0, progress=stop_midway, **KW)
+        corrkit.apcr(bundle, directions=dirs, out=tmp_path, execution=on_cpu(checkpoint_seconds=0),
+                     progress=stop_midway, **KW)
     assert (tmp_path / "checkpoint.npz").exists()
     engine = Engine(bundle, device="cpu", batch_size=16)
     with RayPool(engine, device="cpu", batch_size=16, workers=1) as pool:
-        resumed = corrkit.apcr(bundle, directions=dirs, executor=pool, engine=engine, out=tmp_path, **KW)
-        fresh = corrkit.apcr(bundle, directions=dirs[:3], executor=pool, engine=engine, **KW)
+        resumed = corrkit.apcr(bundle, directions=dirs, execution=on_cpu(), pool=pool, engine=engine, out=tmp_path,
+                               **KW)
+        fresh = corrkit.apcr(bundle, directions=dirs[:3], execution=on_cpu(), pool=pool, engine=engine, **KW)
     assert resumed.resumed_from == 192 and not (tmp_path / "checkpoint.npz").exists()
     _assert_bitwise_equal(resumed, single)
     assert fresh.params["executor"]["workers"] == 1 and fresh.apcr.shape == (3, 10)
@@ -93,8 +101,9 @@ def test_compare_runs_every_method_on_ray(tmp_path):
     from corrkit._core.bundle import from_fused
 
     b = from_fused(fx.linear_logits(tmp_path / "lin.onnx", n=6, c=3), classifier_output="logits")
-    kw = dict(samples_per_class=3, steps=2, delta=0.5, device="cpu")
-    local, on_ray = compare(b, **kw), compare(b, executor="ray", workers=2, **kw)
+    kw = dict(samples_per_class=3, steps=2, delta=0.5)
+    local = compare(b, execution=Execution(device="cpu"), **kw)
+    on_ray = compare(b, execution=Execution(device="cpu", executor="ray", workers=2), **kw)
     assert on_ray["params"]["executor"] == "ray"
     assert on_ray["methods"] == local["methods"]
 

@@ -85,3 +85,72 @@ def test_shipped_model_card_is_the_one_the_bundle_code_writes():
 
     card = json.loads((BUILTIN / "bundle.json").read_text())
     assert (BUILTIN / "MODEL_CARD.md").read_text() == model_card(card)
+
+
+def test_save_state_is_atomic_and_loads_back(tmp_path, monkeypatch):
+    from corrkit._core import io
+    from corrkit.export.weights import load_state, save_state
+
+    g = Generator()
+    save_state(g.state_dict(), tmp_path / "g.pt")
+    back = load_state(tmp_path / "g.pt")
+    assert all(torch.equal(back[k], v) for k, v in g.state_dict().items())
+
+    def full_disk(path, data):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(io, "write_bytes", full_disk)
+    with pytest.raises(OSError):
+        save_state({"w": torch.zeros(3)}, tmp_path / "g.pt")
+    assert torch.equal(load_state(tmp_path / "g.pt")["l1.weight"], g.l1.weight)  # the old file, whole
+
+
+def test_builtin_modules_load_frozen_and_match_the_bundle(bundle):
+    from corrkit.export.weights import check_generator, check_matches, load_modules
+
+    g, q = load_modules(latent_dim=bundle.latent_dim, n_classes=bundle.n_classes)
+    assert not g.training and not q.training
+    assert not any(p.requires_grad for p in [*g.parameters(), *q.parameters()])
+    assert check_generator(g, bundle) < 1e-4
+    a = np.zeros((2, 3), np.float32)
+    assert check_matches(a, a + 5e-5, "x", "fix") == pytest.approx(5e-5)
+    from corrkit.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"disagree on the x \(max \|torch - onnx\| = 0.0002 > 0.0001\); fix"):
+        check_matches(a, a + 2e-4, "x", "fix")
+    with pytest.raises(BundleError, match=r"shapes \[2, 3\] and \[3, 2\]"):
+        check_matches(a, a.T, "x", "fix")
+    with pytest.raises(BundleError, match="generator.pt does not exist; give it"):
+        load_modules("nope", hint="give it")
+
+
+def test_export_bundle_defaults_to_a_build_folder(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import corrkit.export.bundle as B
+    from corrkit.cli.main import app
+
+    seen = []
+    monkeypatch.setattr(B, "build", lambda work, out, data_dir: seen.append(out) or {"metrics": {}})
+    for args, want in (([], Path("build/bundle")), (["--out", str(tmp_path)], tmp_path)):
+        r = CliRunner().invoke(app, ["export", "bundle", *args])
+        assert r.exit_code == 0, r.output
+        assert seen.pop() == want
+
+
+def test_export_imports_neither_viz_nor_compare():
+    """export/ draws its own two pictures and uses the shared linear algebra of corrkit._core."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "export"
+    banned = ("corrkit.viz", "corrkit.methods.compare")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith(banned)]
+    assert len(list(root.rglob("*.py"))) > 10 and not found, found

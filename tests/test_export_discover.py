@@ -1,4 +1,4 @@
-"""Voynov–Babenko learned directions (export/discover.py, SPEC §8), on tiny models."""
+"""Voynov–Babenko learned directions (export/discover/, SPEC §8), on tiny models."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -18,9 +19,10 @@ from corrkit.cli.main import app  # noqa: E402
 from corrkit.methods.compare import load_directions  # noqa: E402
 from corrkit.errors import BundleError, CorrkitError  # noqa: E402
 from corrkit.export.discover import (  # noqa: E402
-    DirectionMatrix, DiscoverSettings, _initial, discover, discover_bundle, load_generator, prepare_generator, rca,
+    DirectionMatrix, DiscoverSettings, discover, discover_bundle, load_generator, prepare_generator, rca,
     reconstruction_loss, sample_batch, train_method, vb_loss,
 )
+from corrkit.export.discover.train import _initial  # noqa: E402
 
 runner = CliRunner()
 
@@ -297,7 +299,7 @@ def test_user_bundle_needs_a_torch_generator(bundle, tmp_path):
     # the paper's architecture with other weights disagrees with the bundle's ONNX generator
     torch.manual_seed(0)
     torch.save(ToyGenerator(100).state_dict(), tmp_path / "toy.pt")
-    with pytest.raises(BundleError, match="disagrees"):
+    with pytest.raises(BundleError, match="torch and ONNX disagree on the generator"):
         discover_bundle(user, tiny(), tmp_path / "out", torch_generator=f"{__name__}:ToyGenerator100",
                         generator_weights=tmp_path / "toy.pt")
 
@@ -334,7 +336,7 @@ def test_cli_calls_the_library(monkeypatch, tmp_path):
     assert seen["settings"].init_scale == 0.05
     r = runner.invoke(app, ["export", "discover", "--type", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "ortho, proj, linear" in r.output
-    # the CLI's defaults (written out so that --help needs no torch) are the library's
+    # the CLI's defaults are the library's (read from the torch-free settings module)
     seen.clear()
     r = runner.invoke(app, ["export", "discover", "--out", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
@@ -346,3 +348,17 @@ def test_cli_help_in_a_subprocess():
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "--torch-generator" in r.stdout and "--type" in r.stdout
+
+
+def test_cli_help_imports_no_torch():
+    code = textwrap.dedent("""
+        import sys
+        from corrkit.cli.main import app
+        try:
+            app(["export", "discover", "--help"])
+        except SystemExit as exc:
+            print(exc.code, "torch" in sys.modules, "corrkit.export.discover.train" in sys.modules)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--torch-generator" in r.stdout and r.stdout.split()[-3:] == ["0", "False", "False"], r.stdout

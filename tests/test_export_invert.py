@@ -14,6 +14,7 @@ from corrkit.cli.main import app  # noqa: E402
 from corrkit.errors import CorrkitError  # noqa: E402
 from corrkit.export import invert as I  # noqa: E402
 from corrkit.export.models import Generator  # noqa: E402
+from corrkit.export.weights import check_generator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +83,16 @@ def test_settings_and_weights_are_checked(bundle, tmp_path):
     with pytest.raises(CorrkitError, match="--pool"):
         I.InversionSettings(pool=-1).check()
     torch.manual_seed(0)
-    with pytest.raises(CorrkitError, match="differ"):
-        I.check_matches_bundle(Generator().eval(), bundle)
-    assert I.check_matches_bundle(I.load_generator(), bundle) < 1e-4
+    with pytest.raises(CorrkitError, match="torch and ONNX disagree on the generator"):
+        check_generator(Generator().eval(), bundle)
+    assert check_generator(I.load_generator(), bundle) < 1e-4
+    with pytest.raises(CorrkitError, match="latent size is 100, the torch generator's 7"):
+        check_generator(Generator(7).eval(), bundle)
     (tmp_path / "bad.pt").write_bytes(b"not a state dict")
-    with pytest.raises(CorrkitError, match="state_dict"):
+    with pytest.raises(CorrkitError, match="not a plain torch weights file"):
         I.load_generator(tmp_path / "bad.pt")
+    with pytest.raises(CorrkitError, match="missing.pt does not exist; pass --weights"):
+        I.load_generator(tmp_path / "missing.pt")
 
 
 def test_cli_invert_writes_codes(tmp_path):

@@ -15,6 +15,9 @@ from corrkit.errors import BundleError
 from corrkit.export.optimize import check_matches, load_modules, loss_and_grad, optimize_bundle, optimize_gradient
 from corrkit.methods.optimize import (OptimizedWeights, ProbeStream, intervention_scale, optimize, perturbation_matrix,
                               probe_basis, zo_gradient, zo_gradient_codes)
+from corrkit._core.execution import Execution
+
+CPU = Execution(device="cpu")
 
 runner = CliRunner()
 
@@ -118,7 +121,7 @@ def test_banded_probes_beat_isotropic_ones_against_autograd(bundle, torch_model)
 def test_gradient_and_zeroth_order_follow_the_same_descent(bundle, torch_model):
     kw = dict(iterations=4, batch_size=2, samples_per_class=2, classes=[5], seed=1)
     grad = optimize_gradient(bundle, model=torch_model, **kw)
-    zo = optimize(bundle, device="cpu", perturbations=100, sigma=2e-3, estimator="codes", **kw)  # P = N: exact
+    zo = optimize(bundle, execution=CPU, perturbations=100, sigma=2e-3, estimator="codes", **kw)  # P = N: exact
     w0 = np.tanh(0.5)
     moved_g, moved_z = grad.w[5] - w0, zo.w[5] - w0
     assert np.abs(moved_g).max() > 1e-3

@@ -60,7 +60,7 @@ def test_ray_from_the_checkout_equals_one_process(installed, tmp_path):
     assert summary["params"]["executor"]["name"] == "ray"
     ray_arrays = np.load(out / "apcr.npz")
     bundle = load_bundle()
-    single = corrkit.apcr(bundle, samples_per_class=8, steps=2, device="cpu",
-                          batch_size=summary["params"]["batch_size"], shard_points=summary["params"]["shard_points"])
+    single = corrkit.apcr(bundle, samples_per_class=8, steps=2, execution=corrkit.Execution(
+        device="cpu", batch_size=summary["params"]["batch_size"], shard_points=summary["params"]["shard_points"]))
     for key in ARRAYS:
         assert np.array_equal(ray_arrays[key], getattr(single, key)), key

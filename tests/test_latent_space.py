@@ -60,7 +60,9 @@ def test_tsne_keeps_blobs_apart(rng):
 def test_latent_space_on_the_builtin_bundle(bundle, rng, tmp_path):
     codes = rng.standard_normal((60, 100)).astype(np.float32)
     labels = np.arange(60) % 10
-    res = L.latent_space(codes, labels, bundle, out=tmp_path, n_prior=80, folds=3)
+    from corrkit.viz.plots import tsne_figure
+
+    res = L.latent_space(codes, labels, bundle, out=tmp_path, n_prior=80, folds=3, draw=tsne_figure)
     assert res["codes"]["n"] == 60 and res["prior"]["n"] == 80 and res["codes"]["folds"] == 3
     assert res["codes"]["accuracy"] < 0.5  # labels unrelated to the codes
     assert sum(res["prior_class_shares"]) == pytest.approx(1, abs=1e-3)

@@ -11,8 +11,12 @@ from typer.testing import CliRunner
 import corrkit
 from corrkit.cli.main import app
 from corrkit.errors import CorrkitError
-from corrkit.methods.manipulate import choose_sets, class_index, generate, lowering_signs, manipulate
+from corrkit._core.engine import generate
+from corrkit.methods.manipulate import choose_sets, class_index, lowering_signs, manipulate
 from tests import onnx_fixtures as fx
+from corrkit._core.execution import Execution
+
+CPU = Execution(device="cpu")
 
 runner = CliRunner()
 
@@ -42,7 +46,7 @@ def reference(z, dims, signs, alpha, j):
 
 def test_known_answer_on_linear_model(known_model):
     bundle, run, _ = known_model
-    res = manipulate(bundle, run=run, classes=[0], top_k=2, alpha=1.5, steps=3, device="cpu")
+    res = manipulate(bundle, run=run, classes=[0], top_k=2, alpha=1.5, steps=3, execution=CPU)
     m = res.per_class[0]
     assert sorted(m.sets["top"].tolist()) == [0, 1]
     assert sorted(m.sets["bottom"].tolist()) == [4, 5]
@@ -62,7 +66,7 @@ def test_known_answer_on_linear_model(known_model):
 
 def test_all_classes_overall_is_the_code_weighted_mean(known_model):
     bundle, run, _ = known_model
-    res = manipulate(bundle, run=run, top_k=2, alpha=1.0, device="cpu").to_json()
+    res = manipulate(bundle, run=run, top_k=2, alpha=1.0, execution=CPU).to_json()
     assert [c["index"] for c in res["per_class"]] == [0, 1, 2]
     for key in ("flip_rate", "drop"):
         for name in ("top", "bottom", "random"):
@@ -77,7 +81,7 @@ def test_cli_json_single_and_all(known_model, tmp_path):
     r = runner.invoke(app, [*args, "--class", "0"])
     assert r.exit_code == 0, r.output
     one = json.loads(r.output)
-    want = manipulate(bundle, run=run, classes=[0], top_k=2, alpha=1.5, steps=3, device="cpu")
+    want = manipulate(bundle, run=run, classes=[0], top_k=2, alpha=1.5, steps=3, execution=CPU)
     assert one["flip_rate"]["top"] == want.per_class[0].flip_rate("top") and one["class"] == "0"
     r = runner.invoke(app, [*args, "--class", "all"])
     everything = json.loads(r.output)
@@ -94,8 +98,10 @@ def test_cli_json_single_and_all(known_model, tmp_path):
 def test_pictures_on_builtin_bundle(bundle, tmp_path):
     import matplotlib.image
 
-    run = corrkit.apcr(bundle, samples_per_class=1, steps=1, device="cpu")
-    res = manipulate(bundle, run=run, classes=[1], top_k=3, steps=2, out=tmp_path, device="cpu")
+    run = corrkit.apcr(bundle, samples_per_class=1, steps=1, execution=corrkit.Execution(device="cpu"))
+    from corrkit.viz.images import image_grid
+
+    res = manipulate(bundle, run=run, classes=[1], top_k=3, steps=2, out=tmp_path, draw=image_grid, execution=CPU)
     assert len(res.images) == 1 and res.images[0].endswith(".png")
     img = matplotlib.image.imread(res.images[0])
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05  # three blocks of digits, not blank
@@ -105,3 +111,14 @@ def test_pictures_on_builtin_bundle(bundle, tmp_path):
 
     raw = TwoSessions(bundle).g.run(None, {"z": z})[0]
     np.testing.assert_allclose(generate(bundle, z), (raw[:, 0] + 1) / 2, atol=1e-6)
+    from corrkit.methods.manipulate import edit_images
+
+    m = res.per_class[0]
+    edits = edit_images(bundle, z, m.sets["top"], m.signs["top"], [0.0, 0.5])
+    assert edits.shape == (2, 2, 28, 28)
+    np.testing.assert_allclose(edits[:, 0], generate(bundle, z), atol=1e-6)  # alpha 0 is the code itself
+    moved = z.copy()
+    moved[:, m.sets["top"]] += 0.5 * m.signs["top"]
+    np.testing.assert_allclose(edits[:, 1], generate(bundle, moved), atol=1e-5)
+    res = manipulate(bundle, run=run, classes=[1], top_k=3, steps=2, out=tmp_path / "bare", execution=CPU)
+    assert res.images == [] and sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["manipulate.json"]

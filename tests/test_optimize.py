@@ -20,6 +20,9 @@ from corrkit.methods.zeroth_order import (ProbeStream, band_probes, perturbation
                                           zo_gradient_codes)
 from tests import onnx_fixtures as fx
 from tests.naive import softmax
+from corrkit._core.execution import Execution
+
+CPU = Execution(device="cpu")
 
 runner = CliRunner()
 N, C = 12, 3
@@ -234,10 +237,10 @@ def test_schedule_visits_every_code_once_per_pass():
 def test_optimize_follows_exact_gradient_descent(linear):
     bundle, w_model = linear
     kw = dict(iterations=25, batch_size=4, samples_per_class=6, perturbations=N, sigma=1e-4, seed=3, average=0.25)
-    res = optimize(bundle, device="cpu", **kw)
+    res = optimize(bundle, execution=CPU, **kw)
     # the same descent with the closed-form gradient, on the same codes, batches and xi
     s = Settings(**kw)
-    sets, _ = code_sets(bundle, s, device="cpu")
+    sets, _ = code_sets(bundle, s, execution=CPU)
     for j in range(C):
         rows = np.flatnonzero(sets.labels == j)
         sched, v, ws = Schedule(len(rows), s, j), np.full(N, 0.5), []
@@ -256,7 +259,7 @@ def test_optimize_follows_exact_gradient_descent(linear):
 
 def test_optimize_is_deterministic_and_seeded(linear):
     bundle, _ = linear
-    kw = dict(iterations=5, batch_size=4, samples_per_class=4, perturbations=4, device="cpu")
+    kw = dict(iterations=5, batch_size=4, samples_per_class=4, perturbations=4, execution=CPU)
     a, b = optimize(bundle, seed=1, **kw), optimize(bundle, seed=1, **kw)
     assert np.array_equal(a.w, b.w)
     assert not np.array_equal(a.w, optimize(bundle, seed=2, **kw).w)
@@ -264,7 +267,7 @@ def test_optimize_is_deterministic_and_seeded(linear):
 
 def test_save_load_and_agreement(linear, tmp_path):
     bundle, _ = linear
-    res = optimize(bundle, iterations=3, samples_per_class=4, perturbations=4, device="cpu")
+    res = optimize(bundle, iterations=3, samples_per_class=4, perturbations=4, execution=CPU)
     res.save(tmp_path / "w.npz")
     back = OptimizedWeights.load(tmp_path / "w.npz")
     assert np.array_equal(back.w, res.w) and np.array_equal(back.w_last, res.w_last) and back.classes == res.classes
@@ -279,7 +282,7 @@ def test_save_load_and_agreement(linear, tmp_path):
     assert ortho["mean_cosine"] == pytest.approx(0.0, abs=1e-12) and ortho["mean_overlap"] == 0.0
     moved = agreement(res.w, np.tanh(0.5) + 2 * (res.w - np.tanh(0.5)), k=3, start=np.tanh(0.5))
     assert moved["mean_cosine_of_moves"] == pytest.approx(1.0)
-    other = optimize(bundle, iterations=4, samples_per_class=4, perturbations=4, device="cpu")
+    other = optimize(bundle, iterations=4, samples_per_class=4, perturbations=4, execution=CPU)
     same = compare_with(other, tmp_path / "w.npz", k=3)
     assert same["settings_differ"] == ["iterations"] and same["against"].endswith("w.npz")
 
@@ -301,7 +304,7 @@ def test_too_few_probes_for_the_bands_is_a_one_line_error(bundle, tmp_path):
     assert not (tmp_path / "w.npz").exists()
     # isotropic probes take any count
     assert optimize(bundle, estimator="codes", perturbations=2, iterations=1, samples_per_class=1, classes=[0],
-                    device="cpu").settings["probe_basis"] == "none"
+                    execution=CPU).settings["probe_basis"] == "none"
 
 
 def test_cli_writes_weights(linear, tmp_path):

@@ -27,9 +27,9 @@ def runs(tmp_path_factory):
     apcr_dir = tmp_path_factory.mktemp("apcr")
     tiny_run(apcr_dir)
     lat = tmp_path_factory.mktemp("latents")
-    from corrkit.viz.figures import image_grid
+    from corrkit.viz.images import image_grid
 
-    image_grid(np.linspace(-1, 1, 2 * 3 * 28 * 28).reshape(2, 3, 28, 28), out=lat / "tsne.png")
+    image_grid(np.linspace(0, 1, 2 * 3 * 28 * 28).reshape(2, 3, 28, 28), out=lat / "tsne.png")
     probe = {"accuracy": 0.81, "std": 0.02, "chance": 0.1, "folds": 5, "n": 2000}
     (lat / "latents.json").write_text(json.dumps({
         "classes": list(CLASSES), "codes": probe, "prior": {**probe, "accuracy": 0.55},

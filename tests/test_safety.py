@@ -20,6 +20,7 @@ import pytest
 
 from corrkit._core import io
 from corrkit._core.bundle import builtin_path, load_bundle
+from corrkit._core.execution import Execution
 from corrkit.errors import CorrkitError
 from corrkit.methods.sequential import APCRResult, apcr
 
@@ -182,7 +183,8 @@ def test_summary_without_the_hash_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- 4. checkpoints are validated
 
-RUN = dict(samples_per_class=2, steps=1, device="cpu", batch_size=64, shard_points=64, threads=1)
+CPU = dict(device="cpu", batch_size=64, shard_points=64, threads=1)
+RUN = dict(samples_per_class=2, steps=1, execution=Execution(**CPU))
 
 
 class _Stop(Exception):
@@ -201,7 +203,7 @@ def clean_and_checkpoint(tmp_path_factory):
             raise _Stop
 
     with pytest.raises(_Stop):
-        apcr(out=cut, checkpoint_seconds=0.0, progress=stop, **RUN)
+        apcr(out=cut, progress=stop, **{**RUN, "execution": Execution(**CPU, checkpoint_seconds=0.0)})
     return clean, (cut / "checkpoint.npz").read_bytes()
 
 

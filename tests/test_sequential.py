@@ -7,10 +7,12 @@ import pytest
 
 import corrkit
 from corrkit._core.engine import Engine
+from corrkit._core.execution import Execution
 from corrkit._core.codesets import class_sets
 from tests import naive
 
 SMALL = dict(samples_per_class=2, steps=2, delta=0.75, threshold=0.5, seed=3)
+CPU = Execution(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def small_dirs():
 
 @pytest.fixture(scope="module")
 def small_run(bundle, small_dirs):
-    return corrkit.apcr(bundle, directions=small_dirs, device="cpu", **SMALL)
+    return corrkit.apcr(bundle, directions=small_dirs, execution=CPU, **SMALL)
 
 
 def test_matches_slow_reference(bundle, small_dirs, small_run):
@@ -48,13 +50,13 @@ def test_class_sets_follow_the_rule(bundle, small_run):
 
 
 def test_batch_size_does_not_change_results(bundle, small_dirs, small_run):
-    other = corrkit.apcr(bundle, directions=small_dirs, device="cpu", batch_size=5, **SMALL)
+    other = corrkit.apcr(bundle, directions=small_dirs, execution=Execution(device="cpu", batch_size=5), **SMALL)
     np.testing.assert_allclose(other.apcr, small_run.apcr, rtol=1e-5)
     np.testing.assert_allclose(other.curves, small_run.curves, rtol=1e-5, atol=1e-7)
 
 
 def test_cpu_runs_are_bitwise_reproducible(bundle, small_dirs, small_run):
-    again = corrkit.apcr(bundle, directions=small_dirs, device="cpu", **SMALL)
+    again = corrkit.apcr(bundle, directions=small_dirs, execution=CPU, **SMALL)
     for key in ("apcr", "curves", "up", "down", "latents"):
         assert np.array_equal(getattr(again, key), getattr(small_run, key)), key
 
@@ -64,12 +66,12 @@ def test_fused_model_gives_same_result(tmp_path, bundle, small_dirs, small_run):
 
     path = tmp_path / "fused.onnx"
     onnx.save(bundle.fused_model(), path)  # z -> probabilities, declared as such
-    fused = corrkit.apcr(str(path), directions=small_dirs, device="cpu", **SMALL)
+    fused = corrkit.apcr(str(path), directions=small_dirs, execution=CPU, **SMALL)
     np.testing.assert_allclose(fused.apcr, small_run.apcr, rtol=1e-6)
 
 
 def test_user_latents_replace_prior(bundle, small_run):
-    res = corrkit.apcr(bundle, latents=small_run.latents, steps=1, delta=0.5, samples_per_class=2, device="cpu",
+    res = corrkit.apcr(bundle, latents=small_run.latents, steps=1, delta=0.5, samples_per_class=2, execution=CPU,
                        directions=np.eye(100, dtype=np.float32)[:3])
     np.testing.assert_array_equal(np.sort(res.latents, axis=0), np.sort(small_run.latents, axis=0))
     assert res.apcr.shape == (3, 10)
@@ -107,6 +109,7 @@ def test_int8_mode_quantizes_convs_and_reports_fidelity(bundle, small_dirs):
     z = np.random.default_rng(0).standard_normal((64, 100)).astype(np.float32)
     p8, p32 = e.probabilities(z), Engine(bundle, device="cpu").probabilities(z)
     assert np.abs(p8 - p32).mean() < 0.05 and (p8.argmax(1) == p32.argmax(1)).mean() >= 0.8
-    r = corrkit.apcr(bundle, directions=small_dirs, device="cpu", mode="int8", samples_per_class=2, steps=1)
+    r = corrkit.apcr(bundle, directions=small_dirs, execution=Execution(device="cpu", mode="int8"),
+                     samples_per_class=2, steps=1)
     fid = r.params["fidelity"]
     assert r.params["mode"] == "int8" and 0 < fid["max_abs_delta_apcr"] < 1 and len(fid["top4_overlap"]) == 10

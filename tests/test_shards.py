@@ -8,16 +8,21 @@ import pytest
 import corrkit
 from corrkit._core import shards
 from corrkit._core.engine import Engine
+from corrkit._core.execution import Execution
 from corrkit.errors import GridError
 from corrkit._core.grid import Grid
 from corrkit.kernels import apcr as kern
 
-KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3, device="cpu", batch_size=16)
+KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3)
+
+
+def cpu(**kw) -> Execution:
+    return Execution(device="cpu", batch_size=16, **kw)
 
 
 @pytest.fixture(scope="module")
 def run(bundle, dirs):
-    return corrkit.apcr(bundle, directions=dirs, shard_points=32, **KW)
+    return corrkit.apcr(bundle, directions=dirs, execution=cpu(shard_points=32), **KW)
 
 
 def test_shard_size_is_whole_batches():
@@ -68,7 +73,7 @@ def test_fold_order_matters_so_it_is_fixed(bundle, dirs):
 
 
 def test_shard_size_is_recorded_and_moves_at_most_the_last_bits(bundle, run, dirs):
-    other = corrkit.apcr(bundle, directions=dirs, shard_points=64, **KW)
+    other = corrkit.apcr(bundle, directions=dirs, execution=cpu(shard_points=64), **KW)
     assert other.params["shard_points"] == 64 and run.params["shard_points"] == 32
     np.testing.assert_allclose(other.apcr, run.apcr, rtol=1e-12)
     np.testing.assert_allclose(other.curves, run.curves, rtol=1e-12, atol=1e-15)

@@ -33,7 +33,7 @@ def test_imports_do_not_pull_torch():
 def test_api_and_cli_run_with_torch_unavailable():
     r = _run("""
         import json, corrkit
-        res = corrkit.apcr(samples_per_class=1, steps=1, device="cpu")
+        res = corrkit.apcr(samples_per_class=1, steps=1, execution=corrkit.Execution(device="cpu"))
         print(json.dumps({"shape": list(res.apcr.shape)}))
         from corrkit.cli.main import app
         from typer.testing import CliRunner
@@ -72,7 +72,7 @@ def test_ray_flag_without_ray_says_which_extra():
         out = CliRunner().invoke(app, ["apcr", "--ray", "local", "--samples-per-class", "1", "--steps", "1"])
         print(out.exit_code, out.output.strip())
         try:
-            corrkit.apcr(samples_per_class=1, steps=1, executor="ray")
+            corrkit.apcr(samples_per_class=1, steps=1, execution=corrkit.Execution(executor="ray"))
         except MissingExtraError as exc:
             print("api:", exc)
     """)], capture_output=True, text=True)

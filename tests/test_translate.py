@@ -12,6 +12,9 @@ import corrkit
 from corrkit.cli.main import app
 from corrkit.methods.translate import translate, translation_dims
 from tests import onnx_fixtures as fx
+from corrkit._core.execution import Execution
+
+CPU = Execution(device="cpu")
 
 runner = CliRunner()
 
@@ -30,7 +33,7 @@ def test_translation_dims_by_hand():
 
 def test_success_matrix_against_numpy(known_model):
     bundle, run, _ = known_model
-    res = translate(bundle, run=run, top_k=1, alpha=4.0, steps=2, device="cpu")
+    res = translate(bundle, run=run, top_k=1, alpha=4.0, steps=2, execution=CPU)
     assert res.success.shape == (3, 3) and res.success_by_alpha.shape == (2, 3, 3)
     np.testing.assert_array_equal(np.diag(res.success), 1.0)  # convention: Z_j is already j
     assert np.isfinite(res.success).all() and ((res.success >= 0) & (res.success <= 1)).all()
@@ -60,7 +63,7 @@ def test_success_matrix_against_numpy(known_model):
 
 def test_one_pair_leaves_the_rest_open(known_model):
     bundle, run, _ = known_model
-    res = translate(bundle, run=run, pairs=[(2, 0)], top_k=2, device="cpu")
+    res = translate(bundle, run=run, pairs=[(2, 0)], top_k=2, execution=CPU)
     assert res.pairs == [(2, 0)] and np.isnan(res.success[0, 1]) and np.isfinite(res.success[2, 0])
     assert res.to_json()["success"][0][1] is None
 
@@ -71,7 +74,7 @@ def test_cli(known_model):
     r = runner.invoke(app, [*base, "--top-k", "1", "--alpha", "4", "--steps", "2", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    want = translate(bundle, run=run, top_k=1, alpha=4.0, steps=2, device="cpu")
+    want = translate(bundle, run=run, top_k=1, alpha=4.0, steps=2, execution=CPU)
     assert out["success"] == want.success.tolist() and out["alpha"] == 4.0
     r = runner.invoke(app, [*base, "--source", "0"])
     assert r.exit_code == 1 and "--source and --target" in r.output
@@ -80,9 +83,11 @@ def test_cli(known_model):
 
 
 def test_pictures_on_builtin_bundle(bundle, tmp_path):
-    run = corrkit.apcr(bundle, samples_per_class=1, steps=1, device="cpu")
-    res = translate(bundle, run=run, pairs=[(7, 9)], top_k=3, steps=2, out=tmp_path, device="cpu")
+    from corrkit.viz.images import image_grid
+
+    run = corrkit.apcr(bundle, samples_per_class=1, steps=1, execution=corrkit.Execution(device="cpu"))
+    res = translate(bundle, run=run, pairs=[(7, 9)], top_k=3, steps=2, out=tmp_path, draw=image_grid, execution=CPU)
     assert len(res.images) == 1 and "sneaker_to_ankle-boot" in res.images[0]
-    res = translate(bundle, run=run, top_k=3, steps=2, out=tmp_path, device="cpu")
+    res = translate(bundle, run=run, top_k=3, steps=2, out=tmp_path, draw=image_grid, execution=CPU)
     assert res.images[-1].endswith("translate_easiest.png")
     assert json.loads((tmp_path / "translate.json").read_text())["alpha"] == res.alpha

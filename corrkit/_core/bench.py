@@ -7,12 +7,12 @@ are comparable even on a noisy machine.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from corrkit._core.bundle import Bundle, load_bundle
+from corrkit._core.bundle import Bundle, as_bundle
+from corrkit._core.timing import timed
 
 
 @dataclass
@@ -20,21 +20,6 @@ class Row:
     path: str
     points_per_second: float
     note: str = ""
-
-
-def timed(fn, points: int, repeats: int = 3, min_seconds: float = 1.0) -> float:
-    """Best-of-``repeats`` points per second of ``fn`` (each repeat runs at least ``min_seconds``)."""
-    fn()  # warm-up
-    best = 0.0
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn(); n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_seconds:
-                break
-        best = max(best, n * points / dt)
-    return best
 
 
 def raw_session(bundle: Bundle, batch: int, threads: int | None = None):
@@ -67,19 +52,19 @@ def engine_call(bundle: Bundle, batch: int, **engine_kw):
 def corrkit_end_to_end(bundle: Bundle, mode: str = "fp32", device: str = "cpu", codes_per_class: int = 2,
                        steps: int = 2) -> float:
     """Points per second of a whole ``corrkit.apcr`` run (sampling, grid, inference, reductions)."""
+    from corrkit._core.execution import Execution
     from corrkit.methods.sequential import apcr
 
-    kw = {"mode": mode} if mode != "fp32" else {}
-    apcr(bundle, samples_per_class=1, steps=1, device=device, directions=np.eye(bundle.latent_dim)[:2], **kw)
-    r = apcr(bundle, samples_per_class=codes_per_class, steps=steps, device=device, **kw)
+    run = Execution(device=device, mode=mode)
+    apcr(bundle, samples_per_class=1, steps=1, directions=np.eye(bundle.latent_dim)[:2], execution=run)
+    r = apcr(bundle, samples_per_class=codes_per_class, steps=steps, execution=run)
     return r.points / r.seconds
 
 
 def compare(bundle: Bundle | str | None = None, batch: int = 256, device: str = "cpu", torch_rows: bool = True,
             quick: bool = False) -> list[Row]:
     """Every available path on the same bundle; PyTorch rows need torch and the bundle's torch weights."""
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    bundle = as_bundle(bundle)
     secs = 0.3 if quick else 1.0
     rows = []
     if bundle.generator is not None:
@@ -90,7 +75,7 @@ def compare(bundle: Bundle | str | None = None, batch: int = 256, device: str = 
     rows.append(Row("corrkit apcr end-to-end fp32", corrkit_end_to_end(bundle, device=device,
                                                                        codes_per_class=1 if quick else 2)))
     if torch_rows:
-        try:
+        try:  # here, not at the top: the PyTorch rows are optional (extra `train`)
             from corrkit.export.bench_torch import torch_rows as _torch_rows
         except ImportError:
             rows.append(Row("PyTorch rows", float("nan"), "torch not installed (pip install 'corrkit[train]')"))

@@ -30,8 +30,35 @@ def builtin_path() -> Path:
     return BUILTIN
 
 
+def external_files(path: Path) -> list[Path]:
+    """The external-data files an ``.onnx`` file's tensors live in (``torch.onnx.export``'s ``.onnx.data``)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    names = {e.value for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL
+             for e in t.external_data if e.key == "location"}
+    return [Path(path).parent / n for n in sorted(names)]
+
+
+def _all_tensors(model):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
+
+
 def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of an ``.onnx`` file, and of its external-data files when it has any (then over both)."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    extra = external_files(path) if str(path).endswith(".onnx") else []
+    if not extra:
+        return h.hexdigest()
+    for f in extra:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def load_onnx(path: str | os.PathLike, role: str = "model"):
@@ -100,6 +127,13 @@ def compose(generator, classifier, gen_range, cls_range, classifier_output: str)
     """One ONNX graph z -> probabilities from a generator and a classifier ModelProto."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from corrkit._core.conventions import fixed_batch
+
+    fixed = {b for b in (fixed_batch(generator), fixed_batch(classifier)) if b is not None}
+    if len(fixed) > 1:
+        raise BundleError(f"the generator and the classifier were exported with different fixed batch sizes "
+                          f"{sorted(fixed)}; export them with dynamic_axes={{input: {{0: 'batch'}}}} or one size")
+    batch = fixed.pop() if fixed else "batch"
     (g, q), opset, onnx = _align([generator, classifier])
     g = onnx.compose.add_prefix(g, "g/")
     q = onnx.compose.add_prefix(q, "q/")
@@ -123,8 +157,8 @@ def compose(generator, classifier, gen_range, cls_range, classifier_output: str)
         nodes.append(helper.make_node("Softmax", [q_out], ["probs"], axis=-1))
     else:
         nodes.append(helper.make_node("Identity", [q_out], ["probs"]))
-    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", _dims(classifier.graph.output[0])[1]])
-    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", _dims(generator.graph.input[0])[1]])
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, _dims(classifier.graph.output[0])[1]])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, _dims(generator.graph.input[0])[1]])
     nodes = [_rename_input(n, g.graph.input[0].name, "z") for n in nodes]
     graph = helper.make_graph(nodes, "corrkit_fused", [z], [out], initializer=inits,
                               value_info=list(g.graph.value_info) + list(q.graph.value_info))
@@ -158,9 +192,10 @@ def wrap_fused(model, classifier_output: str):
     kw = {"axis": -1} if op == "Softmax" else {}
     nodes.append(helper.make_node(op, [old_out], ["probs"], **kw))
     n = _dims(g.input[0])[1]
+    batch = _dims(g.input[0])[0] if isinstance(_dims(g.input[0])[0], int) else "batch"
     graph = helper.make_graph(
-        nodes, "corrkit_fused", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", _dims(g.output[0])[1]])],
+        nodes, "corrkit_fused", [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, n])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, _dims(g.output[0])[1]])],
         initializer=list(g.initializer), value_info=list(g.value_info),
     )
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
@@ -185,18 +220,40 @@ class Bundle:
     image_shape: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict)
 
+    forms: dict = field(default_factory=dict)  # role -> "symbolic" | "freed" | "fixed" batch (conventions)
+
+    def _runnable(self, path: Path, role: str):
+        """``path`` loaded, with its batch dimension made symbolic where that is exact (:mod:`conventions`)."""
+        from corrkit._core.conventions import free_batch
+
+        model, how = free_batch(load_onnx(path, role))
+        self.forms[role] = how
+        return model
+
     def fused_model(self):
-        """ONNX ModelProto mapping ``z [B, N]`` to probabilities ``[B, C]``."""
+        """ONNX ModelProto mapping ``z [B, N]`` to probabilities ``[B, C]``.
+
+        Its batch dimension is symbolic, or fixed when a part's could not be freed
+        (the engine then feeds chunks of that size).
+        """
         if self.fused is not None:
-            return wrap_fused(load_onnx(self.fused, "model"), self.classifier_output)
-        g = load_onnx(self.generator, "generator")
-        q = load_onnx(self.classifier, "classifier")
+            return wrap_fused(self._runnable(self.fused, "model"), self.classifier_output)
+        g = self._runnable(self.generator, "generator")
+        q = self._runnable(self.classifier, "classifier")
         return compose(g, q, self.generator_output_range, self.classifier_input_range, self.classifier_output)
 
     def generator_model(self):
+        """The generator as loaded from its file (SeFa reads its weights)."""
         if self.generator is None:
             raise BundleError("this is a fused model with no separate generator; pass a bundle folder or G.onnx")
         return load_onnx(self.generator, "generator")
+
+    def runnable_generator(self):
+        """The generator ready to run on any batch (or, when fixed, on chunks of its batch size)."""
+        if self.generator is None:
+            raise BundleError("pictures need the generator; a fused model has none: give the generator and "
+                              "classifier as a bundle (`corrkit bundle create`)")
+        return self._runnable(self.generator, "generator")
 
     def hashes(self) -> dict[str, str]:
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
@@ -344,8 +401,8 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
     }
 
     def fill(tmp: Path) -> None:
-        shutil.copyfile(b.generator, tmp / "generator.onnx")
-        shutil.copyfile(b.classifier, tmp / "classifier.onnx")
+        _copy_model(b.generator, tmp / "generator.onnx")
+        _copy_model(b.classifier, tmp / "classifier.onnx")
         (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
 
     try:
@@ -353,6 +410,18 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
     except OSError as exc:
         raise BundleError(f"could not write the bundle to {out} ({exc.strerror or exc})") from None
     return load_bundle(out)
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    """Copy an ``.onnx`` file; one with external data is saved again with its data in ``<dst>.data``."""
+    if not external_files(src):
+        shutil.copyfile(src, dst)
+        return
+    import onnx
+
+    model = onnx.load(str(src))
+    onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=dst.name + ".data", size_threshold=1024)
 
 
 def _check_bundle_target(out: Path, force: bool) -> None:

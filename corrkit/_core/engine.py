@@ -135,12 +135,32 @@ class Engine:
         self.provider = self.session.get_providers()[0]
         self.model = model
         self.batch_size = int(batch_size or default_batch_size(model, self.device, memory_budget_mb))
+        from corrkit._core.conventions import fixed_batch
+
+        # A graph whose batch could not be freed runs on chunks of its own size (conventions.run_in_chunks).
+        self.fixed_batch = fixed_batch(model)
         self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)
+        if self.fixed_batch is not None:
+            self.io_binding = False
         self.check_probabilities = check_probabilities
         self.n_classes: int | None = None
         self._out: np.ndarray | None = None
 
     def _run(self, z: np.ndarray) -> np.ndarray:
+        try:
+            return self._run_session(z)
+        except Exception as exc:  # onnxruntime's own errors (a Reshape that cannot hold the batch ...)
+            if isinstance(exc, (BundleError, ModelOutputError)) or type(exc).__module__.split(".")[0] != "onnxruntime":
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"onnxruntime failed while running the model on a batch of {len(z)}: "
+                              f"{first[:400]}") from None
+
+    def _run_session(self, z: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is not None:
+            from corrkit._core.conventions import run_in_chunks
+
+            return run_in_chunks(self.session, "z", z, self.fixed_batch)
         if not self.io_binding:
             return self.session.run(["probs"], {"z": z})[0]
         b = self.session.io_binding()
@@ -201,19 +221,21 @@ def generate(bundle, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """
     import onnxruntime as ort
 
-    if bundle.generator is None:
-        from corrkit.errors import BundleError
+    from corrkit._core.conventions import fixed_batch, run_in_chunks
 
-        raise BundleError("pictures need the generator; a fused model has none: give the generator and "
-                          "classifier as a bundle (`corrkit bundle create`)")
+    model = bundle.runnable_generator()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = cpu_count()
-    session = ort.InferenceSession(bundle.generator_model().SerializeToString(), so,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     z = np.ascontiguousarray(z, dtype=np.float32)
-    images = np.concatenate([session.run(None, {name: z[s:s + batch_size]})[0] for s in range(0, len(z), batch_size)])
+    b0 = fixed_batch(model)
+    if b0 is not None:
+        images = run_in_chunks(session, name, z, b0)
+    else:
+        images = np.concatenate([session.run(None, {name: z[s:s + batch_size]})[0]
+                                 for s in range(0, len(z), batch_size)])
     lo, hi = map(float, bundle.generator_output_range)
     images = np.clip((images.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
     if images.ndim == 4:  # [B, C, H, W]

@@ -53,11 +53,22 @@ class Grid:
         return f"direction {i}, step {k} (code {code})"
 
 
+MAX_STEPS = 10_000  # 2m+1 = 20,001 points per code and direction: far past any useful walk
+
+
 def check_steps(steps: int, delta: float) -> None:
-    if int(steps) != steps or steps < 1:
-        raise GridError(f"--steps must be a whole number >= 1 (got {steps}): the grid needs at least k = -1, +1")
+    if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= MAX_STEPS:
+        raise GridError(f"--steps must be a whole number from 1 to {MAX_STEPS:,} (got {steps}): the grid needs at "
+                        "least k = -1, +1")
     if not np.isfinite(delta) or delta <= 0:
         raise GridError(f"--delta must be a positive number (got {delta})")
+
+
+def check_seed(seed: int) -> int:
+    """A seed for ``numpy.random.default_rng``: a whole number >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise GridError(f"--seed must be a whole number >= 0 (got {seed!r})")
+    return int(seed)
 
 
 def axis_directions(n: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Each direction matrix (coordinate axes, a seeded random orthogonal set, SeFa,
 Voynov-Babenko, optimisation ``w*`` ...) goes through the same sequential
-intervention on the same code sets, and is summarised the same way.
+intervention on the same code sets, and is summarised the same way. The
+comparison's figures are drawn from what it writes, by
+:func:`corrkit.viz.figures.compare_figures`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from corrkit._core import io
-from corrkit._core.bundle import Bundle, load_bundle
-from corrkit._core.engine import Engine
+from corrkit._core.bundle import Bundle, as_bundle
+from corrkit._core.defaults import COMPARE_SAMPLES_PER_CLASS, DELTA, SEED, STEPS
+from corrkit._core.execution import Execution
+from corrkit._core.grid import check_directions, check_seed, load_array
+from corrkit._core.linalg import random_orthogonal
 from corrkit.errors import GridError
-from corrkit._core.grid import check_directions, load_array
 from corrkit.methods.sequential import APCRResult, apcr
 
 
@@ -31,12 +35,6 @@ def check_method_name(name: str) -> str:
         raise GridError(f"method name {name!r} must be 1-64 letters, digits or _ . + - (it names a folder "
                         "under --out), with no path separators")
     return name
-
-
-def random_orthogonal(n: int, seed: int = 0) -> np.ndarray:
-    """``[n, n]`` float32 random orthogonal rows (QR of a seeded Gaussian, signs fixed by R's diagonal)."""
-    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    return (q * np.sign(np.diag(r))).T.astype(np.float32)
 
 
 def selectivity(apcr_k: np.ndarray) -> np.ndarray:
@@ -71,20 +69,21 @@ def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
 
 
 def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndarray] | None = None, *,
-            with_sefa: bool = True, sefa_top: int = 10, samples_per_class: int = 16, steps: int = 3,
-            delta: float = 1.0, seed: int = 0, device: str = "auto", out: str | Path | None = None,
-            progress=None, executor: str = "local", ray_address: str | None = None,
-            workers: int | None = None) -> dict:
+            with_sefa: bool = True, sefa_top: int = 10, samples_per_class: int = COMPARE_SAMPLES_PER_CLASS,
+            steps: int = STEPS, delta: float = DELTA, seed: int = SEED, out: str | Path | None = None,
+            progress=None, execution: Execution | None = None) -> dict:
     """Score every direction set with the same APCR machinery; returns a JSON-ready dict.
 
     ``coordinate`` (axes) and ``random`` (seeded orthogonal) are always included;
     ``sefa`` is added from the generator when ``with_sefa`` and the bundle has one,
     and reported for all directions and for its top ``sefa_top``. With
-    ``executor="ray"`` one pool of warm Ray workers serves every method
-    (see :func:`corrkit.methods.sequential.apcr`).
+    ``execution.executor == "ray"`` one pool of warm Ray workers serves every method
+    (see :func:`corrkit.methods.sequential.apcr`). With ``out``: ``compare.json`` and
+    one ``corrkit apcr`` run folder per direction set, ``out/<method>``.
     """
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    ex = execution or Execution()
+    check_seed(seed)
+    bundle = as_bundle(bundle)
     n = bundle.latent_dim
     sets: dict[str, tuple[np.ndarray, dict]] = {
         "coordinate": (np.eye(n, dtype=np.float32), {}),
@@ -102,22 +101,16 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
             raise GridError(f"method name {name!r} is taken; pick another")
         arr, extra = load_directions(src) if isinstance(src, (str, Path)) else (np.asarray(src), {})
         sets[name] = (check_directions(arr, n), extra)
-    if executor not in ("local", "ray"):
-        raise GridError(f"executor must be 'local' or 'ray', not {executor!r}")
-    if executor == "ray":
-        from corrkit._core.distributed import RayPool, import_ray
-
-        import_ray()
-    engine = Engine(bundle, device="cpu" if executor == "ray" and device == "cuda" else device)
-    pool = RayPool(engine, address=ray_address, device=device, workers=workers) if executor == "ray" else None
-    report, results, table = progress or (lambda *a: None), {}, {}
+    ex.require_extras()
+    engine = ex.engine(bundle)
+    pool = ex.pool(engine)
+    report, table = progress or (lambda *a: None), {}
     t0 = time.perf_counter()
     try:
         for name, (d, extra) in sets.items():
             r = apcr(bundle, directions=d, steps=steps, delta=delta, samples_per_class=samples_per_class, seed=seed,
-                     engine=engine, executor=pool or "local", out=Path(out) / name if out is not None else None,
+                     execution=ex, engine=engine, pool=pool, out=Path(out) / name if out is not None else None,
                      progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
-            results[name] = r
             table[name] = {**summarize(r), **extra}
             if name == "sefa" and sefa_top < len(d):
                 table[f"sefa_top{sefa_top}"] = summarize(r, slice(0, sefa_top))
@@ -126,26 +119,8 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
             pool.close()
     summary = {"classes": list(bundle.classes), "methods": table,
                "params": {"samples_per_class": samples_per_class, "steps": steps, "delta": delta, "seed": seed,
-                          "executor": executor},
+                          "executor": ex.executor},
                "seconds": round(time.perf_counter() - t0, 2)}
     if out is not None:
-        _write(out, summary, bundle, results)
+        io.write_json(Path(out) / "compare.json", summary)
     return summary
-
-
-def _write(out, summary: dict, bundle: Bundle, results: dict[str, APCRResult]) -> None:
-    out = Path(out)
-    io.write_json(out / "compare.json", summary)
-    from corrkit.errors import MissingExtraError
-
-    try:
-        from corrkit.viz import figures
-    except ImportError:
-        return
-    try:
-        strongest = {k: v["strongest_apcr"] for k, v in summary["methods"].items()}
-        figures.method_comparison(strongest, summary["classes"], out=out / "compare.png")
-        for name, r in results.items():
-            figures.traversal_overview(bundle, r, out=out / f"traversal_{name}.png")
-    except (ImportError, MissingExtraError):  # matplotlib is the `figures` extra
-        pass

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from corrkit._core.defaults import TOP_K
+from corrkit._core.linalg import overlap
 from corrkit.errors import CorrkitError
 
 # Li et al. (ICPR 2020), Table 1: Fashion-MNIST, k = 10, classes in the dataset's order.
 PAPER_TABLE1 = (0.7, 0.9, 0.7, 0.8, 0.4, 1.0, 0.7, 0.9, 0.7, 0.7)
 PAPER_TABLE1_MEAN = 0.75
+PAPER_TABLE1_K = 10
 
 
 def intersection_ratio(seq: np.ndarray, opt: np.ndarray) -> np.ndarray:
@@ -35,8 +38,7 @@ def intersection_ratio(seq: np.ndarray, opt: np.ndarray) -> np.ndarray:
     if seq.shape != opt.shape or seq.ndim != 2 or seq.shape[1] == 0:
         raise CorrkitError(f"controlling sets must both be [C, k] with k >= 1 (got {list(seq.shape)} and "
                            f"{list(opt.shape)})")
-    k = seq.shape[1]
-    return np.array([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(seq, opt)], dtype=np.float64)
+    return overlap(seq, opt)
 
 
 @dataclass
@@ -86,7 +88,7 @@ def default_weights_path(run) -> Path:
     return (where if where.is_dir() else where.parent) / WEIGHTS_FILE
 
 
-def control(run=None, weights=None, top_k: int = 10, progress=None) -> ControlResult:
+def control(run=None, weights=None, top_k: int = TOP_K, progress=None) -> ControlResult:
     """Compare ``C_j^seq`` of an APCR run with ``C_j^opt`` of optimised weights (SPEC §4).
 
     Parameters
@@ -97,6 +99,7 @@ def control(run=None, weights=None, top_k: int = 10, progress=None) -> ControlRe
     weights : OptimizedWeights, path or None
         ``None``: ``optimized_weights.npz`` of the run's bundle.
     """
+    from corrkit._core.grid import is_axes
     from corrkit.methods.optimize import OptimizedWeights
     from corrkit.methods.sequential import APCRResult, apcr
 
@@ -111,9 +114,9 @@ def control(run=None, weights=None, top_k: int = 10, progress=None) -> ControlRe
             raise CorrkitError(f"no optimised weights at {path}; make them with `corrkit export optimize` or "
                                "`corrkit optimize --out w.npz`, or pass --weights")
         weights = OptimizedWeights.load(path)
-    k_dirs, c = run.apcr.shape
+    c = run.apcr.shape[1]
     n = run.latents.shape[1]
-    if k_dirs != n or not np.array_equal(run.directions, np.eye(n, dtype=run.directions.dtype)):
+    if not is_axes(run.directions, n):
         raise CorrkitError("the APCR run did not use the latent axes as directions; the intersection ratio "
                            "compares latent dims, so run `corrkit apcr` without --directions")
     if weights.w.shape != (c, n):
@@ -121,22 +124,6 @@ def control(run=None, weights=None, top_k: int = 10, progress=None) -> ControlRe
     if not 1 <= top_k <= n:
         raise CorrkitError(f"--top-k must be between 1 and {n} (got {top_k})")
     seq, opt = run.controlling_set(top_k), weights.controlling_set(top_k)
-    paper = PAPER_TABLE1 if (c == len(PAPER_TABLE1) and top_k == 10) else None
+    paper = PAPER_TABLE1 if (c == len(PAPER_TABLE1) and top_k == PAPER_TABLE1_K) else None
     return ControlResult(seq=seq, opt=opt, ratio=intersection_ratio(seq, opt), classes=list(run.classes), k=top_k,
                          paper=paper, weights_path=str(path))
-
-
-def control_table(result: ControlResult) -> None:
-    """Print the paper's Table 1 layout: classes as columns, ours and the paper's rows."""
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"Intersection ratio |C_seq ∩ C_opt| / k, k = {result.k}")
-    t.add_column("")
-    for name in result.classes:
-        t.add_column(name, justify="right")
-    t.add_column("mean", justify="right")
-    t.add_row("corrkit", *[f"{r:.1f}" if result.k == 10 else f"{r:.2f}" for r in result.ratio], f"{result.mean:.2f}")
-    if result.paper is not None:
-        t.add_row("Li et al. Table 1", *[f"{r:.1f}" for r in result.paper], f"{PAPER_TABLE1_MEAN:.2f}")
-    Console().print(t)

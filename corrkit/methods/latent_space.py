@@ -8,7 +8,8 @@ the latent space (``corrkit export invert``) or prior samples labelled by the
 bundle's classifier (``argmax S(z)``); the second is the baseline of what the
 generator itself does with its latent space.
 
-scikit-learn (extra ``figures``) is imported inside the functions.
+scikit-learn (extra ``figures``) is imported inside the functions. The map is
+drawn by :func:`corrkit.viz.plots.tsne_figure`, which ``corrkit latents`` hands in.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from corrkit._core import io
+from corrkit._core.defaults import SEED
 from corrkit.errors import CorrkitError, MissingExtraError
 
 FOLDS = 5
@@ -45,7 +47,7 @@ def check_codes(codes, labels) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.float64), labels.astype(np.int64)
 
 
-def probe_accuracy(codes, labels, *, folds: int = FOLDS, seed: int = 0) -> dict:
+def probe_accuracy(codes, labels, *, folds: int = FOLDS, seed: int = SEED) -> dict:
     """Cross-validated accuracy of a linear probe predicting the class from the code.
 
     Parameters
@@ -81,7 +83,7 @@ def probe_accuracy(codes, labels, *, folds: int = FOLDS, seed: int = 0) -> dict:
             "chance": float(counts.max() / counts.sum()), "n": int(len(labels))}
 
 
-def tsne(codes, *, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+def tsne(codes, *, seed: int = SEED, perplexity: float = 30.0) -> np.ndarray:
     """2-d t-SNE embedding of codes ``[M, N]`` (PCA initialisation, seeded): float ``[M, 2]``."""
     _sklearn()
     from sklearn.manifold import TSNE
@@ -91,7 +93,7 @@ def tsne(codes, *, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
 
 
-def prior_codes(bundle, n: int, *, seed: int = 0, engine=None) -> tuple[np.ndarray, np.ndarray]:
+def prior_codes(bundle, n: int, *, seed: int = SEED, engine=None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` prior samples ``z ~ N(0, I)`` (seeded) and their classifier classes ``argmax S(z)``."""
     from corrkit._core.engine import Engine
 
@@ -100,26 +102,9 @@ def prior_codes(bundle, n: int, *, seed: int = 0, engine=None) -> tuple[np.ndarr
     return z, engine.probabilities(z).argmax(1).astype(np.int64)
 
 
-def tsne_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]], classes, out=None) -> bytes:
-    """One t-SNE scatter per panel ``{title: (embedding [M, 2], labels [M])}``, coloured by class."""
-    from corrkit.viz.figures import _class_colors, _figure, _finish
-
-    fig = _figure(5.2 * len(panels) + 1.8, 5.2)
-    axs = fig.subplots(1, len(panels), squeeze=False)[0]
-    colors = _class_colors(len(classes))
-    for ax, (title, (emb, labels)) in zip(axs, panels.items()):
-        for j, name in enumerate(classes):
-            pts = emb[labels == j]
-            ax.scatter(pts[:, 0], pts[:, 1], s=5, color=colors[j], label=name, alpha=0.8, lw=0)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([]); ax.set_yticks([])
-    axs[-1].legend(markerscale=3, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return _finish(fig, out)
-
-
 def latent_space(codes, labels, bundle=None, *, out: str | Path | None = None, n_prior: int | None = None,
-                 seed: int = 0, folds: int = FOLDS, classes=None, what: str = "codes of real images",
-                 progress=None) -> dict:
+                 seed: int = SEED, folds: int = FOLDS, classes=None, what: str = "codes of real images",
+                 draw=None, progress=None) -> dict:
     """t-SNE map and linear-probe accuracy of labelled codes and of classifier-labelled prior samples.
 
     Parameters
@@ -129,11 +114,15 @@ def latent_space(codes, labels, bundle=None, *, out: str | Path | None = None, n
     bundle : Bundle, path or None
         Its classifier labels the prior samples (``None``: the built-in bundle).
     out : folder, optional
-        Receives ``tsne.png`` and ``latents.json``.
+        Receives ``latents.json`` and, with ``draw``, ``tsne.png``.
     n_prior : int, optional
         Prior samples (default: as many as codes); 0 skips them.
     what : str
         What the codes are, for the figure.
+    draw : callable, optional
+        ``draw(panels, classes, out=path)`` draws the t-SNE maps
+        (:func:`corrkit.viz.plots.tsne_figure`, what ``corrkit latents`` passes); the
+        maps are only computed when they are drawn.
 
     Returns
     -------
@@ -142,13 +131,12 @@ def latent_space(codes, labels, bundle=None, *, out: str | Path | None = None, n
         probe on shuffled labels (``codes_shuffled_labels``, a control that must
         stay near chance), the class shares of the prior samples, and seconds.
     """
-    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import as_bundle
 
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
     codes, labels = check_codes(codes, labels)
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    bundle = as_bundle(bundle)
     if codes.shape[1] != bundle.latent_dim:
         raise CorrkitError(f"codes have {codes.shape[1]} dims, the bundle's latent space has {bundle.latent_dim}")
     classes = list(classes or bundle.classes)
@@ -161,22 +149,25 @@ def latent_space(codes, labels, bundle=None, *, out: str | Path | None = None, n
     result["codes"] = probe_accuracy(codes, labels, folds=folds, seed=seed)
     shuffled = np.random.default_rng(seed).permutation(labels)
     result["codes_shuffled_labels"] = probe_accuracy(codes, shuffled, folds=folds, seed=seed)
+    drawn = out is not None and draw is not None
     panels = {}
     report("t-SNE", 1, 4)
-    panels[f"{what}, by label (linear probe {result['codes']['accuracy']:.2f})"] = (tsne(codes, seed=seed), labels)
+    if drawn:
+        panels[f"{what}, by label (linear probe {result['codes']['accuracy']:.2f})"] = (tsne(codes, seed=seed),
+                                                                                         labels)
     if n_prior > 0:
         z, y = prior_codes(bundle, n_prior, seed=seed)
         result["prior"] = probe_accuracy(z, y, folds=folds, seed=seed)
         result["prior_class_shares"] = (np.bincount(y, minlength=len(classes)) / len(y)).round(4).tolist()
         report("t-SNE", 2, 4)
-        panels[f"prior samples, by classifier class (linear probe {result['prior']['accuracy']:.2f})"] = (
-            tsne(z, seed=seed), y)
+        if drawn:
+            panels[f"prior samples, by classifier class (linear probe {result['prior']['accuracy']:.2f})"] = (
+                tsne(z, seed=seed), y)
     report("figure", 3, 4)
-    png = tsne_figure(panels, classes)
+    if drawn:
+        draw(panels, classes, out=Path(out) / "tsne.png")
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if out is not None:
-        out = Path(out)
-        io.write_bytes(out / "tsne.png", png)
-        io.write_json(out / "latents.json", result)
+        io.write_json(Path(out) / "latents.json", result)
     report("figure", 4, 4)
     return result

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit.errors import CorrkitError, MissingExtraError
+from corrkit._core.defaults import SEED, TOP_K
+from corrkit._core.execution import Execution
+from corrkit.errors import CorrkitError
 
 SETS = ("top", "bottom", "random")
 
@@ -40,7 +42,7 @@ def lowering_signs(up: np.ndarray, down: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(up) <= np.asarray(down), 1, -1).astype(np.int8)
 
 
-def choose_sets(apcr: np.ndarray, j: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
+def choose_sets(apcr: np.ndarray, j: int, k: int, seed: int = SEED) -> dict[str, np.ndarray]:
     """Top-``k``, bottom-``k`` (lowest APCR) and random-``k`` dims of class ``j``, each int64 ``[k]``."""
     from corrkit.kernels.ranking import rank
 
@@ -58,6 +60,24 @@ def shifted(z: np.ndarray, dims: np.ndarray, signs: np.ndarray, alphas: np.ndarr
     step = np.zeros(z.shape[1], np.float32)
     step[dims] = signs
     return (z[None] + np.asarray(alphas, np.float32)[:, None, None] * step[None, None]).astype(np.float32)
+
+
+def edit_images(bundle, z: np.ndarray, dims: np.ndarray, signs: np.ndarray, alphas) -> np.ndarray:
+    """Generator images of codes ``z [R, N]`` after :func:`shifted` at every alpha, rows = codes.
+
+    Returns float32 ``[R, A, H, W]`` (grey) or ``[R, A, H, W, C]`` (colour) in [0, 1]
+    (:func:`corrkit._core.engine.generate`).
+    """
+    from corrkit._core.engine import generate
+
+    pts = shifted(z, dims, signs, alphas)  # [A, R, N]
+    images = generate(bundle, pts.transpose(1, 0, 2).reshape(-1, z.shape[1]))
+    return images.reshape(len(z), len(pts), *images.shape[1:])
+
+
+def alpha_labels(alphas) -> list[str]:
+    """Column labels of an edit picture: ``α=0``, ``α=0.05`` ..."""
+    return [f"α={a:.3g}" for a in alphas]
 
 
 @dataclass
@@ -125,9 +145,11 @@ def load_run(run, bundle, progress=None):
 
     if run is None:
         return apcr(bundle, progress=progress)
+    from corrkit._core.grid import is_axes
+
     run = run if isinstance(run, APCRResult) else APCRResult.load(run)
     n = run.latents.shape[1]
-    if run.apcr.shape[0] != n or not np.array_equal(run.directions, np.eye(n, dtype=run.directions.dtype)):
+    if not is_axes(run.directions, n):
         raise CorrkitError("the APCR run did not use the latent axes as directions; run `corrkit apcr` without "
                            "--directions")
     if bundle is not None and (run.apcr.shape[1] != bundle.n_classes or n != bundle.latent_dim):
@@ -140,9 +162,9 @@ def load_run(run, bundle, progress=None):
     return run
 
 
-def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k: int = 10, alpha: float = 0.2,
-               steps: int = 4, seed: int = 0, out: str | Path | None = None, image_rows: int = 4,
-               device: str = "auto", engine=None, progress=None) -> ManipulationResult:
+def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k: int = TOP_K, alpha: float = 0.2,
+               steps: int = 4, seed: int = SEED, out: str | Path | None = None, image_rows: int = 4,
+               draw=None, execution: Execution | None = None, engine=None, progress=None) -> ManipulationResult:
     """Lower ``S_j`` through the top-, bottom- and random-``k`` sets of an APCR run (SPEC §5).
 
     Parameters
@@ -160,21 +182,23 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
     seed : int
         Seed of the random sets.
     out : path, optional
-        Folder for ``manipulate.json`` and one PNG grid per class (rows = codes,
-        columns = alpha steps, one block per set).
+        Folder for ``manipulate.json`` and, with ``draw``, one PNG grid per class
+        (rows = ``image_rows`` codes per set, columns = alpha steps from 0).
+    draw : callable, optional
+        The image grid, :func:`corrkit.viz.images.image_grid` (what ``corrkit
+        manipulate`` passes); methods do not import the drawing layer. Without it
+        no PNG is written.
 
     Returns
     -------
     ManipulationResult
     """
-    from corrkit._core.bundle import Bundle, load_bundle
-    from corrkit._core.engine import Engine
+    from corrkit._core.bundle import as_bundle
 
     if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
         raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
-    engine = engine or Engine(bundle, device=device)
+    bundle = as_bundle(bundle)
+    engine = engine or (execution or Execution()).engine(bundle)
     run = load_run(run, bundle, progress)
     signs = lowering_signs(run.up, run.down)
     alphas = alpha * np.arange(1, steps + 1, dtype=np.float64) / steps
@@ -203,13 +227,15 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
         from corrkit._core import io
 
         out = Path(out)
-        if bundle.generator is not None:
+        if draw is not None and bundle.generator is not None:
+            steps_0 = np.concatenate([[0.0], alphas])
             for m in per_class:
                 z = run.latents[run.labels == m.j][:image_rows]
-                blocks = [(s, shifted(z, m.sets[s], m.signs[s], np.concatenate([[0.0], alphas]))) for s in SETS]
+                images = np.concatenate([edit_images(bundle, z, m.sets[s], m.signs[s], steps_0) for s in SETS])
                 path = out / f"manipulate_{m.j:02d}_{slug(bundle.classes[m.j])}.png"
-                title = f"{bundle.classes[m.j]}: lowering its probability through {top_k} dims"
-                image_grid(bundle, blocks, path, title, np.concatenate([[0.0], alphas]))
+                draw(images, row_labels=[s if r == 0 else "" for s in SETS for r in range(len(z))],
+                     col_labels=alpha_labels(steps_0),
+                     title=f"{bundle.classes[m.j]}: lowering its probability through {top_k} dims", out=path)
                 result.images.append(str(path))
         io.write_json(out / "manipulate.json", result.to_json())
     return result
@@ -217,68 +243,3 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
 
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "class"
-
-
-def generate(bundle, z: np.ndarray) -> np.ndarray:
-    """Generator images for codes ``z [B, N]`` scaled to [0, 1]: ``[B, H, W]`` (grey) or ``[B, H, W, 3]``."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(bundle.generator), providers=["CPUExecutionProvider"])
-    img = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(z, np.float32)})[0]
-    lo, hi = bundle.generator_output_range
-    img = np.clip((img - lo) / (hi - lo), 0.0, 1.0)
-    if img.ndim == 4:  # [B, channels, H, W]: grey as [B, H, W], colour as [B, H, W, channels]
-        img = img[:, 0] if img.shape[1] == 1 else img.transpose(0, 2, 3, 1)
-    return img
-
-
-def image_grid(bundle, blocks: list[tuple[str, np.ndarray]], path: Path, title: str, alphas) -> None:
-    """Save blocks of codes ``[A, R, N]`` as one PNG: rows = codes, columns = alpha steps."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingExtraError("matplotlib", "figures") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_cols = blocks[0][1].shape[0]
-    n_rows = sum(b.shape[1] for _, b in blocks)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.1 * n_cols + 1.2, 1.1 * n_rows + 0.6), squeeze=False)
-    r0 = 0
-    for name, z in blocks:
-        a_count, rows, n = z.shape
-        imgs = generate(bundle, z.transpose(1, 0, 2).reshape(-1, n))
-        imgs = imgs.reshape(rows, a_count, *imgs.shape[1:])
-        for r in range(rows):
-            for a in range(a_count):
-                ax = axes[r0 + r, a]
-                ax.imshow(imgs[r, a], cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([]); ax.set_yticks([])
-                if r0 + r == 0:
-                    ax.set_title(f"α={alphas[a]:.3g}", fontsize=8)
-            axes[r0 + r, 0].set_ylabel(name if r == 0 else "", fontsize=8)
-        r0 += rows
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def manipulation_table(result: ManipulationResult) -> None:
-    """Flip rate and drop of ``S_j`` per class and set, at ``alpha``."""
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"Lowering S_j through {result.top_k} dims, alpha = {result.alpha:g}: flip rate (mean drop)")
-    for col in ("class", "n", *SETS):
-        t.add_column(col, justify="left" if col == "class" else "right")
-    for m in result.per_class:
-        t.add_row(result.classes[m.j], str(len(m.base)), *[f"{m.flip_rate(s):.2f} ({m.drop(s):.2f})" for s in SETS])
-    if len(result.per_class) > 1:
-        o = result.overall()
-        t.add_row("all", str(sum(len(m.base) for m in result.per_class)),
-                  *[f"{o['flip_rate'][s]:.2f} ({o['drop'][s]:.2f})" for s in SETS])
-    Console().print(t)

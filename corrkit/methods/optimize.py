@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from corrkit._core import io
+from corrkit._core.execution import Execution
 from corrkit.errors import CorrkitError
 from corrkit.methods.objective import OptimizeSettings, Schedule, intervention_scale
 from corrkit.methods.zeroth_order import (ProbeStream, band_probes, perturbation_matrix, probe_basis, zo_gradient,
                                           zo_gradient_codes)
 
 WEIGHTS_FILE = "optimized_weights.npz"
-Settings = OptimizeSettings  # the name export/ and older code import
 
 
 @dataclass
@@ -97,19 +97,17 @@ class OptimizedWeights:
                    seconds=float(settings.get("seconds", 0.0)), w_last=d["w_last"] if "w_last" in d.files else None)
 
 
-def code_sets(bundle, settings: Settings, engine=None, device: str = "auto", progress=None,
-              threads: int | None = None):
+def code_sets(bundle, settings: OptimizeSettings, engine=None, execution: Execution | None = None, progress=None):
     """The class-conditional sets of SPEC §1, drawn exactly as ``corrkit apcr`` draws them."""
-    from corrkit._core.engine import Engine
     from corrkit._core.codesets import class_sets
 
-    engine = engine or Engine(bundle, device=device, threads=threads)
+    engine = engine or (execution or Execution()).engine(bundle)
     return class_sets(engine, bundle.n_classes, settings.samples_per_class, settings.threshold, settings.seed,
                       progress=progress), engine
 
 
-def optimize(bundle=None, settings: Settings | None = None, *, engine=None, device: str = "auto",
-             threads: int | None = None, classes: list[int] | None = None, progress=None,
+def optimize(bundle=None, settings: OptimizeSettings | None = None, *, engine=None,
+             execution: Execution | None = None, classes: list[int] | None = None, progress=None,
              **overrides) -> OptimizedWeights:
     """Zeroth-order ``w*`` for every class on the ONNX models (SPEC §3), no torch.
 
@@ -117,10 +115,10 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
     ----------
     bundle : Bundle, path or None
         ``None`` is the built-in bundle.
-    settings : Settings, optional
-        Defaults of :class:`Settings`; keyword ``overrides`` replace single fields.
-    threads : int, optional
-        onnxruntime threads (default: all cores of this process).
+    settings : OptimizeSettings, optional
+        Defaults of :class:`OptimizeSettings`; keyword ``overrides`` replace single fields.
+    execution : Execution, optional
+        Device and threads of the engine (:class:`corrkit._core.execution.Execution`).
     classes : list of int, optional
         Optimise only these classes (the others' rows of ``w`` stay ``tanh(v_init)``).
     progress : callable(stage, done, total), optional
@@ -129,18 +127,18 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
     -------
     OptimizedWeights
     """
-    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.bundle import as_bundle
 
-    settings = Settings(**{**asdict(settings or Settings()), **overrides, "method": "zeroth-order"}).check()
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    settings = OptimizeSettings(**{**asdict(settings or OptimizeSettings()), **overrides,
+                                   "method": "zeroth-order"}).check()
+    bundle = as_bundle(bundle)
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
     n = bundle.latent_dim
     basis, basis_from = probe_basis(bundle) if settings.estimator == "bands" else (None, "none")
     if basis is not None:
         band_probes(n, settings.perturbations)  # too few probes for the bands: say so before any work
-    sets, engine = code_sets(bundle, settings, engine, device, lambda d, t: report("codes", d, t), threads)
+    sets, engine = code_sets(bundle, settings, engine, execution, lambda d, t: report("codes", d, t))
 
     def make_grad(j: int):
         rng_u = np.random.default_rng([settings.seed, j, 1])
@@ -164,7 +162,7 @@ def optimize(bundle=None, settings: Settings | None = None, *, engine=None, devi
                             seconds=time.perf_counter() - t0)
 
 
-def descend(sets, settings: Settings, n_classes: int, n: int, make_grad, classes=None, report=None):
+def descend(sets, settings: OptimizeSettings, n_classes: int, n: int, make_grad, classes=None, report=None):
     """Plain gradient descent on ``v`` per class, the loop both implementations share.
 
     Parameters

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from corrkit._core import io, shards
-from corrkit._core.bundle import Bundle, load_bundle
+from corrkit._core import defaults
+from corrkit._core.bundle import Bundle, as_bundle
 from corrkit._core.engine import Engine
-from corrkit._core.grid import Grid, axis_directions, check_directions, check_latents, check_steps
+from corrkit._core.execution import Execution
+from corrkit._core.grid import Grid, axis_directions, check_directions, check_latents, check_seed, check_steps
 from corrkit.kernels import apcr as kern
 from corrkit.kernels.ranking import threshold_mask, top_k
 from corrkit._core.codesets import CodeSets, class_sets
@@ -252,13 +254,12 @@ def _checkpoint_problem(ck: dict, n_dirs: int, steps: int, n_classes: int, laten
     return None
 
 
-def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = None, steps: int = 3,
-         delta: float = 1.0, samples_per_class: int = 32, threshold: float = 0.5, seed: int = 0,
-         latents: np.ndarray | None = None, normalize_directions: bool = True, device: str = "auto",
-         batch_size: int | None = None, threads: int | None = None, out: str | Path | None = None,
-         checkpoint_seconds: float = 10.0, progress=None, engine: Engine | None = None,
-         mode: str = "fp32", executor="local", ray_address: str | None = None, workers: int | None = None,
-         shard_points: int | None = None) -> APCRResult:
+def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = None,
+         steps: int = defaults.STEPS, delta: float = defaults.DELTA,
+         samples_per_class: int = defaults.SAMPLES_PER_CLASS, threshold: float = defaults.THRESHOLD,
+         seed: int = defaults.SEED, latents: np.ndarray | None = None, normalize_directions: bool = True,
+         out: str | Path | None = None, progress=None, execution: Execution | None = None,
+         engine: Engine | None = None, pool=None) -> APCRResult:
     """Rank directions by how much they move each class (SPEC §2).
 
     Parameters
@@ -272,46 +273,29 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
         ``m`` and the step length: ``z + k * delta * d_i`` for ``k in -m..m``.
     samples_per_class, threshold, seed, latents :
         Class-conditional code sets (SPEC §1).
-    mode : {"fp32", "int8"}
-        ``int8`` is faster on CPUs with VNNI; its fidelity against fp32 on the first
-        codes of each class is measured and stored in ``params["fidelity"]``.
     out : path, optional
         Folder for ``apcr.npz``, ``summary.json`` and the resumable checkpoint.
     progress : callable(stage: str, done: int, total: int), optional
         Stages ``codes``, then ``grid`` (points, local) or ``shards`` (Ray).
-    executor : {"local", "ray"} or RayPool
-        Where the grid's shards run (:mod:`corrkit._core.shards`): this process, or Ray
-        actors (extra ``ray``; :mod:`corrkit._core.distributed`). Both fold the same shards
-        in the same order, so with the same batch size they give the same bits. A
-        :class:`corrkit._core.distributed.RayPool` reuses its warm workers.
-    ray_address : str, optional
-        With ``executor="ray"``: ``None`` (the Ray instance already joined, else
-        ``ray.init()``), ``"local"`` or a cluster address.
-    workers : int, optional
-        Ray actors (default: one per GPU, else one per CPU).
-    threads : int, optional
-        onnxruntime threads of this process; with Ray, of each worker (default 1).
-    shard_points : int, optional
-        Grid points per shard, rounded up to whole batches (default 16 batches).
-        Part of the result's definition: the float64 sums are folded per shard.
+    execution : Execution, optional
+        Device, batch size, threads, mode, executor, shards, checkpoints
+        (:class:`corrkit._core.execution.Execution`). Both executors fold the same
+        shards in the same order (:mod:`corrkit._core.shards`), so with the same batch
+        and shard size they give the same bits. ``mode="int8"`` also measures its
+        fidelity against fp32 on the first codes of each class (``params["fidelity"]``).
+    engine, pool : optional
+        A warm :class:`Engine` and :class:`corrkit._core.distributed.RayPool` to reuse
+        across runs on one model (as :func:`corrkit.methods.compare.compare` does).
 
     Returns
     -------
     APCRResult
     """
-    from corrkit.errors import CorrkitError
-
+    ex = execution or Execution()
     check_steps(steps, delta)
-    if not (executor in ("local", "ray") or hasattr(executor, "run")):
-        raise CorrkitError(f"executor must be 'local' or 'ray', not {executor!r}")
-    if executor == "ray":
-        from corrkit._core.distributed import import_ray
-
-        import_ray()  # fail before any work when the extra is missing
-    if shard_points is not None:
-        shards.shard_size(1, shard_points)  # reject a bad value before any work
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    check_seed(seed)
+    ex.require_extras()
+    bundle = as_bundle(bundle)
     n = bundle.latent_dim
     directions = axis_directions(n) if directions is None else check_directions(directions, n, normalize_directions)
     if latents is not None:
@@ -319,34 +303,26 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
     params = {"steps": int(steps), "delta": float(delta), "samples_per_class": int(samples_per_class),
               "threshold": float(threshold), "seed": int(seed), "n_directions": len(directions),
               "user_latents": latents is not None, "normalize_directions": bool(normalize_directions),
-              "mode": engine.mode if engine is not None else mode}
-    pool, startup = None, 0.0
+              "mode": engine.mode if engine is not None else ex.mode}
+    own_pool, startup = None, 0.0
     try:
-        if executor == "local":
-            engine = engine or Engine(bundle, device=device, batch_size=batch_size, threads=threads, mode=mode)
-            params["device"], batch = engine.device, engine.batch_size
-        else:
-            from corrkit._core.distributed import RayPool
-
-            engine = engine or Engine(bundle, batch_size=batch_size, mode=mode,
-                                      device="cpu" if device == "cuda" else device)
+        engine = engine or ex.engine(bundle)
+        if pool is None and ex.executor == "ray":
             t_pool = time.perf_counter()
-            pool = executor if executor != "ray" else RayPool(engine, address=ray_address, device=device,
-                                                              batch_size=batch_size, threads=threads,
-                                                              workers=workers)
+            pool = own_pool = ex.pool(engine)
             startup = time.perf_counter() - t_pool  # Ray start and actor launch count towards the run
-            params["device"], batch = pool.device, pool.batch_size
+        params["device"], batch = (engine.device, engine.batch_size) if pool is None else (pool.device,
+                                                                                          pool.batch_size)
         params["rewrites"] = dict(engine.rewrites)
         params["batch_size"] = batch
-        params["shard_points"] = shards.shard_size(batch, shard_points)
-        return _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads,
-                    startup)
+        params["shard_points"] = shards.shard_size(batch, ex.shard_points)
+        return _run(bundle, engine, pool, params, directions, latents, out, ex, progress, startup)
     finally:
-        if pool is not None and executor == "ray":
-            pool.close()
+        if own_pool is not None:
+            own_pool.close()
 
 
-def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seconds, progress, threads, startup):
+def _run(bundle, engine, pool, params, directions, latents, out, ex: Execution, progress, startup):
     steps, delta = params["steps"], params["delta"]
     fingerprint = _fingerprint(bundle, params, directions, latents)
     ck_path = Path(out) / CHECKPOINT if out is not None else None
@@ -377,7 +353,7 @@ def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seco
     for s, part in stream:
         shards.fold(sums, part)
         p_next = cuts[s][1]
-        if ck_path is not None and (time.perf_counter() - last_ck >= checkpoint_seconds) and p_next < total:
+        if ck_path is not None and (time.perf_counter() - last_ck >= ex.checkpoint_seconds) and p_next < total:
             _write_checkpoint(ck_path, fingerprint=np.array(fingerprint), p_next=np.array(p_next),
                               seconds=np.array(elapsed + time.perf_counter() - t0), latents=sets.latents,
                               labels=sets.labels, base=sets.base, counts=sets.counts, draws=np.array(sets.draws),
@@ -388,7 +364,7 @@ def _run(bundle, engine, pool, params, directions, latents, out, checkpoint_seco
     params["executor"] = {"name": "local", "shards": len(cuts)} if pool is None else {
         **pool.describe(), "shards": len(cuts), "startup_seconds": round(startup, 3)}
     if engine.mode != "fp32":
-        reference = Engine(bundle, device=engine.device, batch_size=engine.batch_size, threads=threads)
+        reference = Engine(bundle, device=engine.device, batch_size=engine.batch_size, threads=ex.threads)
         t1 = time.perf_counter()
         params["fidelity"] = fidelity(engine, reference, sets, directions, steps, delta)
         params["fidelity"]["seconds"] = round(time.perf_counter() - t1, 2)

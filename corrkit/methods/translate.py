@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from corrkit._core.defaults import TOP_K
+from corrkit._core.execution import Execution
 from corrkit.errors import CorrkitError
-from corrkit.methods.manipulate import image_grid, load_run, shifted, slug
+from corrkit.methods.manipulate import alpha_labels, edit_images, load_run, shifted, slug
 
 
 def translation_dims(curves: np.ndarray, j: int, tgt: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,8 +111,9 @@ class TranslationResult:
         }
 
 
-def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = None, top_k: int = 10,
-              alpha: float = 2.0, steps: int = 4, out: str | Path | None = None, device: str = "auto",
+def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = None, top_k: int = TOP_K,
+              alpha: float = 2.0, steps: int = 4, out: str | Path | None = None, draw=None,
+              execution: Execution | None = None,
               engine=None, progress=None) -> TranslationResult:
     """Success matrix of ``j -> l`` translation (SPEC §5).
 
@@ -124,16 +127,17 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
     alpha, steps : float, int
         ``alphas = alpha * (1..steps) / steps``; the matrix is read at ``alpha``.
     out : path, optional
-        Folder for ``translate.json`` and PNG grids: one per pair when pairs are given,
-        else one with each source class pushed toward its easiest target.
+        Folder for ``translate.json`` and, with ``draw``, PNG grids: one per pair when
+        pairs are given, else one with each source class pushed toward its easiest target.
+    draw : callable, optional
+        The image grid, :func:`corrkit.viz.images.image_grid` (what ``corrkit
+        translate`` passes); without it no PNG is written.
     """
-    from corrkit._core.bundle import Bundle, load_bundle
-    from corrkit._core.engine import Engine
+    from corrkit._core.bundle import as_bundle
 
     if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
         raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
+    bundle = as_bundle(bundle)
     c = bundle.n_classes
     if not 1 <= top_k <= bundle.latent_dim:
         raise CorrkitError(f"--top-k must be between 1 and {bundle.latent_dim} (got {top_k})")
@@ -142,7 +146,7 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
     for j, tgt in pairs:
         if not (0 <= j < c and 0 <= tgt < c):
             raise CorrkitError(f"pair {j} -> {tgt} is out of range for {c} classes")
-    engine = engine or Engine(bundle, device=device)
+    engine = engine or (execution or Execution()).engine(bundle)
     run = load_run(run, bundle, progress)
     alphas = alpha * np.arange(1, steps + 1, dtype=np.float64) / steps
     success, reached = np.full((steps, c, c), np.nan), np.full((c, c), np.nan)
@@ -171,61 +175,39 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
         if progress:
             progress("translate", done + 1, len(by_source))
     if out is not None:
-        _pictures(bundle, run, result, Path(out), explicit)
+        from corrkit._core import io
+
+        out = Path(out)
+        if draw is not None and bundle.generator is not None:
+            _pictures(bundle, run, result, out, explicit, draw)
+        io.write_json(out / "translate.json", result.to_json())
     return result
 
 
-def _pictures(bundle, run, result: TranslationResult, out: Path, explicit: bool, rows: int = 4) -> None:
-    from corrkit._core import io
-
+def _pictures(bundle, run, result: TranslationResult, out: Path, explicit: bool, draw, rows: int = 4) -> None:
+    """One grid per given pair (``rows`` codes), or one row per source class toward its easiest target."""
     steps = np.concatenate([[0.0], result.alphas])
-    if bundle.generator is not None:
-        names = bundle.classes
-        if explicit:
-            for j, tgt in result.pairs:
-                if j == tgt or (j, tgt) not in result.dims:
-                    continue
-                z = run.latents[run.labels == j][:rows]
-                path = out / f"translate_{j:02d}_{tgt:02d}_{slug(names[j])}_to_{slug(names[tgt])}.png"
-                image_grid(bundle, [(f"{names[j]} → {names[tgt]}", shifted(z, result.dims[(j, tgt)],
-                                                                          result.signs[(j, tgt)], steps))],
-                           path, f"{names[j]} → {names[tgt]}: success {result.success[j, tgt]:.2f}", steps)
-                result.images.append(str(path))
-        else:
-            best = {}
-            for j, tgt, s in result.ranked_pairs():
-                best.setdefault(j, tgt)
-            blocks = [(f"{names[j][:9]}→{names[tgt][:9]}",
-                       shifted(run.latents[run.labels == j][:1], result.dims[(j, tgt)], result.signs[(j, tgt)],
-                               steps)) for j, tgt in sorted(best.items())]
-            if blocks:
-                path = out / "translate_easiest.png"
-                image_grid(bundle, blocks, path, "each class toward its easiest target", steps)
-                result.images.append(str(path))
-    io.write_json(out / "translate.json", result.to_json())
-
-
-def translation_table(result: TranslationResult, n_pairs: int = 10) -> None:
-    """The success matrix (rows: source, columns: target) and the easiest and hardest pairs."""
-    from rich.console import Console
-    from rich.table import Table
-
-    names = result.classes
-    t = Table(title=f"Translation success (share of Z_source classified as target), {result.top_k} dims, "
-                    f"alpha = {result.alpha:g}")
-    t.add_column("source \\ target")
-    for n in names:
-        t.add_column(n[:10], justify="right")
-    for j, row in enumerate(result.success):
-        t.add_row(names[j], *["·" if np.isnan(x) else f"{x:.2f}" for x in row])
-    console = Console()
-    console.print(t)
-    ranked = result.ranked_pairs()
-    off = ~np.eye(len(names), dtype=bool) & ~np.isnan(result.success)
-    if off.any():
-        console.print(f"mean off the diagonal: {result.success[off].mean():.3f} at alpha {result.alpha:g}, "
-                      f"{result.success_any_alpha[off].mean():.3f} at some step up to it")
-    if len(ranked) > 1:
-        fmt = lambda ps: ", ".join(f"{names[j]}→{names[tgt]} {s:.2f}" for j, tgt, s in ps)  # noqa: E731
-        console.print(f"easiest: {fmt(ranked[:n_pairs])}")
-        console.print(f"hardest: {fmt(ranked[::-1][:n_pairs])}")
+    names = bundle.classes
+    if explicit:
+        for j, tgt in result.pairs:
+            if j == tgt or (j, tgt) not in result.dims:
+                continue
+            z = run.latents[run.labels == j][:rows]
+            images = edit_images(bundle, z, result.dims[(j, tgt)], result.signs[(j, tgt)], steps)
+            path = out / f"translate_{j:02d}_{tgt:02d}_{slug(names[j])}_to_{slug(names[tgt])}.png"
+            draw(images, row_labels=[f"{names[j]} → {names[tgt]}"] + [""] * (len(z) - 1),
+                 col_labels=alpha_labels(steps),
+                 title=f"{names[j]} → {names[tgt]}: success {result.success[j, tgt]:.2f}", out=path)
+            result.images.append(str(path))
+        return
+    best = {}
+    for j, tgt, _ in result.ranked_pairs():
+        best.setdefault(j, tgt)
+    if not best:
+        return
+    images = np.concatenate([edit_images(bundle, run.latents[run.labels == j][:1], result.dims[(j, tgt)],
+                                         result.signs[(j, tgt)], steps) for j, tgt in sorted(best.items())])
+    path = out / "translate_easiest.png"
+    draw(images, row_labels=[f"{names[j][:9]}→{names[tgt][:9]}" for j, tgt in sorted(best.items())],
+         col_labels=alpha_labels(steps), title="each class toward its easiest target", out=path)
+    result.images.append(str(path))

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from corrkit._core import io
+from corrkit._core import io, runs
 from corrkit.errors import CorrkitError
 
 RESULT_FILES = ("summary.json", "control.json", "manipulate.json", "translate.json", "compare.json",
@@ -200,35 +200,11 @@ def run_figures(run_dir: Path, render: bool = True) -> dict[str, bytes]:
     return dict(sorted(figs.items(), key=lambda kv: _figure_order(kv[0])))
 
 
-def _load_json(path: Path):
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        warnings.warn(f"{path} skipped: {exc}", stacklevel=2)
-        return None
-    return data if isinstance(data, dict) else {"value": data}
-
-
 def _bundle_section(results: list[dict]) -> str:
     """The card of the bundle the runs were made with (checked against the recorded generator hash)."""
-    from corrkit._core.bundle import builtin_path, load_bundle
-
-    recorded = []
-    for r in results:
-        s = r.get("summary.json") or {}
-        inv = r.get("invert.json") or {}
-        b = s.get("bundle") or {}
-        recorded.append((b.get("path") or inv.get("bundle"),
-                         (b.get("files") or {}).get("generator") or inv.get("generator_sha256")))
+    recorded = [runs.recorded_bundle(r.get("summary.json"), r.get("invert.json")) for r in results]
     path, sha = next(((p, h) for p, h in recorded if p or h), (None, None))
-    bundle = None
-    for candidate in (path, builtin_path()):
-        if candidate and Path(candidate).is_dir():
-            try:
-                bundle = load_bundle(candidate)
-                break
-            except CorrkitError:
-                continue
+    bundle = runs.find_bundle(path)
     if bundle is None:
         return "<h2 id=bundle>Model bundle</h2><p class=warn>The bundle these runs used is not available.</p>"
     card = bundle.card()
@@ -349,7 +325,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, 
     for d in run_dirs:
         if not d.is_dir():
             raise CorrkitError(f"{d} is not a folder; give the --out folders of corrkit runs")
-        found = {n: _load_json(d / n) for n in RESULT_FILES if (d / n).is_file()}
+        found = {n: runs.read_result(d / n) for n in RESULT_FILES if (d / n).is_file()}
         results.append({n: v for n, v in found.items() if v is not None})
         figures.append(run_figures(d, render))
         if not results[-1] and not figures[-1]:

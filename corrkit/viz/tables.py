@@ -1,12 +1,20 @@
-"""Readable terminal tables for results."""
+"""Readable terminal tables for results: the only library module that prints, for the ``cli/`` commands.
+
+Each function takes a result (or its JSON-ready dict) and writes to stdout; the
+methods return numbers and never print, so the same results serve ``--json``.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from corrkit._core.defaults import TOP_K
 
-def apcr_table(result, top_k: int = 10) -> None:
+
+def apcr_table(result, top_k: int = TOP_K) -> None:
+    """:class:`~corrkit.methods.sequential.APCRResult`: the top directions per class, and int8 fidelity if measured."""
     sets = result.controlling_set(min(top_k, len(result.directions)))
     t = Table(title=f"Top {sets.shape[1]} directions per class by APCR "
                     f"({result.points:,} points, {result.seconds:.1f} s, {result.provider})")
@@ -20,3 +28,87 @@ def apcr_table(result, top_k: int = 10) -> None:
         ov = [k for k in fid if k.startswith("top")][0]
         Console().print(f"{result.params['mode']} fidelity vs fp32 ({fid['codes_per_class']} codes/class): "
                         f"max |dAPCR| {fid['max_abs_delta_apcr']:.4f}, {ov} per class {fid[ov]}")
+
+
+def control_table(result) -> None:
+    """:class:`~corrkit.methods.control.ControlResult` in the paper's Table 1 layout: classes as columns."""
+    from corrkit.methods.control import PAPER_TABLE1_K, PAPER_TABLE1_MEAN
+
+    t = Table(title=f"Intersection ratio |C_seq ∩ C_opt| / k, k = {result.k}")
+    t.add_column("")
+    for name in result.classes:
+        t.add_column(name, justify="right")
+    t.add_column("mean", justify="right")
+    t.add_row("corrkit", *[f"{r:.1f}" if result.k == PAPER_TABLE1_K else f"{r:.2f}" for r in result.ratio],
+              f"{result.mean:.2f}")
+    if result.paper is not None:
+        t.add_row("Li et al. Table 1", *[f"{r:.1f}" for r in result.paper], f"{PAPER_TABLE1_MEAN:.2f}")
+    Console().print(t)
+
+
+def manipulation_table(result) -> None:
+    """:class:`~corrkit.methods.manipulate.ManipulationResult`: flip rate and drop of ``S_j`` per class and set."""
+    from corrkit.methods.manipulate import SETS
+
+    t = Table(title=f"Lowering S_j through {result.top_k} dims, alpha = {result.alpha:g}: flip rate (mean drop)")
+    for col in ("class", "n", *SETS):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for m in result.per_class:
+        t.add_row(result.classes[m.j], str(len(m.base)), *[f"{m.flip_rate(s):.2f} ({m.drop(s):.2f})" for s in SETS])
+    if len(result.per_class) > 1:
+        o = result.overall()
+        t.add_row("all", str(sum(len(m.base) for m in result.per_class)),
+                  *[f"{o['flip_rate'][s]:.2f} ({o['drop'][s]:.2f})" for s in SETS])
+    Console().print(t)
+
+
+def translation_table(result, n_pairs: int = 10) -> None:
+    """:class:`~corrkit.methods.translate.TranslationResult`: the success matrix (rows: source, columns: target)
+    and the easiest and hardest pairs."""
+    names = result.classes
+    t = Table(title=f"Translation success (share of Z_source classified as target), {result.top_k} dims, "
+                    f"alpha = {result.alpha:g}")
+    t.add_column("source \\ target")
+    for n in names:
+        t.add_column(n[:10], justify="right")
+    for j, row in enumerate(result.success):
+        t.add_row(names[j], *["·" if np.isnan(x) else f"{x:.2f}" for x in row])
+    console = Console()
+    console.print(t)
+    ranked = result.ranked_pairs()
+    off = ~np.eye(len(names), dtype=bool) & ~np.isnan(result.success)
+    if off.any():
+        console.print(f"mean off the diagonal: {result.success[off].mean():.3f} at alpha {result.alpha:g}, "
+                      f"{result.success_any_alpha[off].mean():.3f} at some step up to it")
+    if len(ranked) > 1:
+        fmt = lambda ps: ", ".join(f"{names[j]}→{names[tgt]} {s:.2f}" for j, tgt, s in ps)  # noqa: E731
+        console.print(f"easiest: {fmt(ranked[:n_pairs])}")
+        console.print(f"hardest: {fmt(ranked[::-1][:n_pairs])}")
+
+
+COMPARE_COLUMNS = ("strongest_apcr", "best_direction", "n_directions", "mean_strongest_apcr", "mean_selectivity",
+                   "median_selectivity")
+
+
+def compare_table(summary: dict) -> None:
+    """What :func:`corrkit.methods.compare.compare` returned: one line per direction method.
+
+    Extra numbers a direction file carried (e.g. ``rca``) go to the last column.
+    """
+    print(f"{'method':16s} {'K':>4s} {'mean strongest APCR':>20s} {'mean selectivity':>17s}  extra")
+    for name, m in summary["methods"].items():
+        extra = {k: v for k, v in m.items() if k not in COMPARE_COLUMNS}
+        print(f"{name:16s} {m['n_directions']:4d} {m['mean_strongest_apcr']:20.3f} "
+              f"{(m['mean_selectivity'] or float('nan')):17.2f}  {extra or ''}")
+
+
+PROBES = (("codes", "codes"), ("codes_shuffled_labels", "shuffled labels"), ("prior", "prior samples"))
+
+
+def probe_table(result: dict) -> None:
+    """What :func:`corrkit.methods.latent_space.latent_space` returned: one line per linear probe."""
+    for key, name in PROBES:
+        if key in result:
+            r = result[key]
+            print(f"linear probe, {name:16s} accuracy {r['accuracy']:.3f} ± {r['std']:.3f} "
+                  f"(chance {r['chance']:.3f}, {r['n']} codes)")

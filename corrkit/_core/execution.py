@@ -1,0 +1,119 @@
+"""How a method runs, kept apart from what it computes: device, batch size, threads, executor, shards, checkpoints.
+
+Every method takes one :class:`Execution` (default: this process, the best device),
+so its signature shows the method's own parameters. The options are checked in
+one place before any work; a bad one is a :class:`~corrkit.errors.GridError` that
+names the option as the CLI spells it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from corrkit._core import defaults
+from corrkit.errors import GridError
+
+DEVICES = ("auto", "cpu", "cuda")
+MODES = ("fp32", "int8")
+EXECUTORS = ("local", "ray")
+# Rows per inference call: far above what any memory budget picks (engine.default_batch_size caps at 16,384),
+# low enough that a typo such as 10**12 is refused instead of allocating.
+MAX_BATCH_SIZE = 1 << 20
+MAX_THREADS = 4096
+MAX_WORKERS = 100_000
+
+
+def _whole(value, name: str, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise GridError(f"{name} must be a whole number from {lo} to {hi:,} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a method's model evaluations run; none of it changes what is computed, except as noted.
+
+    Attributes
+    ----------
+    device : {"auto", "cpu", "cuda"}
+    batch_size : int, optional
+        Rows per inference call (default: from the memory budget). With ``shard_points``
+        part of a result's definition: float64 sums are accumulated per batch and shard.
+    threads : int, optional
+        onnxruntime threads of this process, or of each Ray worker (default 1 there).
+    mode : {"fp32", "int8"}
+        ``fp32`` is the reference; ``int8`` is faster and reports its fidelity.
+    executor : {"local", "ray"}
+        This process, or Ray actors (extra ``ray``), which give the same bits.
+    ray_address : str, optional
+        With ``executor="ray"``: ``None`` (the Ray instance already joined, else a new
+        local one), ``"local"`` or a cluster address.
+    workers : int, optional
+        Ray actors (default: one per GPU, else one per CPU).
+    shard_points : int, optional
+        Grid points per shard, rounded up to whole batches (default 16 batches).
+    checkpoint_seconds : float
+        Seconds between checkpoints of a resumable run (0: after every shard).
+    """
+
+    device: str = "auto"
+    batch_size: int | None = None
+    threads: int | None = None
+    mode: str = "fp32"
+    executor: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    shard_points: int | None = None
+    checkpoint_seconds: float = defaults.CHECKPOINT_SECONDS
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise GridError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.mode not in MODES:
+            raise GridError(f"--mode must be one of {', '.join(MODES)} (got {self.mode!r})")
+        if self.executor not in EXECUTORS:
+            raise GridError(f"executor must be 'local' or 'ray' (got {self.executor!r})")
+        if self.batch_size is not None:
+            _whole(self.batch_size, "--batch-size", 1, MAX_BATCH_SIZE)
+        if self.threads is not None:
+            _whole(self.threads, "--threads", 1, MAX_THREADS)
+        if self.workers is not None:
+            _whole(self.workers, "--workers", 1, MAX_WORKERS)
+        if self.shard_points is not None:
+            _whole(self.shard_points, "--shard-points", 1, 1 << 40)
+        c = self.checkpoint_seconds
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
+            raise GridError(f"--checkpoint-every must be a finite number of seconds >= 0 (got {c!r})")
+        if self.executor == "local" and (self.ray_address is not None or self.workers is not None):
+            raise GridError("--workers and a Ray address need --ray")
+
+    def engine(self, bundle):
+        """The :class:`~corrkit._core.engine.Engine` of this process for ``bundle``.
+
+        With Ray and ``device="cuda"`` the driver's own engine (code sets, rewrites) runs
+        on the CPU: the GPUs belong to the workers.
+        """
+        from corrkit._core.engine import Engine
+
+        device = "cpu" if self.executor == "ray" and self.device == "cuda" else self.device
+        return Engine(bundle, device=device, batch_size=self.batch_size, mode=self.mode,
+                      threads=self.threads if self.executor == "local" else None)
+
+    def pool(self, engine):
+        """A warm :class:`~corrkit._core.distributed.RayPool` over ``engine``'s graph, or ``None`` when local."""
+        if self.executor != "ray":
+            return None
+        from corrkit._core.distributed import RayPool
+
+        return RayPool(engine, address=self.ray_address, device=self.device, batch_size=self.batch_size,
+                       threads=self.threads, workers=self.workers)
+
+    def require_extras(self) -> None:
+        """Fail before any work when the executor's extra is missing."""
+        if self.executor == "ray":
+            from corrkit._core.distributed import import_ray
+
+            import_ray()
+
+    def to_dict(self) -> dict:
+        return asdict(self)

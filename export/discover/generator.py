@@ -1,0 +1,108 @@
+"""The generator that discovery trains against: a bundle's, as a frozen torch module.
+
+Only the built-in bundle's torch generator ships (:mod:`corrkit.export.weights`);
+another bundle's is built from a ``package.module:factory``. Either is checked
+against the bundle's ``generator.onnx`` before any training, and then frozen with
+its batch norms folded into the convolutions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from corrkit.errors import BundleError
+from corrkit.export import weights as _weights
+from corrkit.export.discover.settings import DiscoverSettings
+
+
+def image_channels(G: nn.Module, latent_dim: int) -> int:
+    with torch.no_grad():
+        probe = G(torch.zeros(2, latent_dim))
+    if probe.ndim != 4 or min(probe.shape[-2:]) < 28:
+        raise BundleError(f"the reconstructor needs images [B, C, H, W] with H, W >= 28; G gives {list(probe.shape)}")
+    return int(probe.shape[1])
+
+
+def prepare_generator(G: nn.Module, s: DiscoverSettings) -> nn.Module:
+    """``G`` frozen: eval mode, no parameter gradients, batch norms folded into convolutions, channels-last.
+
+    Folding (``torch.fx``) is exact up to rounding and removes the batch norms that
+    dominate a bf16 step on CPU; a generator that cannot be traced, or whose folded
+    copy differs, is used as it is.
+    """
+    G = G.eval()
+    for p in G.parameters():
+        p.requires_grad_(False)
+    if not getattr(G, "_bn_folded", False):
+        G = _fold_batch_norms(G)
+    return G.to(memory_format=torch.channels_last) if s.channels_last else G
+
+
+def _fold_batch_norms(G: nn.Module) -> nn.Module:
+    try:
+        with warnings.catch_warnings():  # the module imports deprecated torch.jit helpers
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.fx.experimental.optimization import fuse
+
+        folded = fuse(G)
+        n = getattr(G, "latent_dim", None) or next(m for m in G.modules() if isinstance(m, nn.Linear)).in_features
+        z = torch.randn(4, n, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ok = torch.allclose(folded(z), G(z), atol=1e-4)
+    except Exception:  # any module torch.fx cannot trace
+        return G
+    if not ok:
+        return G
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    folded._bn_folded = True
+    return folded.eval()
+
+
+def load_generator(bundle, torch_generator: str | None = None, generator_weights: str | Path | None = None):
+    """The bundle's generator as a torch module (eval mode).
+
+    The built-in bundle's ships (``corrkit/export/weights/generator.pt``, the
+    paper's DCGAN). For another bundle give ``torch_generator`` as
+    ``"package.module:factory"`` (a callable returning the ``nn.Module``; a class
+    works) and, unless the factory loads its own weights, ``generator_weights``, a
+    ``state_dict`` file. When the bundle has an ONNX generator, the torch module is
+    checked against it on seeded codes (:func:`corrkit.export.weights.check_generator`).
+    """
+    from corrkit._core.bundle import BUILTIN
+
+    hint = "give --generator-weights with the generator's state_dict"
+    if torch_generator is None:
+        if bundle.path is None or Path(bundle.path).resolve() != BUILTIN.resolve():
+            raise BundleError("only the built-in bundle's torch generator ships; for this bundle give "
+                              "--torch-generator package.module:factory and --generator-weights state_dict.pt")
+        G = _weights.load_generator(generator_weights, bundle.latent_dim, hint=hint)
+    else:
+        G = _from_factory(torch_generator)
+        if generator_weights is not None:
+            path = Path(generator_weights)
+            if not path.is_file():
+                raise BundleError(f"{path} does not exist; {hint}")
+            _weights.load_into(G, path)
+        G.eval()
+    if bundle.generator is not None:
+        _weights.check_generator(G, bundle)
+    return G
+
+
+def _from_factory(torch_generator: str) -> nn.Module:
+    mod, _, name = torch_generator.partition(":")
+    if not mod or not name:
+        raise BundleError(f"--torch-generator must be 'package.module:factory', got {torch_generator!r}")
+    try:
+        G = getattr(importlib.import_module(mod), name)()
+    except (ImportError, AttributeError) as exc:
+        raise BundleError(f"cannot build the generator from {torch_generator!r}: {exc}") from None
+    if not isinstance(G, nn.Module):
+        raise BundleError(f"{torch_generator} returned {type(G).__name__}, not a torch nn.Module")
+    return G
