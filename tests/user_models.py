@@ -1,0 +1,126 @@
+"""Generator/classifier pairs in the forms users export them, each with an independent NumPy twin.
+
+``torch.onnx.export(G, (torch.randn(4, 16),), "G.onnx")`` in the torch this project pins writes
+opset 20, the example's batch of 4 baked into the input shape and into the ``Reshape`` shape
+constants, and the weights as external data in ``G.onnx.data``. :func:`pair` builds that and its
+neighbours with ``onnx.helper`` (no torch), so every command can be run on them anywhere; the
+tests that have torch also export real modules the default way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.naive import softmax
+
+N, C = 16, 3
+
+
+@dataclass
+class Pair:
+    """Files of a user's pair and the NumPy function they compute."""
+
+    generator: Path
+    classifier: Path
+    weights: dict
+    image: tuple[int, int, int]  # channels, height, width
+    generator_range: tuple[float, float] = (-1.0, 1.0)
+
+    def images(self, z: np.ndarray) -> np.ndarray:
+        """float64 ``[B, ch, h, w]`` in the generator's output range."""
+        w = self.weights
+        h = np.asarray(z, np.float64) @ w["W1"].astype(np.float64) + w["b1"]
+        img = np.tanh(h).reshape(len(z), *self.image)
+        lo, hi = self.generator_range
+        return lo + (img + 1.0) * (hi - lo) / 2.0
+
+    def onnxruntime_probabilities(self, z: np.ndarray) -> np.ndarray:
+        """float64 ``[B, C]`` from two raw onnxruntime sessions of the user's own files.
+
+        Rows go in chunks of the graphs' fixed batch (the last one zero-padded), the
+        range map and the softmax are done here in float64: nothing of corrkit's.
+        """
+        import onnxruntime as ort
+
+        def run(path, x):
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            inp = sess.get_inputs()[0]
+            b = inp.shape[0] if isinstance(inp.shape[0], int) else len(x)
+            outs = []
+            for s in range(0, len(x), b):
+                chunk = x[s:s + b]
+                pad = np.zeros((b - len(chunk), *chunk.shape[1:]), chunk.dtype)
+                outs.append(sess.run(None, {inp.name: np.concatenate([chunk, pad])})[0][:len(chunk)])
+            return np.concatenate(outs)
+
+        lo, hi = self.generator_range
+        img = run(self.generator, np.asarray(z, np.float32)).astype(np.float64)
+        x = ((img - lo) * 2.0 / (hi - lo) - 1.0).astype(np.float32)
+        return softmax(run(self.classifier, x).astype(np.float64))
+
+    def probabilities(self, z: np.ndarray) -> np.ndarray:
+        """float64 ``[B, C]``: the classifier on the generator's images mapped to [-1, 1], then softmax."""
+        w = self.weights
+        lo, hi = self.generator_range
+        x = (self.images(z) - lo) * 2.0 / (hi - lo) - 1.0
+        return softmax(x.reshape(len(z), -1) @ w["W2"].astype(np.float64) + w["b2"])
+
+
+def _save(graph, path: Path, opset: int, external: bool) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10 if opset >= 20 else 8
+    onnx.checker.check_model(model)
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)  # small tensors inline, as torch
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def pair(folder: Path, *, batch: int | None = 4, external: bool = True, opset: int = 20,
+         image: tuple[int, int, int] = (1, 8, 8), generator_range=(-1.0, 1.0), seed: int = 0,
+         names: tuple[str, str, str, str] = ("z", "tanh", "x", "linear")) -> Pair:
+    """A user's pair: ``G(z) = tanh(z W1 + b1)`` reshaped to ``image``, ``Q(x) = flatten(x) W2 + b2`` (logits).
+
+    ``batch``: the fixed batch baked into both graphs as ``torch.onnx.export`` does without
+    ``dynamic_axes`` (``None``: a symbolic batch, ``-1`` in the Reshapes). ``generator_range``
+    other than ``(-1, 1)``: the generator maps tanh to that range (e.g. a sigmoid-like [0, 1]).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = int(np.prod(image))
+    w = {"W1": rng.normal(0, 0.6, (N, pixels)).astype(np.float32), "b1": rng.normal(0, 0.1, pixels).astype(np.float32),
+         "W2": rng.normal(0, 0.5, (pixels, C)).astype(np.float32), "b2": rng.normal(0, 0.1, C).astype(np.float32)}
+    b = batch if batch is not None else "batch"
+    first = batch if batch is not None else -1
+    z_name, img_name, x_name, out_name = names
+    lo, hi = map(float, generator_range)
+    g_nodes = [helper.make_node("Gemm", [z_name, "W1", "b1"], ["h"]),
+               helper.make_node("Reshape", ["h", "g_shape"], ["r"]),
+               helper.make_node("Tanh", ["r"], ["t"] if (lo, hi) != (-1.0, 1.0) else [img_name])]
+    g_init = [numpy_helper.from_array(w["W1"], "W1"), numpy_helper.from_array(w["b1"], "b1"),
+              numpy_helper.from_array(np.array([first, *image], np.int64), "g_shape")]
+    if (lo, hi) != (-1.0, 1.0):
+        g_nodes += [helper.make_node("Mul", ["t", "g_scale"], ["ts"]), helper.make_node("Add", ["ts", "g_shift"],
+                                                                                          [img_name])]
+        g_init += [numpy_helper.from_array(np.array((hi - lo) / 2, np.float32), "g_scale"),
+                   numpy_helper.from_array(np.array(lo + (hi - lo) / 2, np.float32), "g_shift")]
+    g = helper.make_graph(g_nodes, "user_generator",
+                          [helper.make_tensor_value_info(z_name, TensorProto.FLOAT, [b, N])],
+                          [helper.make_tensor_value_info(img_name, TensorProto.FLOAT, [b, *image])], g_init)
+    q_nodes = [helper.make_node("Reshape", [x_name, "q_shape"], ["flat"]),
+               helper.make_node("Gemm", ["flat", "W2", "b2"], [out_name])]
+    q_init = [numpy_helper.from_array(np.array([first, pixels], np.int64), "q_shape"),
+              numpy_helper.from_array(w["W2"], "W2"), numpy_helper.from_array(w["b2"], "b2")]
+    q = helper.make_graph(q_nodes, "user_classifier",
+                          [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, [b, *image])],
+                          [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [b, C])], q_init)
+    return Pair(_save(g, folder / "G.onnx", opset, external), _save(q, folder / "Q.onnx", opset, external), w,
+                tuple(image), (lo, hi))
