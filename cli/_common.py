@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from corrkit.cli._checks import checks_options  # noqa: F401  (commands use c.checks_options)
 from corrkit.errors import CorrkitError
 
 
@@ -52,14 +53,16 @@ ClassifierOpt = typer.Option(None, "--classifier", help="Classifier ONNX (image 
 ClassesOpt = typer.Option(None, "--classes", help="Comma-separated class names.")
 GenRangeOpt = typer.Option("-1,1", "--generator-range", help="Generator output range lo,hi.")
 ClsRangeOpt = typer.Option("-1,1", "--classifier-range", help="Classifier input range lo,hi.")
-OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits or probabilities "
-                         "(default: bundle.json's; probabilities for a fused model).")
+OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits, probabilities or auto (read "
+                         "from prior samples; default: bundle.json's, else auto). A kind the outputs contradict is "
+                         "an error.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]", show_default=False,
                       help="Run the grid's shards on Ray (extra `ray`): bare --ray starts a local instance sized "
                       "to this machine, --ray ADDRESS joins a cluster (auto, HOST:6379, ray://HOST:10001).")
 WorkersOpt = typer.Option(None, "--workers", help="Ray actors (default: one per GPU, else one per CPU).")
+VerboseOpt = typer.Option(False, "--verbose", help="Show Ray's own log lines (kept out of the terminal by default).")
 
 
 def execution(ray: Optional[str] = None, **options):
@@ -123,7 +126,7 @@ def resolve_bundle(model: Optional[Path], generator: Optional[Path] = None, clas
         return from_pair(generator, classifier, classes=names,
                          generator_output_range=parse_range(generator_range, "--generator-range"),
                          classifier_input_range=parse_range(classifier_range, "--classifier-range"),
-                         classifier_output=output or "logits")
+                         classifier_output=output or "auto")
     bundle = load_bundle(model, classifier_output=output)
     if names is not None:
         if len(names) != bundle.n_classes:

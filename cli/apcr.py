@@ -15,6 +15,7 @@ app = typer.Typer()
 
 @app.command("apcr")
 @c.handles_errors
+@c.checks_options("apcr")
 def apcr_command(
     model: Optional[Path] = c.ModelArg,
     generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
@@ -33,7 +34,7 @@ def apcr_command(
     batch_size: Optional[int] = typer.Option(None, help="Rows per inference call (default: from memory budget)."),
     out: Optional[Path] = typer.Option(None, help="Folder for apcr.npz and summary.json (resumable)."),
     checkpoint_every: float = typer.Option(D.CHECKPOINT_SECONDS, help="Seconds between checkpoints in --out."),
-    ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt,
+    ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt, verbose: bool = c.VerboseOpt,
     threads: Optional[int] = typer.Option(None, help="onnxruntime threads (per Ray worker with --ray; default 1 "
                                           "there, all cores here)."),
     shard_points: Optional[int] = typer.Option(None, help="Grid points per shard, whole batches (default 16 "
@@ -46,8 +47,7 @@ def apcr_command(
     from corrkit.viz.tables import apcr_table
 
     ex = c.execution(ray, device=device, batch_size=batch_size, threads=threads, mode=mode, workers=workers,
-                     shard_points=shard_points, checkpoint_seconds=checkpoint_every)
-    c.check_top_k(top_k)
+                     shard_points=shard_points, checkpoint_seconds=checkpoint_every, verbose=verbose)
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output)
     lat = load_array(latents, "latents") if latents else None
     dirs = load_array(directions, "directions") if directions else None

@@ -14,6 +14,7 @@ app = typer.Typer()
 
 @app.command("bench")
 @c.handles_errors
+@c.checks_options("bench")
 def bench(model: Optional[Path] = c.ModelArg, device: str = c.DeviceOpt,
           batch_size: int = typer.Option(256, help="Rows per call for every path."),
           quick: bool = typer.Option(False, help="Shorter timing windows."),

@@ -14,6 +14,7 @@ app = typer.Typer(help="Inspect and create model bundles.", no_args_is_help=True
 
 @app.command("info")
 @c.handles_errors
+@c.checks_options("bundle info")
 def info(path: Optional[Path] = c.ModelArg, json_out: bool = c.JsonOpt):
     """Print a bundle's card: models, classes, ranges, provenance and metrics."""
     from corrkit._core.bundle import load_bundle
@@ -33,13 +34,15 @@ def info(path: Optional[Path] = c.ModelArg, json_out: bool = c.JsonOpt):
 
 @app.command("create")
 @c.handles_errors
+@c.checks_options("bundle create")
 def create(
     generator: Path = typer.Option(..., "--generator", help="Generator ONNX (z [B, N] -> image)."),
     classifier: Path = typer.Option(..., "--classifier", help="Classifier ONNX (image -> [B, C])."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
     classifier_range: str = c.ClsRangeOpt,
-    output: str = typer.Option("logits", "--output", help="Classifier output kind: logits or probabilities."),
+    output: str = typer.Option("auto", "--output", help="Classifier output kind: logits, probabilities or auto "
+                               "(read from prior samples and recorded in bundle.json)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out (never any other folder)."),
 ):
     """Turn a user's ONNX generator and classifier into a bundle, checking shapes and output kind."""

@@ -15,6 +15,7 @@ app = typer.Typer()
 
 @app.command("compare")
 @c.handles_errors
+@c.checks_options("compare")
 def compare_command(
     model: Optional[Path] = c.ModelArg,
     directions: List[str] = typer.Option([], "--directions", help="NAME=FILE (.npy/.npz [K, N]); repeatable."),
@@ -22,7 +23,7 @@ def compare_command(
     samples_per_class: int = typer.Option(COMPARE_SAMPLES_PER_CLASS), steps: int = typer.Option(STEPS),
     delta: float = typer.Option(DELTA), seed: int = typer.Option(SEED), device: str = c.DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json, per-method runs and PNGs."),
-    ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt,
+    ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt, verbose: bool = c.VerboseOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Score coordinate, random, SeFa and your direction sets with the same APCR machinery."""
@@ -31,7 +32,7 @@ def compare_command(
     from corrkit.viz.figures import compare_figures
     from corrkit.viz.tables import compare_table
 
-    ex = c.execution(ray, device=device, workers=workers)
+    ex = c.execution(ray, device=device, workers=workers, verbose=verbose)
     pairs = [d.split("=", 1) for d in directions]
     if any(len(p) != 2 for p in pairs):
         raise CorrkitError("--directions takes NAME=FILE")

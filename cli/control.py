@@ -15,6 +15,7 @@ app = typer.Typer()
 
 @app.command("control")
 @c.handles_errors
+@c.checks_options("control")
 def control_command(
     run_dir: Optional[Path] = c.path_argument("A `corrkit apcr --out` folder (default: run apcr with its defaults "
                                               "on the built-in bundle)."),

@@ -27,6 +27,7 @@ def need_torch() -> None:
 
 @app.command("train")
 @c.handles_errors
+@c.checks_options("export train")
 def train(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder (a killed run resumes)."),
           gan_epochs: int = typer.Option(22), classifier_epochs: int = typer.Option(12),
           data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder.")):
@@ -39,6 +40,7 @@ def train(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder
 
 @app.command("bundle")
 @c.handles_errors
+@c.checks_options("export bundle")
 def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written by `corrkit export train`."),
            out: Optional[Path] = typer.Option(None, help="Bundle folder, with the torch weights in its weights/ "
                                               "(default: build/bundle). `--out corrkit/bundle` in a checkout "
@@ -52,8 +54,49 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
     c.echo_json(card["metrics"])
 
 
+@app.command("model")
+@c.handles_errors
+def model(generator: str = typer.Option(..., "--generator", help="package.module:factory building your generator "
+                                        "(an nn.Module class or a function returning one)."),
+          classifier: str = typer.Option(..., "--classifier", help="package.module:factory building your "
+                                         "classifier."),
+          generator_weights: Optional[Path] = typer.Option(None, help="The generator's state_dict .pt (loaded with "
+                                                           "weights_only=True; omit if the factory loads it)."),
+          classifier_weights: Optional[Path] = typer.Option(None, help="The classifier's state_dict .pt."),
+          latent_shape: str = typer.Option(..., help="N, or N,1,1 (DCGAN's z [B, N, 1, 1]), without the batch."),
+          out: Path = typer.Option(..., help="Bundle folder to write (refused if it exists, unless --force)."),
+          classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+          classifier_range: str = c.ClsRangeOpt,
+          output: str = typer.Option("auto", "--output", help="Classifier output kind: logits, probabilities or "
+                                     "auto (read from prior samples)."),
+          force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out."),
+          json_out: bool = c.JsonOpt):
+    """Export your own torch generator and classifier to a validated bundle (ONNX checked against torch)."""
+    need_torch()
+    from corrkit.errors import CorrkitError
+    from corrkit.export.user_bundle import export_bundle
+    from corrkit.export.weights import load_into, module_from_factory
+
+    try:
+        shape = tuple(int(v) for v in latent_shape.split(","))
+    except ValueError:
+        raise CorrkitError(f"--latent-shape must be N or N,1,1, got {latent_shape!r}") from None
+    g, q = module_from_factory(generator, "--generator"), module_from_factory(classifier, "--classifier")
+    for module, weights in ((g, generator_weights), (q, classifier_weights)):
+        if weights is not None:
+            load_into(module, weights)
+    b = export_bundle(g, q, out, shape, classes=[s.strip() for s in classes.split(",")] if classes else None,
+                      generator_output_range=c.parse_range(generator_range, "--generator-range"),
+                      classifier_input_range=c.parse_range(classifier_range, "--classifier-range"),
+                      classifier_output=output, force=force)
+    if json_out:
+        return c.echo_json(b.card())
+    typer.echo(f"bundle written to {out} (N={b.latent_dim}, C={b.n_classes}, {b.classifier_output})")
+
+
 @app.command("optimize")
 @c.handles_errors
+@c.checks_options("export optimize")
 def optimize(model: Optional[Path] = c.ModelArg,
              objective: str = c.ObjectiveOpt, iterations: int = c.IterationsOpt, batch_size: int = c.BatchSizeOpt,
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
@@ -78,10 +121,11 @@ def optimize(model: Optional[Path] = c.ModelArg,
 
 @app.command("discover")
 @c.handles_errors
+@c.checks_options("export discover")
 def discover(model: Optional[Path] = c.ModelArg,
              kind: str = typer.Option(_DISCOVER.kind, "--type", help="Direction matrix A: ortho (exp of a skew "
                                       "matrix, K = N), proj (unit-norm columns) or linear."),
-             steps: int = typer.Option(_DISCOVER.steps, min=1, help="Training steps of each of the three "
+             steps: int = typer.Option(_DISCOVER.steps, help="Training steps of each of the three "
                                        "reconstructors (learned, random, coordinate); the default takes ~5 min with "
                                        "2 workers on 2 cores. More steps train better directions, and the baselines "
                                        "catch up."),
@@ -93,12 +137,12 @@ def discover(model: Optional[Path] = c.ModelArg,
              init_scale: float = typer.Option(_DISCOVER.init_scale, help="proj: scale of A's initial entries; "
                                               "smaller turns the unit-norm columns faster at the fixed lr (the "
                                               f"authors' code: {AUTHORS_INIT_SCALE})."),
-             eval_samples: int = typer.Option(_DISCOVER.eval_samples, min=1, help="Fresh pairs on which RCA is "
+             eval_samples: int = typer.Option(_DISCOVER.eval_samples, help="Fresh pairs on which RCA is "
                                               "measured."),
              bf16: bool = typer.Option(_DISCOVER.bf16, "--bf16/--no-bf16", help="bf16 autocast of G and R."),
-             threads: int = typer.Option(_DISCOVER.threads, min=1, help="Torch CPU threads in all, split between "
+             threads: int = typer.Option(_DISCOVER.threads, help="Torch CPU threads in all, split between "
                                          "the workers (1 on a machine busy with other jobs)."),
-             workers: int = typer.Option(_DISCOVER.workers, min=1, help="Trainings (learned, random, coordinate) "
+             workers: int = typer.Option(_DISCOVER.workers, help="Trainings (learned, random, coordinate) "
                                          "run at once, each in its own process; 1: one after the other."),
              out: Path = typer.Option(Path("runs/vb"), help="Folder for checkpoints (a killed run resumes), "
                                       "directions.npz, discover.json and rca.png."),
@@ -128,6 +172,7 @@ def discover(model: Optional[Path] = c.ModelArg,
 
 @app.command("invert")
 @c.handles_errors
+@c.checks_options("export invert")
 def invert(model: Optional[Path] = c.ModelArg,
            n_per_class: int = typer.Option(200, help="Test images per class."),
            restarts: int = typer.Option(3, help="Starting points per image; the best is kept."),

@@ -15,6 +15,7 @@ app = typer.Typer()
 
 @app.command("latents")
 @c.handles_errors
+@c.checks_options("latents")
 def latents_command(
     codes: Path = typer.Argument(..., help="Codes .npy [M, N] (e.g. from `corrkit export invert`)."),
     labels: Path = typer.Argument(..., help="Class labels .npy [M]."),

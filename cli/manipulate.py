@@ -15,6 +15,7 @@ app = typer.Typer()
 
 @app.command("manipulate")
 @c.handles_errors
+@c.checks_options("manipulate")
 def manipulate_command(
     model: Optional[Path] = c.ModelArg,
     output: Optional[str] = c.OutputOpt,

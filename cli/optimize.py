@@ -14,6 +14,7 @@ app = typer.Typer()
 
 @app.command("optimize")
 @c.handles_errors
+@c.checks_options("optimize")
 def optimize_command(
     model: Optional[Path] = c.ModelArg,
     output: Optional[str] = c.OutputOpt,
@@ -32,28 +33,35 @@ def optimize_command(
     estimator: str = typer.Option("bands", help="bands: per-code probes stratified over bands of the generator's "
                                   "SeFa directions; codes: per-code isotropic probes in latent space; weights: "
                                   "probes of v shared by all codes."),
-    threads: Optional[int] = typer.Option(None, min=1, help="onnxruntime threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, help="onnxruntime threads (default: all cores)."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Find w* per class without torch: gradient descent with antithetic zeroth-order gradients."""
-    from corrkit.methods.optimize import WEIGHTS_FILE, compare_with, optimize
+    from corrkit.errors import CorrkitError
+    from corrkit.methods.optimize import WEIGHTS_FILE, OptimizedWeights, compare_with, optimize
 
     bundle = c.resolve_bundle(model, output=output)
+    own = bundle.path / WEIGHTS_FILE if bundle.path else None
+    against = against or (own if own is not None and own.is_file() else None)
+    if against is not None:  # read before the work: a bad file must not cost a finished run its report
+        shape = OptimizedWeights.load(against).w.shape
+        if shape != (bundle.n_classes, bundle.latent_dim):
+            raise CorrkitError(f"--against {against} holds weights {list(shape)}, the model has {bundle.n_classes} "
+                               f"classes and {bundle.latent_dim} dims; give weights of this model")
     with c.progress_bar(not json_out) as progress:
         result = optimize(bundle, objective=objective, iterations=iterations, batch_size=batch_size,
                           perturbations=perturbations, sigma=sigma, seed=seed, samples_per_class=samples_per_class,
                           average=average, estimator=estimator,
                           execution=c.execution(device=device, threads=threads), progress=progress)
     result.save(out)
-    against = against or (bundle.path / WEIGHTS_FILE if bundle.path else None)
-    agree = compare_with(result, against) if against is not None and against.is_file() else None
+    agree = compare_with(result, against, min(10, bundle.latent_dim)) if against is not None else None
     summary = {**result.summary(), "out": out, "agreement": agree}
     c.echo_json(summary) if json_out else _print(result, out, agree)
 
 
 def _print(result, out: Path, agree) -> None:
-    sets = result.controlling_set(10)
+    sets = result.controlling_set(min(10, result.w.shape[1]))  # a model with fewer than 10 dims lists them all
     for j, name in enumerate(result.classes):
         typer.echo(f"{name:>12}: " + " ".join(f"{i}" for i in sets[j]))
     if agree:

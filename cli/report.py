@@ -14,6 +14,7 @@ app = typer.Typer()
 
 @app.command("report")
 @c.handles_errors
+@c.checks_options("report")
 def report_command(
     run_dirs: List[Path] = typer.Argument(..., help="Run folders (corrkit apcr/invert/latents/... --out)."),
     out: Path = typer.Option(Path("report.html"), help="The HTML file to write."),

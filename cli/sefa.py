@@ -14,10 +14,11 @@ app = typer.Typer()
 
 @app.command("sefa")
 @c.handles_errors
+@c.checks_options("sefa")
 def sefa_command(
     model: Optional[Path] = c.path_argument("Bundle folder or generator .onnx (default: the built-in bundle)."),
     out: Optional[Path] = typer.Option(None, help="Write directions [K, N] and eigenvalues [K] to this .npz."),
-    top: int = typer.Option(10, min=0, help="Eigenvalues shown."),
+    top: int = typer.Option(10, help="Eigenvalues shown."),
     json_out: bool = c.JsonOpt,
 ):
     """Find SeFa directions: eigenvectors of AᵀA for the first layer A (no training, no torch)."""

@@ -16,6 +16,7 @@ app = typer.Typer()
 
 @app.command("translate")
 @c.handles_errors
+@c.checks_options("translate")
 def translate_command(
     model: Optional[Path] = c.ModelArg,
     output: Optional[str] = c.OutputOpt,

@@ -310,13 +310,14 @@ def test_too_few_probes_for_the_bands_is_a_one_line_error(bundle, tmp_path):
 def test_cli_writes_weights(linear, tmp_path):
     bundle, _ = linear
     out = tmp_path / "w.npz"
-    r = runner.invoke(app, ["optimize", str(bundle.fused), "--out", str(out), "--iterations", "2", "--perturbations",
-                            "3", "--device", "cpu", "--json"])
-    # a fused file declared as probabilities by default: the logits model is rejected with one line
-    assert r.exit_code == 1 and "not probabilities" in r.output
-    r = runner.invoke(app, ["optimize", str(bundle.fused), "--output", "logits", "--out", str(out), "--iterations",
-                            "2", "--perturbations", "3", "--samples-per-class", "2", "--device", "cpu", "--json"])
-    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["optimize", str(bundle.fused), "--output", "probabilities", "--out", str(out),
+                            "--iterations", "2", "--perturbations", "3", "--device", "cpu", "--json"])
+    # a logits model declared as probabilities is rejected with one line, before anything is written
+    assert r.exit_code == 1 and "not probabilities" in r.output and not out.exists()
+    for kind in ("logits", "auto"):  # declared, or read from prior samples (the default)
+        r = runner.invoke(app, ["optimize", str(bundle.fused), "--output", kind, "--out", str(out), "--iterations",
+                                "2", "--perturbations", "3", "--samples-per-class", "2", "--device", "cpu", "--json"])
+        assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert np.load(out)["w"].shape == (C, N) and summary["settings"]["iterations"] == 2
     assert OptimizedWeights.load(out).settings["samples_per_class"] == 2

@@ -30,6 +30,7 @@ class Pair:
     weights: dict
     image: tuple[int, int, int]  # channels, height, width
     generator_range: tuple[float, float] = (-1.0, 1.0)
+    softmax: bool = False  # the classifier's graph ends in a softmax
 
     def images(self, z: np.ndarray) -> np.ndarray:
         """float64 ``[B, ch, h, w]`` in the generator's output range."""
@@ -50,6 +51,10 @@ class Pair:
         def run(path, x):
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             inp = sess.get_inputs()[0]
+            if len(inp.shape) != x.ndim:  # z [B, N] fed to a [B, N, 1, 1] input
+                x = x.reshape(len(x), *inp.shape[1:])
+            if inp.type == "tensor(float16)":
+                x = x.astype(np.float16)
             b = inp.shape[0] if isinstance(inp.shape[0], int) else len(x)
             outs = []
             for s in range(0, len(x), b):
@@ -61,7 +66,8 @@ class Pair:
         lo, hi = self.generator_range
         img = run(self.generator, np.asarray(z, np.float32)).astype(np.float64)
         x = ((img - lo) * 2.0 / (hi - lo) - 1.0).astype(np.float32)
-        return softmax(run(self.classifier, x).astype(np.float64))
+        out = run(self.classifier, x).astype(np.float64)
+        return out if self.softmax else softmax(out)
 
     def probabilities(self, z: np.ndarray) -> np.ndarray:
         """float64 ``[B, C]``: the classifier on the generator's images mapped to [-1, 1], then softmax."""
@@ -85,9 +91,15 @@ def _save(graph, path: Path, opset: int, external: bool) -> Path:
 
 def pair(folder: Path, *, batch: int | None = 4, external: bool = True, opset: int = 20,
          image: tuple[int, int, int] = (1, 8, 8), generator_range=(-1.0, 1.0), seed: int = 0,
-         names: tuple[str, str, str, str] = ("z", "tanh", "x", "linear")) -> Pair:
+         names: tuple[str, str, str, str] = ("z", "tanh", "x", "linear"), softmax: bool = False,
+         nchw_latent: bool = False, fp16: bool = False, dead_class: int | None = None) -> Pair:
     """A user's pair: ``G(z) = tanh(z W1 + b1)`` reshaped to ``image``, ``Q(x) = flatten(x) W2 + b2`` (logits).
 
+    ``dead_class``: that class's logit is lowered by 50, so no code is ever of that class.
+    ``fp16``: both graphs in float16, inputs and outputs included (weights rounded to fp16 here too,
+    so the NumPy twin computes the same model).
+    ``nchw_latent``: the generator takes ``z [B, N, 1, 1]`` (DCGAN's convention) and flattens it first.
+    ``softmax``: the classifier emits probabilities (its graph ends in Softmax).
     ``batch``: the fixed batch baked into both graphs as ``torch.onnx.export`` does without
     ``dynamic_axes`` (``None``: a symbolic batch, ``-1`` in the Reshapes). ``generator_range``
     other than ``(-1, 1)``: the generator maps tanh to that range (e.g. a sigmoid-like [0, 1]).
@@ -98,29 +110,39 @@ def pair(folder: Path, *, batch: int | None = 4, external: bool = True, opset: i
     pixels = int(np.prod(image))
     w = {"W1": rng.normal(0, 0.6, (N, pixels)).astype(np.float32), "b1": rng.normal(0, 0.1, pixels).astype(np.float32),
          "W2": rng.normal(0, 0.5, (pixels, C)).astype(np.float32), "b2": rng.normal(0, 0.1, C).astype(np.float32)}
+    if dead_class is not None:
+        w["b2"][dead_class] -= 50.0
+    if fp16:
+        w = {k: v.astype(np.float16).astype(np.float32) for k, v in w.items()}
+    ft = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    fl = (lambda a: a.astype(np.float16)) if fp16 else (lambda a: a)  # noqa: E731
     b = batch if batch is not None else "batch"
     first = batch if batch is not None else -1
     z_name, img_name, x_name, out_name = names
     lo, hi = map(float, generator_range)
-    g_nodes = [helper.make_node("Gemm", [z_name, "W1", "b1"], ["h"]),
+    g_nodes = [helper.make_node("Gemm", ["z_flat" if nchw_latent else z_name, "W1", "b1"], ["h"]),
                helper.make_node("Reshape", ["h", "g_shape"], ["r"]),
                helper.make_node("Tanh", ["r"], ["t"] if (lo, hi) != (-1.0, 1.0) else [img_name])]
-    g_init = [numpy_helper.from_array(w["W1"], "W1"), numpy_helper.from_array(w["b1"], "b1"),
+    g_init = [numpy_helper.from_array(fl(w["W1"]), "W1"), numpy_helper.from_array(fl(w["b1"]), "b1"),
               numpy_helper.from_array(np.array([first, *image], np.int64), "g_shape")]
+    if nchw_latent:
+        g_nodes.insert(0, helper.make_node("Flatten", [z_name], ["z_flat"], axis=1))
     if (lo, hi) != (-1.0, 1.0):
         g_nodes += [helper.make_node("Mul", ["t", "g_scale"], ["ts"]), helper.make_node("Add", ["ts", "g_shift"],
                                                                                           [img_name])]
-        g_init += [numpy_helper.from_array(np.array((hi - lo) / 2, np.float32), "g_scale"),
-                   numpy_helper.from_array(np.array(lo + (hi - lo) / 2, np.float32), "g_shift")]
+        g_init += [numpy_helper.from_array(fl(np.array((hi - lo) / 2, np.float32)), "g_scale"),
+                   numpy_helper.from_array(fl(np.array(lo + (hi - lo) / 2, np.float32)), "g_shift")]
     g = helper.make_graph(g_nodes, "user_generator",
-                          [helper.make_tensor_value_info(z_name, TensorProto.FLOAT, [b, N])],
-                          [helper.make_tensor_value_info(img_name, TensorProto.FLOAT, [b, *image])], g_init)
+                          [helper.make_tensor_value_info(z_name, ft, [b, N, 1, 1] if nchw_latent else [b, N])],
+                          [helper.make_tensor_value_info(img_name, ft, [b, *image])], g_init)
     q_nodes = [helper.make_node("Reshape", [x_name, "q_shape"], ["flat"]),
-               helper.make_node("Gemm", ["flat", "W2", "b2"], [out_name])]
+               helper.make_node("Gemm", ["flat", "W2", "b2"], ["logits" if softmax else out_name])]
+    if softmax:  # a classifier that ends in its own softmax: probabilities
+        q_nodes.append(helper.make_node("Softmax", ["logits"], [out_name], axis=-1))
     q_init = [numpy_helper.from_array(np.array([first, pixels], np.int64), "q_shape"),
-              numpy_helper.from_array(w["W2"], "W2"), numpy_helper.from_array(w["b2"], "b2")]
+              numpy_helper.from_array(fl(w["W2"]), "W2"), numpy_helper.from_array(fl(w["b2"]), "b2")]
     q = helper.make_graph(q_nodes, "user_classifier",
-                          [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, [b, *image])],
-                          [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [b, C])], q_init)
+                          [helper.make_tensor_value_info(x_name, ft, [b, *image])],
+                          [helper.make_tensor_value_info(out_name, ft, [b, C])], q_init)
     return Pair(_save(g, folder / "G.onnx", opset, external), _save(q, folder / "Q.onnx", opset, external), w,
-                tuple(image), (lo, hi))
+                tuple(image), (lo, hi), softmax)

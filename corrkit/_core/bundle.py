@@ -96,6 +96,18 @@ def io_shapes(model) -> tuple[list, list]:
     return _dims(model.graph.input[0]), _dims(model.graph.output[0])
 
 
+def _latent_input(dims: list, path) -> int:
+    """``N`` of a generator's latent input ``[B, N]`` or ``[B, N, 1, 1]``."""
+    from corrkit._core.conventions import latent_size
+
+    n = latent_size(dims)
+    if n is None:
+        shown = "[" + ", ".join("batch" if not isinstance(d, int) else str(d) for d in dims) + "]"
+        raise BundleError(f"generator input of {path} has shape {shown}; expected [batch, N] or [batch, N, 1, 1] "
+                          "with a fixed N")
+    return n
+
+
 def _check_rank2(dims: list, what: str, path) -> int:
     if len(dims) != 2 or not isinstance(dims[1], int) or dims[1] <= 0:
         shown = "[" + ", ".join("batch" if not isinstance(d, int) else str(d) for d in dims) + "]"
@@ -224,23 +236,25 @@ class Bundle:
 
     def _runnable(self, path: Path, role: str):
         """``path`` loaded, with its batch dimension made symbolic where that is exact (:mod:`conventions`)."""
-        from corrkit._core.conventions import free_batch
+        from corrkit._core.conventions import flat_latent, float32_boundary, free_batch
 
-        model, how = free_batch(load_onnx(path, role))
+        model, how = free_batch(float32_boundary(load_onnx(path, role)))
         self.forms[role] = how
-        return model
+        return flat_latent(model) if role == "generator" else model
 
-    def fused_model(self):
+    def fused_model(self, output_kind: str | None = None):
         """ONNX ModelProto mapping ``z [B, N]`` to probabilities ``[B, C]``.
 
         Its batch dimension is symbolic, or fixed when a part's could not be freed
-        (the engine then feeds chunks of that size).
+        (the engine then feeds chunks of that size). ``output_kind="probabilities"``
+        leaves out the softmax (the classifier's raw outputs, for detecting their kind).
         """
+        kind = output_kind or self.classifier_output
         if self.fused is not None:
-            return wrap_fused(self._runnable(self.fused, "model"), self.classifier_output)
+            return wrap_fused(self._runnable(self.fused, "model"), kind)
         g = self._runnable(self.generator, "generator")
         q = self._runnable(self.classifier, "classifier")
-        return compose(g, q, self.generator_output_range, self.classifier_input_range, self.classifier_output)
+        return compose(g, q, self.generator_output_range, self.classifier_input_range, kind)
 
     def generator_model(self):
         """The generator as loaded from its file (SeFa reads its weights)."""
@@ -255,6 +269,11 @@ class Bundle:
                               "classifier as a bundle (`corrkit bundle create`)")
         return self._runnable(self.generator, "generator")
 
+    def models(self) -> dict[str, dict]:
+        """Each model file by role: its absolute path and SHA-256 (what a run records to find them again)."""
+        files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
+        return {k: {"path": str(Path(v).resolve()), "sha256": sha256(v)} for k, v in files.items() if v is not None}
+
     def hashes(self) -> dict[str, str]:
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
         return {k: sha256(v) for k, v in files.items() if v is not None}
@@ -262,7 +281,7 @@ class Bundle:
     def card(self) -> dict:
         """The bundle's description as a JSON-ready dict."""
         return {
-            "path": str(self.path or self.fused or ""),
+            "path": str(Path(self.path or self.fused).resolve()) if (self.path or self.fused) else "",
             "latent_dim": self.latent_dim,
             "latent_distribution": self.meta.get("latent_distribution", "normal"),
             "n_classes": self.n_classes,
@@ -272,15 +291,79 @@ class Bundle:
             "classifier_input_range": list(self.classifier_input_range),
             "classifier_output": self.classifier_output,
             "files": self.hashes(),
+            "models": self.models(),
             "provenance": self.meta.get("provenance", {}),
             "metrics": self.meta.get("metrics", {}),
         }
 
 
 def _check_output_kind(kind: str) -> str:
-    if kind not in OUTPUT_KINDS:
-        raise BundleError(f"classifier output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+    if kind not in OUTPUT_KINDS + ("auto",):
+        raise BundleError(f"classifier output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)} or auto")
     return kind
+
+
+def check_generator_range(bundle: "Bundle", samples: int = 16, seed: int = 0) -> tuple[float, float]:
+    """Observed min and max of the generator on prior samples; a warning when they leave the declared range.
+
+    A tanh generator declared as ``0,1`` (or a [0, 255] one as ``-1,1``) would feed the
+    classifier images it was never trained on and draw them clipped.
+    """
+    import warnings
+
+    from corrkit._core.engine import generate
+
+    z = np.random.default_rng(seed).standard_normal((samples, bundle.latent_dim)).astype(np.float32)
+    lo, hi = bundle.generator_output_range
+    img = generate(bundle, z, raw=True)
+    got = float(img.min()), float(img.max())
+    slack = 1e-3 * (hi - lo)
+    if got[0] < lo - slack or got[1] > hi + slack:
+        warnings.warn(f"the generator's outputs on {samples} prior samples span [{got[0]:.4g}, {got[1]:.4g}], outside "
+                      f"the declared range [{lo:g}, {hi:g}]; declare its real range (--generator-range)",
+                      stacklevel=3)
+    return got
+
+
+def settle_output_kind(bundle: "Bundle", declared: str, samples: int = 64, seed: int = 0) -> str:
+    """The classifier's output kind, read from its outputs on ``samples`` prior codes, checked against ``declared``.
+
+    Probabilities are rows that are non-negative and sum to 1 (within the engine's
+    tolerance) on every sample; anything else is logits. ``auto`` takes what the
+    sample shows; a declaration the sample contradicts is an error that says which
+    kind the outputs look like, because softmax applied to probabilities (or not
+    applied to logits) would flatten or distort every number after it.
+    """
+    import onnxruntime as ort
+
+    from corrkit._core.conventions import fixed_batch, run_in_chunks
+    from corrkit._core.engine import PROB_TOL
+    from corrkit.errors import ModelOutputError
+
+    model = bundle.fused_model("probabilities")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        z = np.random.default_rng(seed).standard_normal((samples, bundle.latent_dim)).astype(np.float32)
+        b0 = fixed_batch(model)
+        raw = run_in_chunks(session, "z", z, b0) if b0 else session.run(["probs"], {"z": z})[0]
+    except Exception as exc:  # onnxruntime's errors: the model cannot run as exported
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"onnxruntime cannot run the model on prior samples: {first[:300]}") from None
+    raw = np.asarray(raw, np.float64)
+    if not np.isfinite(raw).all():
+        raise ModelOutputError("the model produced NaN or infinite outputs on prior samples")
+    looks = "probabilities" if ((raw >= -PROB_TOL).all() and (np.abs(raw.sum(axis=1) - 1.0) <= PROB_TOL).all()) \
+        else "logits"
+    if declared in ("auto", looks):
+        return looks
+    if declared == "logits":
+        raise ModelOutputError(f"the classifier outputs look like probabilities (all {samples} prior samples give "
+                               "non-negative rows summing to 1), but they are declared logits: softmax would be "
+                               "applied twice; declare --output probabilities (or auto)")
+    raise ModelOutputError(f"the classifier outputs are not probabilities (a row sums to {raw.sum(axis=1)[0]:.4g} "
+                           "on prior samples); if the model emits logits, declare it (--output logits, or auto)")
 
 
 def _check_range(r, what: str) -> tuple[float, float]:
@@ -294,14 +377,14 @@ def _check_range(r, what: str) -> tuple[float, float]:
 
 
 def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1, 1),
-              classifier_input_range=(-1, 1), classifier_output="logits", meta=None, path=None) -> Bundle:
+              classifier_input_range=(-1, 1), classifier_output="auto", meta=None, path=None) -> Bundle:
     """Check a generator/classifier ONNX pair and describe it as a :class:`Bundle`."""
     generator, classifier = Path(generator), Path(classifier)
     g = load_onnx(generator, "generator")
     q = load_onnx(classifier, "classifier")
     g_in, g_out = io_shapes(g)
     q_in, q_out = io_shapes(q)
-    n = _check_rank2(g_in, "generator input", generator)
+    n = _latent_input(g_in, generator)
     c = _check_rank2(q_out, "classifier output", classifier)
     fixed = lambda dims: [d for d in dims[1:]] if all(isinstance(d, int) for d in dims[1:]) else None  # noqa: E731
     if fixed(g_out) and fixed(q_in) and fixed(g_out) != fixed(q_in):
@@ -313,16 +396,20 @@ def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1
     classes = list(classes)
     if len(classes) != c:
         raise BundleError(f"{len(classes)} class names given, but the classifier has {c} outputs")
-    return Bundle(
-        latent_dim=n, n_classes=c, classes=classes, classifier_output=_check_output_kind(classifier_output),
+    declared = _check_output_kind(classifier_output)
+    b = Bundle(
+        latent_dim=n, n_classes=c, classes=classes, classifier_output=declared,
         generator=generator, classifier=classifier, path=path,
         generator_output_range=_check_range(generator_output_range, "generator output range"),
         classifier_input_range=_check_range(classifier_input_range, "classifier input range"),
         image_shape=tuple(fixed(g_out)) if fixed(g_out) else None, meta=meta or {},
     )
+    b.classifier_output = settle_output_kind(b, declared)
+    check_generator_range(b)
+    return b
 
 
-def from_fused(model_path, *, classes=None, classifier_output="probabilities") -> Bundle:
+def from_fused(model_path, *, classes=None, classifier_output="auto") -> Bundle:
     """A single ONNX file mapping ``z [B, N]`` to probabilities or logits ``[B, C]``."""
     model_path = Path(model_path)
     m = load_onnx(model_path, "model")
@@ -332,8 +419,10 @@ def from_fused(model_path, *, classes=None, classifier_output="probabilities") -
     classes = list(classes) if classes is not None else [str(i) for i in range(c)]
     if len(classes) != c:
         raise BundleError(f"{len(classes)} class names given, but the model has {c} outputs")
-    return Bundle(latent_dim=n, n_classes=c, classes=classes,
-                  classifier_output=_check_output_kind(classifier_output), fused=model_path)
+    declared = _check_output_kind(classifier_output)
+    b = Bundle(latent_dim=n, n_classes=c, classes=classes, classifier_output=declared, fused=model_path)
+    b.classifier_output = settle_output_kind(b, declared)
+    return b
 
 
 def as_bundle(bundle: "Bundle | str | os.PathLike | None") -> Bundle:
@@ -347,19 +436,29 @@ def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str
     if not path.exists():
         raise BundleError(f"{path} does not exist; give a bundle folder or an .onnx model")
     if path.is_file():
-        return from_fused(path, classifier_output=classifier_output or "probabilities")
+        return from_fused(path, classifier_output=classifier_output or "auto")
     card = path / "bundle.json"
     if not card.is_file():
         raise BundleError(f"{path} is a folder without bundle.json; create one with `corrkit bundle create`")
+    from corrkit._core.card import check_card
+
     try:
-        meta = json.loads(card.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{card} is not valid JSON ({exc})") from None
+        text = card.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{card} cannot be read ({exc.strerror or exc}); check its permissions") from None
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BundleError(f"{card} is not UTF-8 text; save it as UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, over-long integers, deep nesting
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise BundleError(f"{card} is not valid JSON ({first})") from None
+    meta = check_card(meta, card)
     bundle = from_pair(
         path / "generator.onnx", path / "classifier.onnx", classes=meta.get("classes"),
         generator_output_range=meta.get("generator_output_range", (-1, 1)),
         classifier_input_range=meta.get("classifier_input_range", (-1, 1)),
-        classifier_output=classifier_output or meta.get("classifier_output", "logits"), meta=meta, path=path,
+        classifier_output=classifier_output or meta.get("classifier_output", "auto"), meta=meta, path=path,
     )
     if int(meta.get("latent_dim", bundle.latent_dim)) != bundle.latent_dim:
         raise BundleError(f"{card} says latent_dim {meta['latent_dim']}, generator.onnx takes {bundle.latent_dim}")
@@ -370,8 +469,9 @@ BUNDLE_FILES = ("generator.onnx", "classifier.onnx", "bundle.json")
 
 
 def create_bundle(generator, classifier, out, *, classes=None, generator_output_range=(-1, 1),
-                  classifier_input_range=(-1, 1), classifier_output="logits", check_samples: int = 64,
-                  seed: int = 0, force: bool = False) -> Bundle:
+                  classifier_input_range=(-1, 1), classifier_output="auto", check_samples: int = 64,
+                  seed: int = 0, force: bool = False, extra_files: dict[str, bytes] | None = None,
+                  provenance: dict | None = None) -> Bundle:
     """Turn a user's ONNX pair into a bundle folder, after checking shapes and output kind.
 
     The output kind is checked on ``check_samples`` prior samples: declared
@@ -395,15 +495,19 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
         "generator_output_range": list(b.generator_output_range),
         "classifier_input_range": list(b.classifier_input_range),
         "classifier_output": b.classifier_output,
-        "provenance": {"created_by": "corrkit bundle create", "generator": str(generator),
-                       "classifier": str(classifier)},
+        "provenance": provenance or {"created_by": "corrkit bundle create", "generator": str(Path(generator).resolve()),
+                                     "classifier": str(Path(classifier).resolve())},
         "metrics": {},
     }
 
     def fill(tmp: Path) -> None:
-        _copy_model(b.generator, tmp / "generator.onnx")
-        _copy_model(b.classifier, tmp / "classifier.onnx")
+        data = [{f.name for f in external_files(m)} for m in (b.generator, b.classifier)]
+        clash = data[0] & data[1] or (data[0] | data[1]) & set(BUNDLE_FILES)
+        _copy_model(b.generator, tmp / "generator.onnx", resave=bool(clash))
+        _copy_model(b.classifier, tmp / "classifier.onnx", resave=bool(clash))
         (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
+        for name, data in (extra_files or {}).items():  # e.g. MODEL_CARD.md
+            (tmp / Path(name).name).write_bytes(data)
 
     try:
         io.write_folder(out, fill, replace=force)
@@ -412,10 +516,17 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
     return load_bundle(out)
 
 
-def _copy_model(src: Path, dst: Path) -> None:
-    """Copy an ``.onnx`` file; one with external data is saved again with its data in ``<dst>.data``."""
-    if not external_files(src):
+def _copy_model(src: Path, dst: Path, resave: bool = False) -> None:
+    """Copy an ``.onnx`` file and its external-data files byte for byte (so its SHA-256 stays the same).
+
+    With ``resave`` (the two models' data files share a name) the model is saved
+    again with its data in ``<dst>.data``; its hash then changes with the file.
+    """
+    extra = external_files(src)
+    if not resave:
         shutil.copyfile(src, dst)
+        for f in extra:
+            shutil.copyfile(f, dst.parent / f.name)
         return
     import onnx
 

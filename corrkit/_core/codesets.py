@@ -45,6 +45,31 @@ def _select(probs: np.ndarray, n: int, tau: float, taken: list[list[int]], offse
             taken[j].append(offset + int(r))
 
 
+# Prior draws kept per code wanted while the class sets fill (the default draw cap of class_sets).
+DRAWS_PER_CODE = 50
+
+
+def check_class_sets(n: int, tau: float, n_classes: int, latent_dim: int, user_latents: bool = False,
+                     max_draws: int | None = None) -> None:
+    """Refuse, before any work, impossible class-set settings and a draw past the memory cap.
+
+    Every prior draw is kept (code and probabilities, float32) until the sets are full,
+    at most ``max_draws`` (default ``50 n C``) of them.
+    """
+    from corrkit._core.grid import MEMORY_CAP, _gib, check_real, check_whole
+
+    check_whole(n, "--samples-per-class", 1)
+    check_real(tau, "--threshold", 0, 1, hi_open=True)
+    if user_latents:
+        return
+    cap = max_draws or DRAWS_PER_CODE * n * n_classes
+    need = cap * (latent_dim + n_classes) * 4
+    if need > MEMORY_CAP:
+        raise GridError(f"--samples-per-class {n:,}: filling {n_classes:,} class sets may draw up to {cap:,} prior "
+                        f"codes ({DRAWS_PER_CODE} per code wanted), {_gib(need)} kept in memory, over corrkit's cap "
+                        f"of {_gib(MEMORY_CAP)}; use a smaller --samples-per-class or give your own --latents")
+
+
 def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau: float = defaults.THRESHOLD,
                seed: int = defaults.SEED, latents: np.ndarray | None = None, draw_batch: int = 1024,
                max_draws: int | None = None, progress=None) -> CodeSets:
@@ -54,10 +79,7 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
     ``draw_batch`` until every class is full or ``max_draws`` (default ``50 n C``)
     is reached, or from the user's ``latents``. Unfilled classes give a warning.
     """
-    if n < 1:
-        raise GridError(f"--samples-per-class must be >= 1 (got {n})")
-    if not 0 <= tau < 1:
-        raise GridError(f"--threshold must be in [0, 1) (got {tau})")
+    check_class_sets(n, tau, n_classes, engine.latent_dim, user_latents=latents is not None, max_draws=max_draws)
     taken: list[list[int]] = [[] for _ in range(n_classes)]
     zs, ps = [], []
     drawn = 0
@@ -67,7 +89,7 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
         zs, ps, drawn = [latents], [probs], len(latents)
     else:
         rng = np.random.default_rng(seed)
-        cap = max_draws or 50 * n * n_classes
+        cap = max_draws or DRAWS_PER_CODE * n * n_classes
         while drawn < cap and min(len(t) for t in taken) < n:
             z = rng.standard_normal((min(draw_batch, cap - drawn), engine.latent_dim)).astype(np.float32)
             p = engine.probabilities(z, describe=lambda r, o=drawn: f"prior sample {o + r}")

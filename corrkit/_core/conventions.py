@@ -129,3 +129,88 @@ def run_in_chunks(session, name: str, x: np.ndarray, b0: int) -> np.ndarray:
             chunk = np.concatenate([chunk, np.zeros((b0 - len(chunk), *chunk.shape[1:]), chunk.dtype)])
         parts.append(session.run(None, {name: chunk})[0][: min(b0, len(x) - s)])
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+
+
+def latent_size(dims: list) -> int | None:
+    """``N`` of a latent input ``[B, N]`` or ``[B, N, 1, 1]`` (the DCGAN convention); ``None`` for anything else."""
+    if len(dims) == 2 and isinstance(dims[1], int) and dims[1] > 0:
+        return dims[1]
+    if len(dims) == 4 and isinstance(dims[1], int) and dims[1] > 0 and list(dims[2:]) == [1, 1]:
+        return dims[1]
+    return None
+
+
+def flat_latent(model):
+    """``model`` taking ``z [B, N]``: a ``[B, N, 1, 1]`` latent input gets a Reshape in front (a copy); else as is."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    vi = model.graph.input[0]
+    dims = vi.type.tensor_type.shape.dim
+    if len(dims) != 4:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    old = m.graph.input[0]
+    name, n = old.name, dims[1].dim_value
+    inner = name + "/as_nchw"
+    for node in m.graph.node:
+        for k, x in enumerate(node.input):
+            if x == name:
+                node.input[k] = inner
+    batch = dims[0].dim_value if dims[0].HasField("dim_value") else (dims[0].dim_param or BATCH)
+    new = helper.make_tensor_value_info(name, old.type.tensor_type.elem_type, [batch, n])
+    m.graph.initializer.append(numpy_helper.from_array(np.array([-1, n, 1, 1], np.int64), inner + "/shape"))
+    m.graph.node.insert(0, helper.make_node("Reshape", [name, inner + "/shape"], [inner], name=inner))
+    del m.graph.input[0]
+    m.graph.input.insert(0, new)
+    return m
+
+
+def float32_boundary(model):
+    """``model`` with float32 inputs and outputs: an fp16/bf16 graph gets Casts at its boundary (a copy).
+
+    Inside, the graph keeps its own precision; everything corrkit feeds and reads
+    (codes, images between the two models, probabilities) stays float32, so the
+    reductions are those of an fp32 model.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    low = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    ios = list(model.graph.input) + list(model.graph.output)
+    if not any(v.type.tensor_type.elem_type in low for v in ios):
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    front, back = [], []
+    for vi in g.input:
+        t = vi.type.tensor_type
+        if t.elem_type not in low:
+            continue
+        inner, kind = vi.name + "/low", t.elem_type
+        for node in g.node:
+            for k, x in enumerate(node.input):
+                if x == vi.name:
+                    node.input[k] = inner
+        front.append(helper.make_node("Cast", [vi.name], [inner], to=kind, name=inner))
+        t.elem_type = TensorProto.FLOAT
+    for vi in g.output:
+        t = vi.type.tensor_type
+        if t.elem_type not in low:
+            continue
+        inner = vi.name + "/low"
+        for node in g.node:
+            for k, x in enumerate(node.output):
+                if x == vi.name:
+                    node.output[k] = inner
+            for k, x in enumerate(node.input):
+                if x == vi.name:
+                    node.input[k] = inner
+        back.append(helper.make_node("Cast", [inner], [vi.name], to=TensorProto.FLOAT, name=vi.name + "/fp32"))
+        t.elem_type = TensorProto.FLOAT
+    nodes = front + list(g.node) + back
+    del g.node[:]
+    g.node.extend(nodes)
+    return m

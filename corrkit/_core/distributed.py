@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import os
 import uuid
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -38,23 +39,81 @@ def import_ray():
     return ray
 
 
-def check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Fail fast on a ``HOST:PORT`` or ``ray://HOST:PORT`` nobody listens on (Ray itself retries for minutes)."""
+CONNECT_SECONDS = 10.0  # the most a --ray address may take to show it is a Ray cluster
+# An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113 §3.4): both Ray's GCS
+# (HOST:PORT) and its client server (ray://HOST:PORT) are gRPC servers, whose first frame back is SETTINGS.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_SECONDS) -> None:
+    """Fail within ``timeout`` seconds on a ``HOST:PORT`` or ``ray://HOST:PORT`` that is not a Ray cluster.
+
+    Ray itself retries for minutes both where nobody listens and where something else
+    does (a web server, a database); so the address must accept a connection and answer
+    the HTTP/2 preface with a SETTINGS frame, as every gRPC server does, within ``timeout``.
+    """
     import socket
+    import time
 
     if address in (None, "local", "auto"):
         return
     host, _, port = address.split("://", 1)[-1].rpartition(":")
     host = host.strip("[]")  # [IPv6]:port
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CorrkitError(f"--ray {address!r} is not a Ray address: use local, auto, HOST:PORT or ray://HOST:PORT")
+    hint = "start one there with `ray start --head`, or use --ray local"
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.sendall(_H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except socket.timeout:
+        raise CorrkitError(f"the Ray cluster at {address!r} did not answer within {timeout:g} s; {hint}") from None
     except OSError as exc:
-        raise CorrkitError(
-            f"cannot reach the Ray cluster at {address!r} ({exc}); start one there with "
-            "`ray start --head`, or use --ray local"
-        ) from None
+        raise CorrkitError(f"cannot reach the Ray cluster at {address!r} ({exc}); {hint}") from None
+    if len(head) < 9 or head[3] != _SETTINGS:
+        raise CorrkitError(f"{address!r} answers, but not as a Ray cluster (no gRPC server there); check the "
+                           f"address and port, or {hint}")
+
+
+@contextmanager
+def quiet_ray(quiet: bool = True):
+    """Keep Ray's log lines (its C++ core writes to file descriptor 2) off the terminal while Ray starts or stops.
+
+    ``RAY_BACKEND_LOG_LEVEL`` also reaches the processes Ray starts meanwhile. The
+    lines go to a temporary file, dropped afterwards; with ``quiet=False`` (``--verbose``)
+    nothing changes.
+    """
+    import sys
+    import tempfile
+
+    if not quiet:
+        yield
+        return
+    env_before = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "error" if env_before is None else env_before
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+        if env_before is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
 class ShardWorker:
@@ -126,6 +185,8 @@ class RayPool:
         Shards queued per actor, so an actor never waits for the driver.
     max_attempts : int
         Workers a shard may die on before the run gives up.
+    verbose : bool
+        Show Ray's own log lines, and stream the workers' logs to this process (``--verbose``).
     """
 
     def __init__(
@@ -139,21 +200,26 @@ class RayPool:
         workers: int | None = None,
         in_flight: int = 2,
         max_attempts: int = 3,
+        verbose: bool = False,
     ):
         from corrkit._core.engine import default_batch_size
 
         ray = self._ray = import_ray()
         self._started = not ray.is_initialized()
+        self._verbose = bool(verbose)
         if self._started:
             check_reachable(address)
             new_local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
             kw = {"include_dashboard": False} if new_local else {}
             try:
-                ray.init(address=address, log_to_driver=False, logging_level="WARNING", **kw)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+                with quiet_ray(not verbose):
+                    ray.init(address=address, log_to_driver=verbose, logging_level="INFO" if verbose else "ERROR",
+                             **kw)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
                 raise CorrkitError(
-                    f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}; "
+                    f"cannot reach the Ray cluster at {address!r}: {str(exc).strip().splitlines()[0][:300]}; "
                     "start one with `ray start --head`, or use --ray local"
+                    + ("" if verbose else " (--verbose shows Ray's own log)")
                 ) from None
         self.address = address or "local"
         resources = ray.cluster_resources()
@@ -277,7 +343,8 @@ class RayPool:
             self._ray.kill(actor, no_restart=True)
         self.workers = []
         if self._started and self._ray.is_initialized():
-            self._ray.shutdown()
+            with quiet_ray(not getattr(self, "_verbose", False)):
+                self._ray.shutdown()
 
     def __enter__(self):
         return self

@@ -111,7 +111,8 @@ class Engine:
         self.latent_dim = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
         self.mode = check_mode(mode)
         self.rewrites: dict[str, int] = {}
-        if rewrite:
+        # The rewrites write float32 weights: they serve float32 graphs only (an fp16 graph runs as exported).
+        if rewrite and all(t.data_type != 10 and t.data_type != 16 for t in model.graph.initializer):
             from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
 
             model, n_sub = subpixel_phase_form(model)
@@ -212,12 +213,13 @@ class Engine:
                 )
 
 
-def generate(bundle, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def generate(bundle, z: np.ndarray, batch_size: int = 256, raw: bool = False) -> np.ndarray:
     """The generator's images for codes ``z`` float32 ``[B, N]``, mapped from its output range to [0, 1].
 
     The one image-generating function of corrkit (figures, traversals, edits,
     inversion checks). Returns float32 ``[B, H, W]`` for one channel and
-    ``[B, H, W, C]`` (channels last, for drawing in colour) for more.
+    ``[B, H, W, C]`` (channels last, for drawing in colour) for more. ``raw``: the
+    generator's own output ``[B, ...]``, float32, in its range.
     """
     import onnxruntime as ort
 
@@ -236,6 +238,8 @@ def generate(bundle, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
     else:
         images = np.concatenate([session.run(None, {name: z[s:s + batch_size]})[0]
                                  for s in range(0, len(z), batch_size)])
+    if raw:
+        return np.asarray(images, np.float32)
     lo, hi = map(float, bundle.generator_output_range)
     images = np.clip((images.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
     if images.ndim == 4:  # [B, C, H, W]

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from corrkit._core import defaults
+from corrkit._core.grid import check_whole
 from corrkit.errors import GridError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -24,9 +25,11 @@ MAX_THREADS = 4096
 MAX_WORKERS = 100_000
 
 
+MAX_SHARD_POINTS = 1 << 40
+
+
 def _whole(value, name: str, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise GridError(f"{name} must be a whole number from {lo} to {hi:,} (got {value!r})")
+    check_whole(value, name, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class Execution:
         Grid points per shard, rounded up to whole batches (default 16 batches).
     checkpoint_seconds : float
         Seconds between checkpoints of a resumable run (0: after every shard).
+    verbose : bool
+        Let Ray's own log lines through to the terminal (``--verbose``); by default they
+        are kept out, and a failure to start or join Ray is one error.
     """
 
     device: str = "auto"
@@ -65,6 +71,7 @@ class Execution:
     workers: int | None = None
     shard_points: int | None = None
     checkpoint_seconds: float = defaults.CHECKPOINT_SECONDS
+    verbose: bool = False
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -80,7 +87,7 @@ class Execution:
         if self.workers is not None:
             _whole(self.workers, "--workers", 1, MAX_WORKERS)
         if self.shard_points is not None:
-            _whole(self.shard_points, "--shard-points", 1, 1 << 40)
+            _whole(self.shard_points, "--shard-points", 1, MAX_SHARD_POINTS)
         c = self.checkpoint_seconds
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
             raise GridError(f"--checkpoint-every must be a finite number of seconds >= 0 (got {c!r})")
@@ -106,7 +113,7 @@ class Execution:
         from corrkit._core.distributed import RayPool
 
         return RayPool(engine, address=self.ray_address, device=self.device, batch_size=self.batch_size,
-                       threads=self.threads, workers=self.workers)
+                       threads=self.threads, workers=self.workers, verbose=self.verbose)
 
     def require_extras(self) -> None:
         """Fail before any work when the executor's extra is missing."""

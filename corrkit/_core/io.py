@@ -1,4 +1,10 @@
-"""Atomic file and folder writes: a killed process never leaves a half-written result."""
+"""Atomic file and folder writes: a killed process never leaves a half-written result.
+
+A write that fails (a full disk, a read-only folder, ``--out`` naming a folder where a
+file goes) removes its temporary and raises one :class:`~corrkit.errors.CorrkitError`
+naming the path; :func:`check_writable` and :func:`check_readable` let a command find
+such a path before any work.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,88 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+
+from corrkit.errors import CorrkitError
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(out: str | os.PathLike, kind: str = "folder", what: str = "--out") -> Path:
+    """Fail before any work when ``out`` cannot take a result; returns ``out`` as a :class:`Path`.
+
+    ``kind="folder"``: ``out`` is a folder or does not exist yet; ``kind="file"``: ``out``
+    is a regular file or does not exist yet, and is never a folder, a device or a pipe
+    (a rename would put the result in place of ``/dev/null``). A probe file is created
+    and removed in ``out`` (a folder) or in the folder the file goes into, or, where
+    those do not exist yet, in their nearest existing parent: nothing else is created,
+    so a refused ``--out`` leaves no trace. A disk with a few bytes left passes; the
+    writers then fail with one error and remove their temporaries.
+    """
+    out = Path(out)
+    if kind not in ("folder", "file"):
+        raise ValueError(f"kind must be 'folder' or 'file' (got {kind!r})")
+    there = out.exists() or out.is_symlink()
+    if kind == "folder" and there and not out.is_dir():
+        raise CorrkitError(f"{what} {out} exists and is not a folder; give a new or existing folder")
+    if kind == "file" and out.is_dir():
+        raise CorrkitError(f"{what} {out} is a folder; give the path of a file (one inside it, for instance)")
+    if kind == "file" and there and not out.is_file():
+        raise CorrkitError(f"{what} {out} is not a regular file (a device, pipe, socket or broken link); "
+                           "give a file path")
+    folder = _existing_ancestor(out if kind == "folder" else out.parent)
+    if not folder.is_dir():
+        raise CorrkitError(f"{what} {out} cannot be made: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".corrkit-probe-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise CorrkitError(f"cannot write {what} {out}: {_why(exc)} ({folder})") from None
+    try:
+        os.write(fd, b"\0")
+    except OSError as exc:
+        raise CorrkitError(f"cannot write {what} {out}: {_why(exc)} ({folder})") from None
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return out
+
+
+def check_readable(path: str | os.PathLike, what: str, kind: str = "file", hint: str = "") -> Path:
+    """Fail before any work when an input is missing, of the wrong kind or unreadable; returns it as a Path.
+
+    ``kind`` is ``"file"`` (a regular file: never a folder, and never a pipe, which
+    would block the read), ``"folder"`` or ``"any"`` (either). ``hint`` is appended to
+    the message of a missing path.
+    """
+    path = Path(path)
+    hint = f"; {hint}" if hint else ""
+    if not path.exists():
+        if kind == "folder":
+            raise CorrkitError(f"{what} {path} is not a folder: nothing is there{hint}")
+        raise CorrkitError(f"{what} {path} does not exist{hint}")
+    if kind == "file" and path.is_dir():
+        raise CorrkitError(f"{what} {path} is a folder, expected a file")
+    if kind == "folder" and not path.is_dir():
+        raise CorrkitError(f"{what} {path} is not a folder")
+    if not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+        raise CorrkitError(f"{what} {path} is not a regular file (a device, pipe or socket)")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise CorrkitError(f"{what} {path} cannot be read (permission denied)")
+    return path
 
 
 def _tmp(path: Path) -> Path:
@@ -23,16 +106,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> str:
     The temporary file is removed when the write fails (a full disk, a read-only folder).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise CorrkitError(f"cannot write {path}: it is a folder or a special file, not a regular file")
     tmp = _tmp(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CorrkitError(f"cannot write {path}: {_why(exc)}") from exc
         raise
     return hashlib.sha256(data).hexdigest()
 
@@ -68,24 +155,36 @@ def write_folder(out: str | os.PathLike, fill, replace: bool = False) -> None:
     removed only after the new one is in place. Callers decide what may be replaced.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise CorrkitError(f"cannot write {out}: {_why(exc)}") from exc
+    old = None
     try:
         fill(tmp)
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        old = None
         if replace and out.is_dir() and any(out.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old)
         os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old, out)  # the earlier folder goes back where it was
+        elif old is not None:
+            try:
+                old.rmdir()  # made empty by mkdtemp; the rename aside did not happen
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise CorrkitError(f"cannot write {out}: {_why(exc)}") from exc
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _default(o):

@@ -17,9 +17,9 @@ import numpy as np
 
 from corrkit._core import io
 from corrkit._core.bundle import Bundle, as_bundle
-from corrkit._core.defaults import COMPARE_SAMPLES_PER_CLASS, DELTA, SEED, STEPS
+from corrkit._core.defaults import COMPARE_SAMPLES_PER_CLASS, DELTA, SEED, STEPS, THRESHOLD
 from corrkit._core.execution import Execution
-from corrkit._core.grid import check_directions, check_seed, load_array
+from corrkit._core.grid import check_directions, check_grid_size, check_seed, check_steps, load_array
 from corrkit._core.linalg import random_orthogonal
 from corrkit.errors import GridError
 from corrkit.methods.sequential import APCRResult, apcr
@@ -45,26 +45,51 @@ def selectivity(apcr_k: np.ndarray) -> np.ndarray:
 
 
 def summarize(result: APCRResult, rows: slice | None = None) -> dict:
-    """Strongest APCR per class, mean selectivity and the best direction per class for a (sub)set of rows."""
+    """Strongest APCR per class, mean selectivity and the best direction per class for a (sub)set of rows.
+
+    A class without codes has no APCR: its strongest value and best direction are
+    ``None`` and it is left out of the means.
+    """
     a = result.apcr if rows is None else result.apcr[rows]
     sel = selectivity(a)
+    has = np.isfinite(a).any(axis=0)
+    strongest = np.where(has, np.nan_to_num(a, nan=-np.inf).max(axis=0), np.nan)
+    best = np.nan_to_num(a, nan=-1).argmax(axis=0)
     return {
         "n_directions": int(a.shape[0]),
-        "strongest_apcr": np.nanmax(a, axis=0).round(5).tolist(),
-        "mean_strongest_apcr": float(np.nanmean(np.nanmax(a, axis=0))),
-        "best_direction": np.nanargmax(np.nan_to_num(a, nan=-1), axis=0).tolist(),
+        "strongest_apcr": [float(np.round(v, 5)) if h else None for v, h in zip(strongest, has)],
+        "mean_strongest_apcr": float(strongest[has].mean()) if has.any() else None,
+        "best_direction": [int(i) if h else None for i, h in zip(best, has)],
         "mean_selectivity": float(np.mean(sel[np.isfinite(sel)])) if np.isfinite(sel).any() else None,
         "median_selectivity": float(np.median(sel[np.isfinite(sel)])) if np.isfinite(sel).any() else None,
     }
 
 
 def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
-    """Directions ``[K, N]`` and any extra scalars (e.g. ``rca``) stored beside them in an ``.npz``."""
+    """Directions ``[K, N]`` and any extra real scalars (e.g. ``rca``) stored beside them in an ``.npz``.
+
+    The directions are read as ``corrkit apcr --directions`` reads them. Other arrays
+    are reported only when they are one finite real number; the rest (strings, complex
+    numbers, vectors) are left out, with a warning naming the scalars left out.
+    """
+    import warnings
+
+    from corrkit._core.grid import read_npz
+
     arr = load_array(path, "directions")
-    extra = {}
+    extra, skipped = {}, []
     if str(path).endswith(".npz"):
-        with np.load(path, allow_pickle=False) as d:
-            extra = {k: float(d[k]) for k in d.files if d[k].ndim == 0 and k != "directions"}
+        for k, v in read_npz(path, "directions").items():
+            if k == "directions" or v.ndim != 0:
+                continue
+            if (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)) and \
+                    np.isfinite(v.astype(np.float64)):
+                extra[k] = float(v)
+            else:
+                skipped.append(k)
+        if skipped:
+            warnings.warn(f"{path}: {', '.join(skipped)} left out of the table (not one finite real number)",
+                          stacklevel=2)
     return arr, extra
 
 
@@ -81,10 +106,14 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     (see :func:`corrkit.methods.sequential.apcr`). With ``out``: ``compare.json`` and
     one ``corrkit apcr`` run folder per direction set, ``out/<method>``.
     """
+    from corrkit._core.codesets import check_class_sets
+
     ex = execution or Execution()
     check_seed(seed)
+    check_steps(steps, delta)
     bundle = as_bundle(bundle)
     n = bundle.latent_dim
+    check_class_sets(samples_per_class, THRESHOLD, bundle.n_classes, n)
     sets: dict[str, tuple[np.ndarray, dict]] = {
         "coordinate": (np.eye(n, dtype=np.float32), {}),
         "random": (random_orthogonal(n, seed), {}),
@@ -101,6 +130,8 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
             raise GridError(f"method name {name!r} is taken; pick another")
         arr, extra = load_directions(src) if isinstance(src, (str, Path)) else (np.asarray(src), {})
         sets[name] = (check_directions(arr, n), extra)
+    for d, _ in sets.values():  # every set before the first runs: a refused one must not follow replaced results
+        check_grid_size(samples_per_class * bundle.n_classes, len(d), steps, bundle.n_classes)
     ex.require_extras()
     engine = ex.engine(bundle)
     pool = ex.pool(engine)

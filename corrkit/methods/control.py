@@ -61,14 +61,17 @@ class ControlResult:
     weights_path: str = ""
 
     @property
-    def mean(self) -> float:
-        return float(self.ratio.mean())
+    def mean(self) -> float | None:
+        """Mean over the classes that have a ratio (``None`` when none has)."""
+        ok = np.isfinite(self.ratio)
+        return float(self.ratio[ok].mean()) if ok.any() else None
 
     def to_json(self) -> dict:
         out = {
             "k": self.k,
             "classes": list(self.classes),
-            "intersection_ratio": {"per_class": self.ratio.tolist(), "mean": self.mean},
+            "intersection_ratio": {"per_class": [float(r) if np.isfinite(r) else None for r in self.ratio],
+                                   "mean": self.mean},
             "sets": {"seq": self.seq.tolist(), "opt": self.opt.tolist(),
                      "common": [sorted(set(a) & set(b)) for a, b in zip(self.seq.tolist(), self.opt.tolist())]},
             "weights": self.weights_path,
@@ -125,5 +128,11 @@ def control(run=None, weights=None, top_k: int = TOP_K, progress=None) -> Contro
         raise CorrkitError(f"--top-k must be between 1 and {n} (got {top_k})")
     seq, opt = run.controlling_set(top_k), weights.controlling_set(top_k)
     paper = PAPER_TABLE1 if (c == len(PAPER_TABLE1) and top_k == PAPER_TABLE1_K) else None
-    return ControlResult(seq=seq, opt=opt, ratio=intersection_ratio(seq, opt), classes=list(run.classes), k=top_k,
-                         paper=paper, weights_path=str(path))
+    ratio = intersection_ratio(seq, opt)
+    # A class without codes in either run has no controlling set to compare: its ratio is missing, never 1.
+    empty = np.asarray(run.counts) == 0
+    if np.asarray(weights.counts).shape == (c,):
+        empty |= np.asarray(weights.counts) == 0
+    ratio[empty] = np.nan
+    return ControlResult(seq=seq, opt=opt, ratio=ratio, classes=list(run.classes), k=top_k, paper=paper,
+                         weights_path=str(path))

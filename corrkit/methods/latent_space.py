@@ -24,6 +24,9 @@ from corrkit._core.defaults import SEED
 from corrkit.errors import CorrkitError, MissingExtraError
 
 FOLDS = 5
+MAX_FOLDS = 100
+MAX_PRIOR = 100_000  # t-SNE of more points takes hours
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state takes no more
 
 
 def _sklearn():
@@ -132,7 +135,12 @@ def latent_space(codes, labels, bundle=None, *, out: str | Path | None = None, n
         stay near chance), the class shares of the prior samples, and seconds.
     """
     from corrkit._core.bundle import as_bundle
+    from corrkit._core.grid import check_whole
 
+    check_whole(folds, "--folds", 2, MAX_FOLDS)
+    check_whole(seed, "--seed", 0, MAX_SEED)
+    if n_prior is not None:
+        check_whole(n_prior, "--n-prior", 0, MAX_PRIOR)
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
     codes, labels = check_codes(codes, labels)

@@ -21,6 +21,8 @@ from corrkit._core.execution import Execution
 from corrkit.errors import CorrkitError
 
 SETS = ("top", "bottom", "random")
+# Alpha steps measured (and drawn): far more than a table or a picture can show; each holds every code's probabilities.
+MAX_ALPHA_STEPS = 1_000
 
 
 def class_index(value: str | int, classes: list[str]) -> int:
@@ -194,10 +196,14 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
     ManipulationResult
     """
     from corrkit._core.bundle import as_bundle
+    from corrkit._core.grid import check_real, check_seed, check_whole
 
-    if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
-        raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
+    check_real(alpha, "--alpha", 0, lo_open=True)
+    check_whole(steps, "--steps", 1, MAX_ALPHA_STEPS)
+    check_seed(seed)
     bundle = as_bundle(bundle)
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= bundle.latent_dim:
+        raise CorrkitError(f"--top-k must be between 1 and {bundle.latent_dim} (got {top_k})")
     engine = engine or (execution or Execution()).engine(bundle)
     run = load_run(run, bundle, progress)
     signs = lowering_signs(run.up, run.down)

@@ -13,9 +13,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from corrkit._core import defaults
+from corrkit._core.execution import MAX_BATCH_SIZE
+from corrkit._core.grid import check_real, check_seed, check_whole
 from corrkit.errors import GridError
 
 OBJECTIVES = ("paper", "authors")
+MAX_ITERATIONS = 1_000_000  # the losses are kept per class and step
+MAX_PERTURBATIONS = 10_000
 PERTURBATIONS = ("cyclic", "orthogonal", "gaussian")
 ESTIMATORS = ("bands", "codes", "weights")
 
@@ -49,12 +53,15 @@ class OptimizeSettings:
             raise GridError(f"perturbations must be one of {', '.join(PERTURBATIONS)} (got {self.perturbation_kind!r})")
         if self.estimator not in ESTIMATORS:
             raise GridError(f"--estimator must be one of {', '.join(ESTIMATORS)} (got {self.estimator!r})")
-        if self.iterations < 1 or self.batch_size < 1 or self.perturbations < 1:
-            raise GridError("--iterations, --batch-size and --perturbations must be >= 1")
-        if not (self.lr > 0 and self.lam >= 0 and self.sigma > 0 and 0 <= self.xi_min <= self.xi_max):
-            raise GridError("need lr > 0, lambda >= 0, sigma > 0 and 0 <= xi_min <= xi_max")
-        if not 0 <= self.average < 1:
-            raise GridError(f"--average must be in [0, 1) (got {self.average})")
+        check_whole(self.iterations, "--iterations", 1, MAX_ITERATIONS)
+        check_whole(self.batch_size, "--batch-size", 1, MAX_BATCH_SIZE)
+        check_whole(self.perturbations, "--perturbations", 1, MAX_PERTURBATIONS)
+        check_seed(self.seed)
+        values = (self.lr, self.lam, self.sigma, self.xi_min, self.xi_max)
+        if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values) or not (
+                self.lr > 0 and self.lam >= 0 and self.sigma > 0 and 0 <= self.xi_min <= self.xi_max):
+            raise GridError("need finite lr > 0, lambda >= 0, sigma > 0 and 0 <= xi_min <= xi_max")
+        check_real(self.average, "--average", 0, 1, hi_open=True)
         return self
 
     def to_dict(self) -> dict:

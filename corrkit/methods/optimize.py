@@ -80,21 +80,55 @@ class OptimizedWeights:
 
     @classmethod
     def load(cls, path: str | Path) -> "OptimizedWeights":
+        """Read what :meth:`save` wrote; anything else, or a damaged file, is one :class:`CorrkitError`.
+
+        ``w`` must be finite floats ``[C, N]``; ``classes`` ``[C]`` strings, ``counts``
+        ``[C]`` whole numbers >= 0, ``loss`` floats ``[C, T]``, ``w_last`` like ``w`` and
+        ``settings`` one JSON object, when present.
+        """
+        from corrkit._core.grid import read_npz
+
         path = Path(path)
-        try:
-            d = np.load(path, allow_pickle=False)
-            w = d["w"]
-            settings = json.loads(str(d["settings"])) if "settings" in d.files else {}
-        except (OSError, ValueError, KeyError) as exc:
-            raise CorrkitError(f"{path} is not an optimized-weights file with an array `w` ({exc}); "
-                               "make one with `corrkit optimize --out` or `corrkit export optimize`") from None
-        if w.ndim != 2:
-            raise CorrkitError(f"{path}: `w` has shape {list(w.shape)}, expected [C, N]")
-        classes = [str(c) for c in d["classes"]] if "classes" in d.files else [str(j) for j in range(len(w))]
-        loss = d["loss"] if "loss" in d.files else np.zeros((len(w), 0))
-        counts = d["counts"] if "counts" in d.files else np.zeros(len(w), np.int64)
-        return cls(w=w, loss=loss, classes=classes, counts=counts, settings=settings,
-                   seconds=float(settings.get("seconds", 0.0)), w_last=d["w_last"] if "w_last" in d.files else None)
+        hint = "make one with `corrkit optimize --out` or `corrkit export optimize`"
+        d = read_npz(path, "optimised weights", fix=hint)
+
+        def bad(problem: str):
+            return CorrkitError(f"{path} is not an optimised-weights file: {problem}; {hint}")
+
+        w = d.get("w")
+        if w is None:
+            raise bad("it has no array `w`")
+        if w.ndim != 2 or 0 in w.shape:
+            raise bad(f"`w` has shape {list(w.shape)}, expected [C, N]")
+        if not np.issubdtype(w.dtype, np.floating) or not np.isfinite(w).all():
+            raise bad("`w` must be finite floating-point numbers")
+        c = len(w)
+        settings = {}
+        if "settings" in d:
+            try:
+                settings = json.loads(str(d["settings"])) if d["settings"].ndim == 0 else None
+            except (ValueError, RecursionError):
+                settings = None
+            if not isinstance(settings, dict):
+                raise bad("`settings` is not one JSON object")
+        seconds = settings.get("seconds", 0.0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not np.isfinite(seconds):
+            raise bad(f"settings' `seconds` is {seconds!r}, expected a number")
+        classes = d.get("classes", np.array([str(j) for j in range(c)]))
+        if classes.shape != (c,) or classes.dtype.kind != "U":
+            raise bad(f"`classes` must be {c} names (strings), one per row of `w`")
+        counts = d.get("counts", np.zeros(c, np.int64))
+        if counts.shape != (c,) or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+            raise bad(f"`counts` must be {c} whole numbers >= 0")
+        loss = d.get("loss", np.zeros((c, 0)))
+        if loss.ndim != 2 or len(loss) != c or not np.issubdtype(loss.dtype, np.floating):
+            raise bad(f"`loss` has shape {list(loss.shape)}, expected floats [{c}, steps]")
+        w_last = d.get("w_last")
+        if w_last is not None and (w_last.shape != w.shape or not np.issubdtype(w_last.dtype, np.floating)
+                                   or not np.isfinite(w_last).all()):
+            raise bad(f"`w_last` must be finite floats of the shape of `w` {list(w.shape)}")
+        return cls(w=w, loss=loss, classes=[str(x) for x in classes], counts=counts, settings=settings,
+                   seconds=float(seconds), w_last=w_last)
 
 
 def code_sets(bundle, settings: OptimizeSettings, engine=None, execution: Execution | None = None, progress=None):
@@ -128,10 +162,12 @@ def optimize(bundle=None, settings: OptimizeSettings | None = None, *, engine=No
     OptimizedWeights
     """
     from corrkit._core.bundle import as_bundle
+    from corrkit._core.codesets import check_class_sets
 
     settings = OptimizeSettings(**{**asdict(settings or OptimizeSettings()), **overrides,
                                    "method": "zeroth-order"}).check()
     bundle = as_bundle(bundle)
+    check_class_sets(settings.samples_per_class, settings.threshold, bundle.n_classes, bundle.latent_dim)
     t0 = time.perf_counter()
     report = progress or (lambda *a: None)
     n = bundle.latent_dim

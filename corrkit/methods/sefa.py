@@ -111,6 +111,9 @@ def _conv_transpose(node, g: _Graph) -> np.ndarray:
     if at.get("group", 1) != 1 or w.ndim != 4:
         raise BundleError(f"ConvTranspose node {node.name!r}: only 2-D, group=1 first layers are supported")
     p = list(at.get("pads", [0, 0, 0, 0]))
+    if len(p) != 4 or min(p) < 0 or p[0] + p[2] >= w.shape[2] or p[1] + p[3] >= w.shape[3]:
+        raise BundleError(f"ConvTranspose node {node.name!r}: pads {p} crop the whole {w.shape[2]}x{w.shape[3]} "
+                          "kernel, so on a 1x1 latent the layer has no output; SeFa cannot read this first layer")
     w = w[:, :, p[0]:w.shape[2] - p[2], p[1]:w.shape[3] - p[3]]
     return w.reshape(w.shape[0], -1).T
 
@@ -207,10 +210,19 @@ def sefa(source=None) -> SefaResult:
         ``directions`` float32 [N, N] (rows), ``eigenvalues`` float64 [N], descending.
     """
     a, layer = first_linear_map(_generator_model(source))
+    if not np.isfinite(a).all():
+        raise BundleError(f"the generator's first layer, {layer}, holds NaN or infinite weights; SeFa has "
+                          "nothing to factorise: check or re-export the generator")
     # As the official code: each output unit's weights to unit norm, so that loud units
     # do not dominate. All-zero rows (cropped-out or dead units) stay zero.
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    a = a / np.where(norms > 0, norms, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # weights too large to square are refused just below
+        norms = np.linalg.norm(a, axis=1, keepdims=True)
+        a = a / np.where(norms > 0, norms, 1.0)
+    if a.size == 0 or not np.isfinite(a).all() or not a.any():
+        # Every direction would be an eigenvector of a zero AᵀA: any answer would be made up.
+        raise BundleError(f"the generator's first layer, {layer}, has no usable weights (none, all zero, or too "
+                          "large to normalise); SeFa's directions would be arbitrary: check or re-export the "
+                          "generator")
     values, vectors = np.linalg.eigh(a.T @ a)  # ascending, columns
     order = np.argsort(values)[::-1]
     values, d = values[order], vectors[:, order].T

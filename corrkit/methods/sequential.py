@@ -26,10 +26,12 @@ from corrkit._core import defaults
 from corrkit._core.bundle import Bundle, as_bundle
 from corrkit._core.engine import Engine
 from corrkit._core.execution import Execution
-from corrkit._core.grid import Grid, axis_directions, check_directions, check_latents, check_seed, check_steps
+from corrkit._core.grid import (
+    Grid, axis_directions, check_directions, check_grid_size, check_latents, check_seed, check_steps,
+)
 from corrkit.kernels import apcr as kern
 from corrkit.kernels.ranking import threshold_mask, top_k
-from corrkit._core.codesets import CodeSets, class_sets
+from corrkit._core.codesets import CodeSets, check_class_sets, class_sets
 
 CHECKPOINT = "checkpoint.npz"
 RESULT_KEYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions", "classes")
@@ -84,7 +86,9 @@ class APCRResult:
         sets = self.controlling_set(min(top, len(self.directions)))
         return {
             "params": self.params,
-            "bundle": {k: self.bundle_card.get(k) for k in ("path", "files", "latent_dim", "classifier_output")},
+            "bundle": {k: self.bundle_card.get(k) for k in ("path", "files", "models", "latent_dim", "classes",
+                                                             "classifier_output", "generator_output_range",
+                                                             "classifier_input_range")},
             "versions": versions(),
             "provider": self.provider,
             "points": int(self.points),
@@ -94,7 +98,9 @@ class APCRResult:
             "counts": self.counts.tolist(),
             "classes": list(self.classes),
             "top": {
-                self.classes[j]: [{"direction": int(i), "apcr": float(self.apcr[i, j])} for i in sets[j]]
+                # a class without codes has no ranking: null, not a list of NaNs
+                self.classes[j]: None if self.counts[j] == 0 else
+                [{"direction": int(i), "apcr": float(self.apcr[i, j])} for i in sets[j]]
                 for j in range(len(self.classes))
             },
             **({"apcr_sha256": self.apcr_sha256} if self.apcr_sha256 else {}),
@@ -116,6 +122,8 @@ class APCRResult:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "APCRResult":
+        from corrkit._core.grid import read_npz
+        from corrkit._core.runs import check_apcr_run
         from corrkit.errors import CorrkitError
 
         run_dir = Path(run_dir)
@@ -123,23 +131,22 @@ class APCRResult:
         try:
             data = npz.read_bytes()
             s = json.loads(summary.read_text())
-        except (OSError, ValueError) as exc:
-            raise CorrkitError(f"{run_dir} is not a finished `corrkit apcr` run ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:  # missing, unreadable, not UTF-8, not JSON
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise CorrkitError(f"{run_dir} is not a finished `corrkit apcr` run ({first})") from None
         if not isinstance(s, dict) or "apcr_sha256" not in s:
-            raise CorrkitError(f"{summary} is not a corrkit apcr summary (no apcr_sha256); rerun `corrkit apcr`")
+            what = "no apcr_sha256" if isinstance(s, dict) else f"a JSON {type(s).__name__}, not an object"
+            raise CorrkitError(f"{summary} is not a corrkit apcr summary ({what}); rerun `corrkit apcr`")
         if hashlib.sha256(data).hexdigest() != s["apcr_sha256"]:
             raise CorrkitError(f"{npz} does not match {summary} (the run was interrupted while saving, or a file "
                                "was changed); rerun the same `corrkit apcr` command to finish it")
-        try:
-            arrays = io.npz_arrays(data)
-            arrays = {k: arrays[k] for k in RESULT_KEYS}
-            return cls(**{k: v for k, v in arrays.items() if k != "classes"},
-                       classes=[str(c) for c in arrays["classes"]], params=s["params"], provider=s["provider"],
-                       points=s["points"], seconds=s["seconds"], bundle_card=s.get("bundle", {}),
-                       apcr_sha256=s["apcr_sha256"])
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise CorrkitError(f"{run_dir} is not a finished `corrkit apcr` run ({type(exc).__name__}: {exc})") \
-                from None
+        arrays = read_npz(npz, "run result", RESULT_KEYS, data=data,  # the bytes that were hashed
+                          fix="rerun `corrkit apcr` with --out to make it again")
+        check_apcr_run(arrays, s, run_dir)  # names, dtypes, shapes, labels, counts; summary types and numbers
+        return cls(**{k: v for k, v in arrays.items() if k != "classes"},
+                   classes=[str(c) for c in arrays["classes"]], params=s["params"], provider=s["provider"],
+                   points=s["points"], seconds=float(s["seconds"]), bundle_card=s.get("bundle") or {},
+                   apcr_sha256=s["apcr_sha256"])
 
 
 def grid_apcr(engine: Engine, latents: np.ndarray, labels: np.ndarray, directions: np.ndarray, steps: int,
@@ -300,6 +307,10 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
     directions = axis_directions(n) if directions is None else check_directions(directions, n, normalize_directions)
     if latents is not None:
         latents = check_latents(latents, n)
+    check_class_sets(samples_per_class, threshold, bundle.n_classes, n, user_latents=latents is not None)
+    n_codes = samples_per_class * bundle.n_classes
+    check_grid_size(n_codes if latents is None else min(n_codes, len(latents)), len(directions), steps,
+                    bundle.n_classes)
     params = {"steps": int(steps), "delta": float(delta), "samples_per_class": int(samples_per_class),
               "threshold": float(threshold), "seed": int(seed), "n_directions": len(directions),
               "user_latents": latents is not None, "normalize_directions": bool(normalize_directions),

@@ -25,7 +25,7 @@ import numpy as np
 from corrkit._core.defaults import TOP_K
 from corrkit._core.execution import Execution
 from corrkit.errors import CorrkitError
-from corrkit.methods.manipulate import alpha_labels, edit_images, load_run, shifted, slug
+from corrkit.methods.manipulate import MAX_ALPHA_STEPS, alpha_labels, edit_images, load_run, shifted, slug
 
 
 def translation_dims(curves: np.ndarray, j: int, tgt: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,8 +86,13 @@ class TranslationResult:
         return self.success_by_alpha[-1]
 
     def ranked_pairs(self) -> list[tuple[int, int, float]]:
-        """Computed off-diagonal pairs, easiest first (ties by source, then target)."""
-        got = [(j, tgt, float(self.success[j, tgt])) for j, tgt in self.pairs if j != tgt]
+        """Computed off-diagonal pairs, easiest first (ties by source, then target).
+
+        A pair whose source class has no codes has no success rate: it is left out
+        (``null`` in the matrix), never ranked.
+        """
+        got = [(j, tgt, float(self.success[j, tgt])) for j, tgt in self.pairs
+               if j != tgt and np.isfinite(self.success[j, tgt])]
         return sorted(got, key=lambda t: (-t[2], t[0], t[1]))
 
     def to_json(self, n_pairs: int = 10) -> dict:
@@ -106,7 +111,8 @@ class TranslationResult:
             "easiest": [name(t) for t in ranked[:n_pairs]],
             "hardest": [name(t) for t in ranked[::-1][:n_pairs]],
             "pairs": [{"source": j, "target": tgt, "dims": self.dims[(j, tgt)].tolist(),
-                       "signs": self.signs[(j, tgt)].tolist()} for j, tgt in self.pairs if j != tgt],
+                       "signs": self.signs[(j, tgt)].tolist()} for j, tgt in self.pairs
+                      if j != tgt and (j, tgt) in self.dims],
             "images": self.images,
         }
 
@@ -135,11 +141,13 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
     """
     from corrkit._core.bundle import as_bundle
 
-    if not (np.isfinite(alpha) and alpha > 0) or steps < 1:
-        raise CorrkitError(f"--alpha must be > 0 and --steps >= 1 (got {alpha}, {steps})")
+    from corrkit._core.grid import check_real, check_whole
+
+    check_real(alpha, "--alpha", 0, lo_open=True)
+    check_whole(steps, "--steps", 1, MAX_ALPHA_STEPS)
     bundle = as_bundle(bundle)
     c = bundle.n_classes
-    if not 1 <= top_k <= bundle.latent_dim:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= bundle.latent_dim:
         raise CorrkitError(f"--top-k must be between 1 and {bundle.latent_dim} (got {top_k})")
     explicit = pairs is not None
     pairs = [(j, tgt) for j in range(c) for tgt in range(c) if j != tgt] if pairs is None else list(pairs)

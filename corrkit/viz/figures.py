@@ -179,7 +179,7 @@ def render_run(run_dir: str | os.PathLike, *, skip: Sequence[str] = (), bundle=N
     skip = set(skip)
     figs: dict[str, bytes] = {}
     classes = None
-    if (run_dir / "apcr.npz").is_file():
+    if (run_dir / "apcr.npz").exists() or (run_dir / "summary.json").exists():  # one without the other: refused
         from corrkit._core.runs import run_bundle
         from corrkit.methods.sequential import APCRResult
 
@@ -195,7 +195,7 @@ def render_run(run_dir: str | os.PathLike, *, skip: Sequence[str] = (), bundle=N
                 figs[name] = make()
         wanted = ["traversal_overview.png"] + [f"traversal_{j:02d}.png" for j in range(len(classes))]
         if traversals and any(n not in skip for n in wanted):
-            b = bundle if bundle is not None else run_bundle(run_dir)
+            b = run_bundle(run_dir, bundle)
             if b is not None and b.generator is not None:
                 if wanted[0] not in skip:
                     figs[wanted[0]] = traversal_overview(b, r)

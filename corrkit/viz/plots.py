@@ -135,7 +135,8 @@ def apcr_histograms(apcr, classes=None, *, bins: int = 20, s: float = 1.0, out=N
     rows, cols = _grid_shape(c)
     fig = _figure(3.0 * cols, 2.3 * rows + 0.4)
     axs = fig.subplots(rows, cols, sharex=True, squeeze=False)
-    edges = np.linspace(0.0, max(float(apcr.max()), 1e-6), bins + 1)
+    finite = apcr[np.isfinite(apcr)]
+    edges = np.linspace(0.0, max(float(finite.max()) if finite.size else 0.0, 1e-6), bins + 1)
     colors = _class_colors(c)
     for j in range(rows * cols):
         ax = axs.flat[j]
@@ -143,9 +144,12 @@ def apcr_histograms(apcr, classes=None, *, bins: int = 20, s: float = 1.0, out=N
             ax.set_visible(False)
             continue
         col = apcr[:, j]
+        ax.set_title(names[j], fontsize=10)
+        if not np.isfinite(col).any():  # a class without codes has no APCR: say so, draw nothing
+            ax.text(0.5, 0.5, "no codes", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            continue
         ax.hist(col, bins=edges, color=colors[j], alpha=0.85, edgecolor="white", lw=0.5)
         ax.axvline(col.mean() + s * col.std(), color="k", ls="--", lw=1)
-        ax.set_title(names[j], fontsize=10)
         ax.grid(alpha=0.3, axis="y")
     for ax in axs[-1]:
         ax.set_xlabel("APCR")

@@ -249,8 +249,8 @@ def _apcr_summary(s: dict) -> str:
     top = s.get("top") or {}
     if top:
         rows = "".join(
-            f"<tr><th>{_e(c)}</th><td>" + ", ".join(f"{t['direction']} ({t['apcr']:.3f})" for t in top[c])
-            + "</td></tr>" for c in top)
+            f"<tr><th>{_e(c)}</th><td>" + (", ".join(f"{t['direction']} ({t['apcr']:.3f})" for t in top[c])
+                                           if top[c] else "— (no codes)") + "</td></tr>" for c in top)
         out += "<h3>Controlling sets: top directions per class (APCR)</h3><table>" + rows + "</table>"
     if s.get("versions"):
         out += "<h3>Versions</h3>" + _kv_table(list(s["versions"].items()))
@@ -325,6 +325,10 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None, 
     for d in run_dirs:
         if not d.is_dir():
             raise CorrkitError(f"{d} is not a folder; give the --out folders of corrkit runs")
+        if (d / "summary.json").exists() or (d / "apcr.npz").exists():
+            from corrkit.methods.sequential import APCRResult
+
+            APCRResult.load(d)  # the page shows summary.json's numbers only when they are apcr.npz's
         found = {n: runs.read_result(d / n) for n in RESULT_FILES if (d / n).is_file()}
         results.append({n: v for n, v in found.items() if v is not None})
         figures.append(run_figures(d, render))

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from corrkit._core.defaults import TOP_K
 
+MISSING = "—"  # a number corrkit cannot stand behind (a class without codes) is shown as missing
+
 
 def apcr_table(result, top_k: int = TOP_K) -> None:
     """:class:`~corrkit.methods.sequential.APCRResult`: the top directions per class, and int8 fidelity if measured."""
@@ -20,7 +22,7 @@ def apcr_table(result, top_k: int = TOP_K) -> None:
                     f"({result.points:,} points, {result.seconds:.1f} s, {result.provider})")
     t.add_column("class"); t.add_column("n", justify="right"); t.add_column("directions (APCR)")
     for j, name in enumerate(result.classes):
-        t.add_row(name, str(result.counts[j]),
+        t.add_row(name, str(result.counts[j]), MISSING if result.counts[j] == 0 else
                   "  ".join(f"{i} ({result.apcr[i, j]:.2f})" for i in sets[j]))
     Console().print(t)
     fid = result.params.get("fidelity")
@@ -39,8 +41,8 @@ def control_table(result) -> None:
     for name in result.classes:
         t.add_column(name, justify="right")
     t.add_column("mean", justify="right")
-    t.add_row("corrkit", *[f"{r:.1f}" if result.k == PAPER_TABLE1_K else f"{r:.2f}" for r in result.ratio],
-              f"{result.mean:.2f}")
+    t.add_row("corrkit", *[MISSING if not np.isfinite(r) else f"{r:.1f}" if result.k == PAPER_TABLE1_K else f"{r:.2f}"
+                           for r in result.ratio], MISSING if result.mean is None else f"{result.mean:.2f}")
     if result.paper is not None:
         t.add_row("Li et al. Table 1", *[f"{r:.1f}" for r in result.paper], f"{PAPER_TABLE1_MEAN:.2f}")
     Console().print(t)

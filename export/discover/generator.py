@@ -8,7 +8,6 @@ its batch norms folded into the convolutions.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
 
@@ -96,13 +95,4 @@ def load_generator(bundle, torch_generator: str | None = None, generator_weights
 
 
 def _from_factory(torch_generator: str) -> nn.Module:
-    mod, _, name = torch_generator.partition(":")
-    if not mod or not name:
-        raise BundleError(f"--torch-generator must be 'package.module:factory', got {torch_generator!r}")
-    try:
-        G = getattr(importlib.import_module(mod), name)()
-    except (ImportError, AttributeError) as exc:
-        raise BundleError(f"cannot build the generator from {torch_generator!r}: {exc}") from None
-    if not isinstance(G, nn.Module):
-        raise BundleError(f"{torch_generator} returned {type(G).__name__}, not a torch nn.Module")
-    return G
+    return _weights.module_from_factory(torch_generator, "--torch-generator")

@@ -164,3 +164,21 @@ def check_generator(G, bundle, n: int = 8) -> float:
     want = lo + generate(bundle, z).astype(np.float64) * (hi - lo)
     return check_matches(got, want, "generator's images",
                          "give the torch weights this bundle's generator.onnx was exported from")
+
+
+def module_from_factory(spec: str, option: str = "--generator"):
+    """The ``nn.Module`` that ``"package.module:factory"`` builds (a class or any callable returning one)."""
+    import importlib
+
+    from torch import nn
+
+    mod, _, name = str(spec).partition(":")
+    if not mod or not name:
+        raise BundleError(f"{option} must be 'package.module:factory', got {spec!r}")
+    try:
+        module = getattr(importlib.import_module(mod), name)()
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise BundleError(f"cannot build a module from {spec!r}: {exc}") from None
+    if not isinstance(module, nn.Module):
+        raise BundleError(f"{spec} returned {type(module).__name__}, not a torch nn.Module")
+    return module
