@@ -12,6 +12,7 @@ library functions. ``tests/test_fuzz_cli.py`` asserts every option of every comm
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Callable
 
@@ -113,10 +114,21 @@ def ray_address(v) -> None:
     check_reachable(v)
 
 
-def torch_factory(v) -> None:
-    module, colon, factory = v.partition(":")
-    if not colon or not module or not factory.isidentifier():
-        raise CorrkitError(f"--torch-generator must be 'package.module:factory' (got {v!r})")
+def torch_factory(flag: str) -> Rule:
+    def rule(v):
+        module, colon, factory = v.partition(":")
+        if not colon or not all(part.isidentifier() for part in module.split(".")) or not factory.isidentifier():
+            raise CorrkitError(f"{flag} must be 'package.module:factory' (got {v!r})")
+    return rule
+
+
+def latent_shape(text) -> None:
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError:
+        shape = []
+    if not (len(shape) in (1, 3) and shape[0] >= 1 and shape[1:] in ([], [1, 1])):
+        raise CorrkitError(f"--latent-shape must be N or N,1,1 with N >= 1, got {text!r}")
 
 
 def unchecked(v) -> None:
@@ -189,7 +201,10 @@ def _rules() -> dict:
         "objective": choice("--objective", OBJECTIVES), "estimator": choice("--estimator", ESTIMATORS),
         "kind": choice("--type", KINDS),
         "generator_range": value_range("--generator-range"), "classifier_range": value_range("--classifier-range"),
-        "classes": class_names, "ray": ray_address, "torch_generator": torch_factory,
+        "classes": class_names, "ray": ray_address, "torch_generator": torch_factory("--torch-generator"),
+        ("export model", "generator"): torch_factory("--generator"),
+        ("export model", "classifier"): torch_factory("--classifier"),
+        "classifier_weights": given("--classifier-weights"), "latent_shape": latent_shape,
         "output": unchecked, "class_": unchecked, "source": unchecked, "target": unchecked, "title": unchecked,
         "json_out": unchecked, "quick": unchecked, "sefa": unchecked, "traversals": unchecked, "render": unchecked,
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,
@@ -216,9 +231,18 @@ def check_options(command: str, options: dict) -> None:
 
 
 def checks_options(command: str):
-    """Decorate a command so that all its options are checked by :func:`check_options` before its body runs."""
+    """Decorate a command so that all its options are checked by :func:`check_options` before its body runs.
+
+    Its path options and arguments become plain paths for Click: typer declares them
+    ``readable=True``, which makes an unreadable file a usage error (exit 2) before
+    corrkit sees it; the rules above check them instead (one ``error:`` line, exit 1).
+    """
 
     def decorate(fn):
+        for param in inspect.signature(fn).parameters.values():
+            if hasattr(param.default, "readable"):  # typer's OptionInfo / ArgumentInfo
+                param.default.readable = False
+
         @functools.wraps(fn)
         def wrapper(**kwargs):
             check_options(command, kwargs)

@@ -51,6 +51,12 @@ ModelArg = path_argument("Bundle folder or fused .onnx model (default: the built
 GeneratorOpt = typer.Option(None, "--generator", help="Generator ONNX (z [B, N] -> image).")
 ClassifierOpt = typer.Option(None, "--classifier", help="Classifier ONNX (image -> [B, C]).")
 ClassesOpt = typer.Option(None, "--classes", help="Comma-separated class names.")
+InputOpt = typer.Option(None, "--input", help="NAME=VALUE: hold an extra model input (a class label, truncation, "
+                        "noise) at VALUE, a number or JSON list; repeatable; ROLE.NAME when both models have NAME.")
+GenOutputNameOpt = typer.Option(None, "--generator-output-name", help="The generator output to use, when it has "
+                                "several.")
+ClsOutputNameOpt = typer.Option(None, "--classifier-output-name", help="The classifier output to use, when it "
+                                "has several.")
 GenRangeOpt = typer.Option("-1,1", "--generator-range", help="Generator output range lo,hi.")
 ClsRangeOpt = typer.Option("-1,1", "--classifier-range", help="Classifier input range lo,hi.")
 OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits, probabilities or auto (read "
@@ -113,10 +119,30 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
     return lo, hi
 
 
+def parse_inputs(items: Optional[list[str]]) -> dict:
+    """``--input NAME=VALUE`` (repeatable) as ``{NAME: value}``; VALUE is a number or a JSON list."""
+    out = {}
+    for item in items or []:
+        name, eq, text = item.partition("=")
+        try:
+            if not (eq and name.strip()):
+                raise ValueError
+            out[name.strip()] = json.loads(text)
+        except ValueError:
+            raise CorrkitError(f"--input takes NAME=VALUE with a number or a JSON list as VALUE, got {item!r}") \
+                from None
+    return out
+
+
+def parse_outputs(generator_output: Optional[str], classifier_output: Optional[str]) -> dict:
+    return {k: v for k, v in (("generator", generator_output), ("classifier", classifier_output)) if v}
+
+
 def resolve_bundle(model: Optional[Path], generator: Optional[Path] = None, classifier: Optional[Path] = None,
                    classes: Optional[str] = None, generator_range: str = "-1,1", classifier_range: str = "-1,1",
-                   output: Optional[str] = None):
-    """A bundle from the positional MODEL, or from --generator/--classifier."""
+                   output: Optional[str] = None, inputs: Optional[list[str]] = None,
+                   generator_output: Optional[str] = None, classifier_output: Optional[str] = None):
+    """A bundle from the positional MODEL, or from --generator/--classifier (with --input and output names)."""
     from corrkit._core.bundle import from_pair, load_bundle
 
     names = [c.strip() for c in classes.split(",")] if classes else None
@@ -126,7 +152,11 @@ def resolve_bundle(model: Optional[Path], generator: Optional[Path] = None, clas
         return from_pair(generator, classifier, classes=names,
                          generator_output_range=parse_range(generator_range, "--generator-range"),
                          classifier_input_range=parse_range(classifier_range, "--classifier-range"),
-                         classifier_output=output or "auto")
+                         classifier_output=output or "auto", inputs=parse_inputs(inputs),
+                         outputs=parse_outputs(generator_output, classifier_output))
+    if inputs or generator_output or classifier_output:
+        raise CorrkitError("--input and output names go with --generator/--classifier (a bundle folder records "
+                           "them in bundle.json: make it with `corrkit bundle create ... --input NAME=VALUE`)")
     bundle = load_bundle(model, classifier_output=output)
     if names is not None:
         if len(names) != bundle.n_classes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -21,6 +21,8 @@ def apcr_command(
     generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
     classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
     classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+    inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+    classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
     samples_per_class: int = typer.Option(D.SAMPLES_PER_CLASS, help="Codes per class set (n)."),
     threshold: float = typer.Option(D.THRESHOLD, help="Minimum class probability of a code (tau)."),
     seed: int = typer.Option(D.SEED, help="Seed of the prior samples."),
@@ -48,7 +50,8 @@ def apcr_command(
 
     ex = c.execution(ray, device=device, batch_size=batch_size, threads=threads, mode=mode, workers=workers,
                      shard_points=shard_points, checkpoint_seconds=checkpoint_every, verbose=verbose)
-    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
     lat = load_array(latents, "latents") if latents else None
     dirs = load_array(directions, "directions") if directions else None
     with c.progress_bar(not json_out) as progress:

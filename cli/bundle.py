@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -44,6 +44,8 @@ def create(
     output: str = typer.Option("auto", "--output", help="Classifier output kind: logits, probabilities or auto "
                                "(read from prior samples and recorded in bundle.json)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out (never any other folder)."),
+    inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+    classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
 ):
     """Turn a user's ONNX generator and classifier into a bundle, checking shapes and output kind."""
     from corrkit._core.bundle import create_bundle
@@ -51,5 +53,7 @@ def create(
     names = [s.strip() for s in classes.split(",")] if classes else None
     b = create_bundle(generator, classifier, out, classes=names, classifier_output=output,
                       generator_output_range=c.parse_range(generator_range, "--generator-range"),
-                      classifier_input_range=c.parse_range(classifier_range, "--classifier-range"), force=force)
+                      classifier_input_range=c.parse_range(classifier_range, "--classifier-range"), force=force,
+                      inputs=c.parse_inputs(inputs), outputs=c.parse_outputs(generator_output_name,
+                                                                             classifier_output_name))
     typer.echo(f"bundle written to {out} (N={b.latent_dim}, C={b.n_classes}, {b.classifier_output})")

@@ -56,6 +56,7 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
 
 @app.command("model")
 @c.handles_errors
+@c.checks_options("export model")
 def model(generator: str = typer.Option(..., "--generator", help="package.module:factory building your generator "
                                         "(an nn.Module class or a function returning one)."),
           classifier: str = typer.Option(..., "--classifier", help="package.module:factory building your "

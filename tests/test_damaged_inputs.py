@@ -567,3 +567,11 @@ def test_optimize_on_fewer_than_ten_dims_lists_them_all(tmp_path, known_dir):
     r = invoke([*args[:-1], tmp_path / "again.npz", "--against", out])  # agreement over all 6 dims, not 10
     assert r.exit_code == 0, (r.exception, r.stderr)
     assert "against" in r.stdout and "top-6 overlap 1.00" in r.stdout
+
+
+def test_report_reads_a_hand_edited_invert_json_as_recording_no_bundle(tmp_path):
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "invert.json").write_text(json.dumps({"bundle": 5, "generator_sha256": [1], "n_images": 3}))
+    r = invoke(["report", tmp_path / "inv", "--out", tmp_path / "r.html", "--no-render"])
+    assert r.exit_code == 0, (r.exception, r.stderr)
+    assert "n_images" in (tmp_path / "r.html").read_text()

@@ -307,3 +307,70 @@ def test_a_class_without_codes_is_missing_everywhere_never_made_up(tmp_path):
         m = json.loads(invoke("manipulate", b, "--run", tmp_path / "run", "--class", "all", "--top-k", "2",
                               "--device", "cpu", "--out", tmp_path / "man", "--json"))
         assert [c["class"] for c in m["per_class"]] == ["0", "1"]  # the class without codes is left out
+
+
+def _conditional_generator(path: Path, rng) -> dict:
+    """``G(z, label, scale) = tanh((scale z) W1 + E[label])``, outputs ``img`` [B, 1, 8, 8] and ``pre`` [B, 64]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = {"W1": rng.normal(0, 0.6, (um.N, 64)).astype(np.float32), "E": rng.normal(0, 1.0, (3, 64)).astype(np.float32)}
+    nodes = [helper.make_node("Mul", ["z", "scale"], ["zs"]), helper.make_node("MatMul", ["zs", "W1"], ["h"]),
+             helper.make_node("Gather", ["E", "label"], ["e"], axis=0), helper.make_node("Add", ["h", "e"], ["pre"]),
+             helper.make_node("Tanh", ["pre"], ["t"]), helper.make_node("Reshape", ["t", "shape"], ["img"])]
+    g = helper.make_graph(nodes, "cond", [
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", um.N]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("img", TensorProto.FLOAT, ["batch", 1, 8, 8]),
+         helper.make_tensor_value_info("pre", TensorProto.FLOAT, ["batch", 64])],
+        [numpy_helper.from_array(w["W1"], "W1"), numpy_helper.from_array(w["E"], "E"),
+         numpy_helper.from_array(np.array([-1, 1, 8, 8], np.int64), "shape")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return w
+
+
+def test_a_conditional_generator_is_analysed_at_the_inputs_given(tmp_path):
+    import onnxruntime as ort
+
+    p = um.pair(tmp_path / "q", batch=None)  # its classifier
+    g_path = tmp_path / "cond.onnx"
+    _conditional_generator(g_path, np.random.default_rng(1))
+    r = runner.invoke(app, ["bundle", "create", "--generator", str(g_path), "--classifier", str(p.classifier),
+                            "--out", str(tmp_path / "none")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "inputs still unset: label [batch] int64, scale [] " \
+        "float32" in r.output and "--input NAME=VALUE" in r.output
+    r = runner.invoke(app, ["bundle", "create", "--generator", str(g_path), "--classifier", str(p.classifier),
+                            "--out", str(tmp_path / "none"), "--input", "label=1", "--input", "scale=0.5"])
+    assert r.exit_code == 1 and "outputs img" in r.output and "--generator-output-name" in r.output
+    q = ort.InferenceSession(str(p.classifier), providers=["CPUExecutionProvider"])
+    g = ort.InferenceSession(str(g_path), providers=["CPUExecutionProvider"])
+    runs = {}
+    for label in (0, 2):
+        out = tmp_path / f"b{label}"
+        invoke("bundle", "create", "--generator", g_path, "--classifier", p.classifier, "--out", out,
+               "--input", f"label={label}", "--input", "scale=0.5", "--generator-output-name", "img")
+        card = json.loads((out / "bundle.json").read_text())
+        assert card["inputs"] == {"generator": {"label": label, "scale": 0.5}} and card["outputs"] == {
+            "generator": "img"}
+        invoke("apcr", out, *TINY, "--out", tmp_path / f"run{label}")
+        d = np.load(tmp_path / f"run{label}" / "apcr.npz")
+
+        def reference(z, label=label):  # raw sessions fed the held values; softmax in NumPy
+            z = np.asarray(z, np.float32)
+            img = g.run(["img"], {"z": z, "label": np.full(len(z), label, np.int64),
+                                  "scale": np.array(0.5, np.float32)})[0]
+            return naive.softmax(q.run(None, {"x": img})[0].astype(np.float64))
+
+        want = naive.apcr_from_grid(naive.grid_probs(reference, d["latents"], d["directions"], 1, 1.0), d["labels"],
+                                    um.C, 1)
+        # APCRs near 1e-3 here (a saturated classifier): 1e-5 relative, or 1e-7 absolute below 1e-2
+        np.testing.assert_allclose(d["apcr"], want["apcr"], rtol=1e-5, atol=1e-7)
+        runs[label] = d["apcr"]
+    assert not np.allclose(runs[0], runs[2])  # per label, another analysis
+    # the two-file form takes the same options
+    invoke("apcr", "--generator", g_path, "--classifier", p.classifier, "--input", "generator.label=2",
+           "--input", "scale=0.5", "--generator-output-name", "img", *TINY, "--out", tmp_path / "direct")
+    assert np.array_equal(np.load(tmp_path / "direct" / "apcr.npz")["apcr"], runs[2])

@@ -61,8 +61,12 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_onnx(path: str | os.PathLike, role: str = "model"):
-    """Load and check an ONNX file; any failure becomes a :class:`BundleError`."""
+def load_onnx(path: str | os.PathLike, role: str = "model", io: dict | None = None):
+    """Load and check an ONNX file with one input and one output; any failure becomes a :class:`BundleError`.
+
+    ``io`` holds extra inputs at values and picks one of several outputs
+    (``{"inputs": {name: value}, "output": name}``, :func:`conventions.bind_io`).
+    """
     import onnx
 
     path = Path(path)
@@ -76,12 +80,44 @@ def load_onnx(path: str | os.PathLike, role: str = "model"):
     except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"{role} {path} is not a valid ONNX model ({first[:200]})") from None
-    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise BundleError(
-            f"{role} {path} has {len(model.graph.input)} inputs and {len(model.graph.output)} outputs; "
-            "corrkit needs exactly one of each"
-        )
-    return model
+    from corrkit._core.conventions import bind_io
+
+    return bind_io(model, role, path, (io or {}).get("inputs"), (io or {}).get("output"))
+
+
+def input_names(path: str | os.PathLike) -> list[str]:
+    """Names of an ONNX file's graph inputs (weights listed as inputs by old exporters left out)."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    inits = {t.name for t in m.graph.initializer}
+    return [vi.name for vi in m.graph.input if vi.name not in inits]
+
+
+def role_inputs(by_role: dict | None) -> dict:
+    """``{role: {name: value}}`` (bundle.json's ``inputs``) as ``{"role.name": value}``."""
+    if not isinstance(by_role, dict):
+        return {}
+    return {f"{role}.{name}": v for role, vals in by_role.items() if isinstance(vals, dict) for name, v in vals.items()}
+
+
+def split_inputs(inputs: dict | None, paths: dict[str, Path]) -> dict[str, dict]:
+    """``{role: {name: value}}`` of ``--input NAME=VALUE`` values: by ``role.NAME``, else by which model has NAME."""
+    out: dict[str, dict] = {role: {} for role in paths}
+    names = {role: input_names(p) for role, p in paths.items()}
+    for key, value in (inputs or {}).items():
+        role, _, name = key.partition(".") if key.partition(".")[0] in paths else ("", "", key)
+        owners = [role] if role else [r for r, ns in names.items() if name in ns]
+        if len(owners) != 1:
+            where = "both models" if owners else "neither model"
+            raise BundleError(f"--input {key}: {where} has an input {name!r}" + (
+                f"; write {owners[0]}.{name}=... or {owners[1]}.{name}=..." if len(owners) > 1 else
+                f" (inputs: {', '.join(f'{r}: {n}' for r, ns in names.items() for n in ns)})"))
+        out[owners[0]][name] = value
+    return out
 
 
 def _dims(value_info) -> list:
@@ -233,12 +269,13 @@ class Bundle:
     meta: dict = field(default_factory=dict)
 
     forms: dict = field(default_factory=dict)  # role -> "symbolic" | "freed" | "fixed" batch (conventions)
+    io: dict = field(default_factory=dict)  # role -> {"inputs": {name: value}, "output": name} (bind_io)
 
     def _runnable(self, path: Path, role: str):
         """``path`` loaded, with its batch dimension made symbolic where that is exact (:mod:`conventions`)."""
         from corrkit._core.conventions import flat_latent, float32_boundary, free_batch
 
-        model, how = free_batch(float32_boundary(load_onnx(path, role)))
+        model, how = free_batch(float32_boundary(load_onnx(path, role, self.io.get(role))))
         self.forms[role] = how
         return flat_latent(model) if role == "generator" else model
 
@@ -260,7 +297,7 @@ class Bundle:
         """The generator as loaded from its file (SeFa reads its weights)."""
         if self.generator is None:
             raise BundleError("this is a fused model with no separate generator; pass a bundle folder or G.onnx")
-        return load_onnx(self.generator, "generator")
+        return load_onnx(self.generator, "generator", self.io.get("generator"))
 
     def runnable_generator(self):
         """The generator ready to run on any batch (or, when fixed, on chunks of its batch size)."""
@@ -273,6 +310,12 @@ class Bundle:
         """Each model file by role: its absolute path and SHA-256 (what a run records to find them again)."""
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
         return {k: {"path": str(Path(v).resolve()), "sha256": sha256(v)} for k, v in files.items() if v is not None}
+
+    def io_card(self) -> dict:
+        """``inputs`` (``{role: {name: value}}``) and ``outputs`` (``{role: name}``) held or picked, when any."""
+        inputs = {r: v["inputs"] for r, v in self.io.items() if v.get("inputs")}
+        outputs = {r: v["output"] for r, v in self.io.items() if v.get("output")}
+        return {**({"inputs": inputs} if inputs else {}), **({"outputs": outputs} if outputs else {})}
 
     def hashes(self) -> dict[str, str]:
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
@@ -292,6 +335,7 @@ class Bundle:
             "classifier_output": self.classifier_output,
             "files": self.hashes(),
             "models": self.models(),
+            **self.io_card(),
             "provenance": self.meta.get("provenance", {}),
             "metrics": self.meta.get("metrics", {}),
         }
@@ -377,11 +421,20 @@ def _check_range(r, what: str) -> tuple[float, float]:
 
 
 def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1, 1),
-              classifier_input_range=(-1, 1), classifier_output="auto", meta=None, path=None) -> Bundle:
-    """Check a generator/classifier ONNX pair and describe it as a :class:`Bundle`."""
+              classifier_input_range=(-1, 1), classifier_output="auto", meta=None, path=None,
+              inputs: dict | None = None, outputs: dict | None = None) -> Bundle:
+    """Check a generator/classifier ONNX pair and describe it as a :class:`Bundle`.
+
+    ``inputs`` holds extra model inputs at values (``{"label": 3}`` or
+    ``{"generator.label": 3}``); ``outputs`` picks one output by name per role
+    (``{"generator": "img"}``).
+    """
     generator, classifier = Path(generator), Path(classifier)
-    g = load_onnx(generator, "generator")
-    q = load_onnx(classifier, "classifier")
+    split = split_inputs(inputs, {"generator": generator, "classifier": classifier})
+    io = {role: {"inputs": split[role], "output": (outputs or {}).get(role)} for role in split}
+    io = {role: v for role, v in io.items() if v["inputs"] or v["output"]}
+    g = load_onnx(generator, "generator", io.get("generator"))
+    q = load_onnx(classifier, "classifier", io.get("classifier"))
     g_in, g_out = io_shapes(g)
     q_in, q_out = io_shapes(q)
     n = _latent_input(g_in, generator)
@@ -402,7 +455,7 @@ def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1
         generator=generator, classifier=classifier, path=path,
         generator_output_range=_check_range(generator_output_range, "generator output range"),
         classifier_input_range=_check_range(classifier_input_range, "classifier input range"),
-        image_shape=tuple(fixed(g_out)) if fixed(g_out) else None, meta=meta or {},
+        image_shape=tuple(fixed(g_out)) if fixed(g_out) else None, meta=meta or {}, io=io,
     )
     b.classifier_output = settle_output_kind(b, declared)
     check_generator_range(b)
@@ -459,6 +512,7 @@ def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str
         generator_output_range=meta.get("generator_output_range", (-1, 1)),
         classifier_input_range=meta.get("classifier_input_range", (-1, 1)),
         classifier_output=classifier_output or meta.get("classifier_output", "auto"), meta=meta, path=path,
+        inputs=role_inputs(meta.get("inputs")), outputs=meta.get("outputs"),
     )
     if int(meta.get("latent_dim", bundle.latent_dim)) != bundle.latent_dim:
         raise BundleError(f"{card} says latent_dim {meta['latent_dim']}, generator.onnx takes {bundle.latent_dim}")
@@ -471,7 +525,8 @@ BUNDLE_FILES = ("generator.onnx", "classifier.onnx", "bundle.json")
 def create_bundle(generator, classifier, out, *, classes=None, generator_output_range=(-1, 1),
                   classifier_input_range=(-1, 1), classifier_output="auto", check_samples: int = 64,
                   seed: int = 0, force: bool = False, extra_files: dict[str, bytes] | None = None,
-                  provenance: dict | None = None) -> Bundle:
+                  provenance: dict | None = None, inputs: dict | None = None,
+                  outputs: dict | None = None) -> Bundle:
     """Turn a user's ONNX pair into a bundle folder, after checking shapes and output kind.
 
     The output kind is checked on ``check_samples`` prior samples: declared
@@ -486,7 +541,8 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
     out = Path(out)
     _check_bundle_target(out, force)
     b = from_pair(generator, classifier, classes=classes, generator_output_range=generator_output_range,
-                  classifier_input_range=classifier_input_range, classifier_output=classifier_output)
+                  classifier_input_range=classifier_input_range, classifier_output=classifier_output,
+                  inputs=inputs, outputs=outputs)
     z = np.random.default_rng(seed).standard_normal((check_samples, b.latent_dim)).astype(np.float32)
     Engine(b).probabilities(z)  # raises on NaN, wrong shapes, or logits declared as probabilities
     card = {
@@ -495,6 +551,7 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
         "generator_output_range": list(b.generator_output_range),
         "classifier_input_range": list(b.classifier_input_range),
         "classifier_output": b.classifier_output,
+        **b.io_card(),
         "provenance": provenance or {"created_by": "corrkit bundle create", "generator": str(Path(generator).resolve()),
                                      "classifier": str(Path(classifier).resolve())},
         "metrics": {},

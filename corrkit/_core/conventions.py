@@ -214,3 +214,96 @@ def float32_boundary(model):
     del g.node[:]
     g.node.extend(nodes)
     return m
+
+
+def _describe(vi) -> str:
+    from onnx import helper
+
+    t = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+    except Exception:
+        dtype = str(t.elem_type)
+    return f"{vi.name} [{', '.join(map(str, dims))}] {dtype}"
+
+
+def bind_io(model, role: str, path, inputs: dict | None = None, output: str | None = None):
+    """``model`` with exactly one input and one output: extra inputs held at constants, one output picked.
+
+    A conditional generator's class label, a truncation or a noise input is held at
+    the value given (``inputs`` by name: ``--input NAME=VALUE`` or ``bundle.json``'s
+    ``inputs``); an input whose first dimension is the batch gets that value in every
+    row. With several outputs, ``output`` names the one to use. Anything still open
+    is one error that lists it.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from corrkit.errors import BundleError
+
+    inputs = dict(inputs or {})
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    graph_inputs = [vi for vi in g.input if vi.name not in init_names]  # old exporters list weights as inputs
+    free = [vi for vi in graph_inputs if vi.name not in inputs]
+    bound = [vi for vi in graph_inputs if vi.name in inputs]
+    outs = list(g.output)
+    if output is not None and output not in {o.name for o in outs}:
+        raise BundleError(f"{role} {path} has no output {output!r}; its outputs: "
+                          + ", ".join(_describe(o) for o in outs))
+    if len(free) != 1:
+        what = "no input left for the latent" if not free else "inputs still unset: " + ", ".join(
+            _describe(vi) for vi in free[1:])
+        raise BundleError(f"{role} {path} has inputs {', '.join(_describe(vi) for vi in graph_inputs)}; {what}; "
+                          "hold each extra input at a value with --input NAME=VALUE (or `inputs` in bundle.json)")
+    if len(outs) != 1 and output is None:
+        raise BundleError(f"{role} {path} has outputs {', '.join(_describe(o) for o in outs)}; pick one with "
+                          f"--{'generator' if role == 'generator' else 'classifier'}-output-name NAME")
+    if not bound and len(outs) == 1 and len(graph_inputs) == len(g.input):
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    main = free[0].name
+    nodes, inits = [], []
+    for vi in bound:
+        t = vi.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        try:
+            value = np.asarray(inputs[vi.name], dtype=dtype)
+        except (TypeError, ValueError):
+            raise BundleError(f"--input {vi.name}={inputs[vi.name]!r} is not a {np.dtype(dtype).name} value") from None
+        per_row = len(dims) >= 1 and (dims[0] is None or (value.ndim < len(dims)))
+        rest = dims[1:] if per_row else dims
+        if any(d is None for d in rest):
+            raise BundleError(f"{role} input {_describe(vi)}: only its first (batch) dimension may be symbolic")
+        try:
+            value = np.broadcast_to(value, rest).copy()
+        except ValueError:
+            raise BundleError(f"--input {vi.name}: a value of shape {list(value.shape)} does not fit "
+                              f"{_describe(vi)}") from None
+        if per_row:  # the same value in every row: Expand to [batch of the main input, ...]
+            inits += [numpy_helper.from_array(value[None], vi.name + "/value"),
+                      numpy_helper.from_array(np.array([0], np.int64), vi.name + "/start"),
+                      numpy_helper.from_array(np.array([1], np.int64), vi.name + "/stop"),
+                      numpy_helper.from_array(np.array(rest, np.int64), vi.name + "/rest")]
+            nodes += [helper.make_node("Shape", [main], [vi.name + "/shape"]),
+                      helper.make_node("Slice", [vi.name + "/shape", vi.name + "/start", vi.name + "/stop"],
+                                       [vi.name + "/batch"]),
+                      helper.make_node("Concat", [vi.name + "/batch", vi.name + "/rest"], [vi.name + "/to"], axis=0),
+                      helper.make_node("Expand", [vi.name + "/value", vi.name + "/to"], [vi.name])]
+        else:
+            inits.append(numpy_helper.from_array(value, vi.name))
+    keep_in = [vi for vi in g.input if vi.name == main]
+    keep_out = [o for o in g.output if output is None or o.name == output]
+    all_nodes = nodes + list(g.node)
+    del g.input[:]
+    g.input.extend(keep_in)
+    del g.output[:]
+    g.output.extend(keep_out)
+    del g.node[:]
+    g.node.extend(all_nodes)
+    g.initializer.extend(inits)
+    return m

@@ -46,8 +46,9 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 
 _SETTINGS = 4
 
 
-def check_reachable(address: str | None, timeout: float = CONNECT_SECONDS) -> None:
-    """Fail within ``timeout`` seconds on a ``HOST:PORT`` or ``ray://HOST:PORT`` that is not a Ray cluster.
+def check_reachable(address: str | None, timeout: float | None = None) -> None:
+    """Fail within ``timeout`` seconds (default :data:`CONNECT_SECONDS`) on a ``HOST:PORT`` or ``ray://HOST:PORT``
+    that is not a Ray cluster.
 
     Ray itself retries for minutes both where nobody listens and where something else
     does (a web server, a database); so the address must accept a connection and answer
@@ -63,6 +64,7 @@ def check_reachable(address: str | None, timeout: float = CONNECT_SECONDS) -> No
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CorrkitError(f"--ray {address!r} is not a Ray address: use local, auto, HOST:PORT or ray://HOST:PORT")
     hint = "start one there with `ray start --head`, or use --ray local"
+    timeout = CONNECT_SECONDS if timeout is None else timeout
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as sock:

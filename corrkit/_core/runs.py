@@ -230,7 +230,7 @@ def recorded_models(card: Mapping):
 
     Runs made from ``--generator``/``--classifier`` (no bundle folder) are found this way.
     """
-    from corrkit._core.bundle import from_pair, sha256
+    from corrkit._core.bundle import from_pair, role_inputs, sha256
 
     models = card.get("models") or {}
     g, q = models.get("generator") or {}, models.get("classifier") or {}
@@ -243,7 +243,8 @@ def recorded_models(card: Mapping):
         return from_pair(*paths, classes=card.get("classes"),
                          generator_output_range=card.get("generator_output_range") or (-1, 1),
                          classifier_input_range=card.get("classifier_input_range") or (-1, 1),
-                         classifier_output=card.get("classifier_output") or "logits")
+                         classifier_output=card.get("classifier_output") or "logits",
+                         inputs=role_inputs(card.get("inputs")), outputs=card.get("outputs"))
     except CorrkitError:
         return None
 

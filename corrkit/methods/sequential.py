@@ -88,7 +88,8 @@ class APCRResult:
             "params": self.params,
             "bundle": {k: self.bundle_card.get(k) for k in ("path", "files", "models", "latent_dim", "classes",
                                                              "classifier_output", "generator_output_range",
-                                                             "classifier_input_range")},
+                                                             "classifier_input_range", "inputs", "outputs")
+                       if k in self.bundle_card},
             "versions": versions(),
             "provider": self.provider,
             "points": int(self.points),
