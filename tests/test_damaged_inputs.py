@@ -32,6 +32,7 @@ from corrkit.cli.main import app
 from tests import onnx_fixtures as fx
 
 TINY = ["--samples-per-class", "1", "--steps", "1", "--device", "cpu"]
+N, C = fx.KNOWN_W.shape  # the known-answer model: 6 latent dims, 3 classes
 
 
 # --- checking one case ---------------------------------------------------------------------------------------------
@@ -238,6 +239,21 @@ def test_the_run_table_commands_accept_the_undamaged_run(tmp_path, good_run, com
     assert r.exit_code == 0, (r.exception, r.stderr)
 
 
+def test_a_sound_run_with_a_class_without_codes_still_loads(tmp_path, known_model):
+    import warnings
+
+    import corrkit
+
+    z = np.zeros((4, N), np.float32)
+    z[:2, 0], z[2:, 2] = 5, 5  # codes of classes 0 and 1 only: class 2's scores are NaN, as they must be
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not fill class set(s)"
+        corrkit.apcr(known_model[0], steps=1, latents=z, execution=corrkit.Execution(device="cpu"),
+                     out=tmp_path / "run")
+    r = corrkit.APCRResult.load(tmp_path / "run")
+    assert r.counts.tolist() == [2, 2, 0] and np.isnan(r.apcr[:, 2]).all() and np.isfinite(r.apcr[:, :2]).all()
+
+
 def test_damaged_run_in_a_subprocess(tmp_path, good_run):
     run, out = _run_case(tmp_path, good_run, "crc_bad_npz")
     assert_refused_in_subprocess(RUN_COMMANDS["translate"](run, out), tmp_path, "CRC")
@@ -245,7 +261,6 @@ def test_damaged_run_in_a_subprocess(tmp_path, good_run):
 
 # --- 2. direction, latent and weight files -------------------------------------------------------------------------
 
-N, C = fx.KNOWN_W.shape
 DIRS = np.random.default_rng(0).normal(size=(4, N)).astype(np.float32)
 
 

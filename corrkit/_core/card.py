@@ -70,6 +70,14 @@ def _problem(meta) -> str | None:
         value = (meta.get("provenance") or {}).get(key)
         if value is not None and not isinstance(value, dict):
             return f"provenance.{key} must be an object {{...}}, got {type(value).__name__}"
+    roles = ("generator", "classifier", "model")
+    inputs, outputs = meta.get("inputs"), meta.get("outputs")
+    if inputs is not None and not (isinstance(inputs, dict) and all(
+            r in roles and isinstance(v, dict) and all(isinstance(n, str) for n in v) for r, v in inputs.items())):
+        return f"inputs must be {{role: {{input name: value}}}} with roles {', '.join(roles)}, got {inputs!r:.80}"
+    if outputs is not None and not (isinstance(outputs, dict) and all(
+            r in roles and isinstance(v, str) for r, v in outputs.items())):
+        return f"outputs must be {{role: output name}} with roles {', '.join(roles)}, got {outputs!r:.80}"
     return None
 
 
@@ -79,7 +87,8 @@ def check_card(meta, path: str | os.PathLike) -> dict:
     Checked when present: ``format`` (1), ``latent_dim`` (int >= 1), ``latent_distribution``
     (``normal``), ``classes`` (distinct strings; their number is checked against the
     classifier by the loader), both ranges (two finite numbers, lo < hi),
-    ``classifier_output`` (logits, probabilities or auto), ``image_shape`` (1-4 ints >= 1 or
+    ``classifier_output`` (logits, probabilities or auto), ``inputs`` (``{role: {name: value}}``),
+    ``outputs`` (``{role: name}``), ``image_shape`` (1-4 ints >= 1 or
     null), ``name`` (str), ``provenance``, ``metrics``, ``onnx_sha256`` (objects).
     Unknown keys are allowed.
     """

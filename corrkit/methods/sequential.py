@@ -27,8 +27,9 @@ from corrkit._core.bundle import Bundle, as_bundle
 from corrkit._core.engine import Engine
 from corrkit._core.execution import Execution
 from corrkit._core.grid import (
-    Grid, axis_directions, check_directions, check_grid_size, check_latents, check_seed, check_steps,
+    Grid, axis_directions, check_directions, check_grid_size, check_latents, check_seed, check_steps, read_npz,
 )
+from corrkit.errors import GridError
 from corrkit.kernels import apcr as kern
 from corrkit.kernels.ranking import threshold_mask, top_k
 from corrkit._core.codesets import CodeSets, check_class_sets, class_sets
@@ -210,11 +211,11 @@ def _load_checkpoint(path: Path, fingerprint: str, n_dirs: int, steps: int, n_cl
     if not path.is_file():
         return None
     try:
-        ck = io.npz_arrays(path.read_bytes())
+        ck = read_npz(path, "checkpoint", data=path.read_bytes())  # pickles and lying headers refused
         if str(ck.get("fingerprint")) != fingerprint:
             return None
         problem = _checkpoint_problem(ck, n_dirs, steps, n_classes, latent_dim, shard_points)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, GridError) as exc:
         problem = f"unreadable ({exc})"
     if problem is None:
         return ck
