@@ -24,8 +24,11 @@ def figures_command(
     json_out: bool = c.JsonOpt,
 ):
     """Draw score curves, APCR histograms and heatmap, traversal grids and any other figure the run allows."""
+    from corrkit._core.io import check_writable
     from corrkit.viz.figures import write_run_figures
 
+    if out is None:
+        check_writable(run_dir, what="RUN_DIR")  # the figures go beside the run
     bundle = c.resolve_bundle(model) if model is not None else None
     paths = write_run_figures(run_dir, out, traversals=traversals, bundle=bundle)
     if json_out:

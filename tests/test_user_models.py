@@ -374,3 +374,11 @@ def test_a_conditional_generator_is_analysed_at_the_inputs_given(tmp_path):
     invoke("apcr", "--generator", g_path, "--classifier", p.classifier, "--input", "generator.label=2",
            "--input", "scale=0.5", "--generator-output-name", "img", *TINY, "--out", tmp_path / "direct")
     assert np.array_equal(np.load(tmp_path / "direct" / "apcr.npz")["apcr"], runs[2])
+
+
+def test_bench_runs_on_a_fixed_batch_export(tmp_path):
+    p = um.pair(tmp_path / "e", batch=4)
+    out = invoke("bench", _bundle(p, tmp_path / "b"), "--quick")
+    rows = {ln.split("  ")[0].strip(): ln for ln in out.splitlines() if "pts/s" in ln}
+    assert any(k.startswith("onnxruntime raw sessions") for k in rows), out
+    assert all("nan pts/s" not in v for k, v in rows.items() if not k.startswith("PyTorch")), out
