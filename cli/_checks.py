@@ -1,8 +1,8 @@
 """What every command option accepts, checked in one place before a command does any work.
 
-Each command is decorated with :func:`checks_options`, which reads its arguments by
-parameter name in :data:`RULES` (``(command, name)`` first, then ``name``) and runs the
-rule before the command body: so a bad value costs nothing, is one ``error:`` line
+Each command is decorated with :func:`checks_options`, which looks its arguments up by
+parameter name in the table of :func:`_rules` (``(command, name)`` first, then ``name``)
+and runs each rule before the command body: so a bad value costs nothing, is one ``error:`` line
 (exit 1), and never reaches an earlier result in ``--out``. Type errors (``--steps abc``)
 stay Click's usage errors (exit 2). Checks that need the model (``--top-k`` against the
 latent size, the grid's size against the memory cap) are the first lines of the
@@ -15,6 +15,8 @@ import functools
 import inspect
 import math
 from typing import Callable
+
+import numpy as np
 
 from corrkit.errors import CorrkitError
 
@@ -131,18 +133,26 @@ def latent_shape(text) -> None:
         raise CorrkitError(f"--latent-shape must be N or N,1,1 with N >= 1, got {text!r}")
 
 
+def input_values(items) -> None:
+    """``--input NAME=VALUE``: the form as ``parse_inputs`` reads it, and finite numbers only."""
+    from corrkit.cli._common import parse_inputs
+
+    for name, value in parse_inputs(items).items():
+        try:
+            finite = bool(np.isfinite(np.asarray(value, dtype=float)).all())
+        except (TypeError, ValueError):  # text, or lists of unequal lengths
+            finite = False
+        if not finite:
+            raise CorrkitError(f"--input {name}: the value must be a number or a list of numbers, all finite "
+                               f"(got {value!r})")
+
+
 def unchecked(v) -> None:
     """Free text or a flag, or a value only the model can judge (a class name), checked where it is used."""
 
 
-def _devices():
-    from corrkit._core.execution import DEVICES
-
-    return DEVICES
-
-
 def _rules() -> dict:
-    from corrkit._core.execution import MAX_BATCH_SIZE, MAX_SHARD_POINTS, MAX_THREADS, MAX_WORKERS, MODES
+    from corrkit._core.execution import DEVICES, MAX_BATCH_SIZE, MAX_SHARD_POINTS, MAX_THREADS, MAX_WORKERS, MODES
     from corrkit.export.discover.settings import KINDS
     from corrkit.methods.latent_space import MAX_FOLDS, MAX_PRIOR, MAX_SEED
     from corrkit.methods.manipulate import MAX_ALPHA_STEPS
@@ -197,7 +207,7 @@ def _rules() -> dict:
         "restarts": whole("--restarts", 1, 1_000), "explore_steps": whole("--explore-steps", 1, MAX_TRAINING_STEPS),
         "lr": real("--lr", 0, lo_open=True), "beta": real("--beta", 0), "pool": whole("--pool", 0, 1_000_000),
         # choices and text
-        "device": choice("--device", _devices()), "mode": choice("--mode", MODES),
+        "device": choice("--device", DEVICES), "mode": choice("--mode", MODES),
         "objective": choice("--objective", OBJECTIVES), "estimator": choice("--estimator", ESTIMATORS),
         "kind": choice("--type", KINDS),
         "generator_range": value_range("--generator-range"), "classifier_range": value_range("--classifier-range"),
@@ -205,6 +215,7 @@ def _rules() -> dict:
         ("export model", "generator"): torch_factory("--generator"),
         ("export model", "classifier"): torch_factory("--classifier"),
         "classifier_weights": given("--classifier-weights"), "latent_shape": latent_shape,
+        "inputs": input_values, "generator_output_name": unchecked, "classifier_output_name": unchecked,
         "output": unchecked, "class_": unchecked, "source": unchecked, "target": unchecked, "title": unchecked,
         "json_out": unchecked, "quick": unchecked, "sefa": unchecked, "traversals": unchecked, "render": unchecked,
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,

@@ -81,12 +81,6 @@ def execution(ray: Optional[str] = None, **options):
     return Execution(**options, **({} if ray is None else {"executor": "ray", "ray_address": ray}))
 
 
-def check_top_k(top_k: int) -> int:
-    if top_k < 1:
-        raise CorrkitError(f"--top-k must be >= 1 (got {top_k})")
-    return top_k
-
-
 def bare_ray(argv: list[str]) -> list[str]:
     """Read a bare ``--ray`` (last, or followed by another option) as ``--ray local``.
 

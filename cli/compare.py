@@ -18,6 +18,11 @@ app = typer.Typer()
 @c.checks_options("compare")
 def compare_command(
     model: Optional[Path] = c.ModelArg,
+    generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+    classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+    classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+    inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+    classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
     directions: List[str] = typer.Option([], "--directions", help="NAME=FILE (.npy/.npz [K, N]); repeatable."),
     sefa: bool = typer.Option(True, help="Include SeFa directions from the generator."),
     samples_per_class: int = typer.Option(COMPARE_SAMPLES_PER_CLASS), steps: int = typer.Option(STEPS),
@@ -36,7 +41,8 @@ def compare_command(
     pairs = [d.split("=", 1) for d in directions]
     if any(len(p) != 2 for p in pairs):
         raise CorrkitError("--directions takes NAME=FILE")
-    bundle = c.resolve_bundle(model)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
     with c.progress_bar(not json_out) as progress:
         s = compare(bundle, dict(pairs), with_sefa=sefa, samples_per_class=samples_per_class, steps=steps,
                     delta=delta, seed=seed, out=out, progress=progress, execution=ex)

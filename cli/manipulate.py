@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -18,7 +18,11 @@ app = typer.Typer()
 @c.checks_options("manipulate")
 def manipulate_command(
     model: Optional[Path] = c.ModelArg,
-    output: Optional[str] = c.OutputOpt,
+    generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+    classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+    classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+    inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+    classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
     class_: str = typer.Option("all", "--class", help="Class index or name, or 'all'."),
     top_k: int = typer.Option(TOP_K, help="Dims per set (top, bottom and random)."),
     alpha: float = typer.Option(0.2, help="Step along every dim of the set (flip rates are compared here; "
@@ -35,7 +39,8 @@ def manipulate_command(
     from corrkit.viz.images import image_grid
     from corrkit.viz.tables import manipulation_table
 
-    bundle = c.resolve_bundle(model, output=output)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
     classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]
     with c.progress_bar(not json_out) as progress:
         result = manipulate(bundle, run=run, classes=classes, top_k=top_k, alpha=alpha, steps=steps, seed=seed,

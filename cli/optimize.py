@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -17,7 +17,11 @@ app = typer.Typer()
 @c.checks_options("optimize")
 def optimize_command(
     model: Optional[Path] = c.ModelArg,
-    output: Optional[str] = c.OutputOpt,
+    generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+    classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+    classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+    inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+    classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
     out: Path = typer.Option(Path("optimized_weights.npz"), help="Where to write w* [C, N] and the settings."),
     objective: str = c.ObjectiveOpt,
     iterations: int = c.IterationsOpt,
@@ -41,7 +45,8 @@ def optimize_command(
     from corrkit.errors import CorrkitError
     from corrkit.methods.optimize import WEIGHTS_FILE, OptimizedWeights, compare_with, optimize
 
-    bundle = c.resolve_bundle(model, output=output)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
     own = bundle.path / WEIGHTS_FILE if bundle.path else None
     against = against or (own if own is not None and own.is_file() else None)
     if against is not None:  # read before the work: a bad file must not cost a finished run its report

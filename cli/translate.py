@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -19,7 +19,11 @@ app = typer.Typer()
 @c.checks_options("translate")
 def translate_command(
     model: Optional[Path] = c.ModelArg,
-    output: Optional[str] = c.OutputOpt,
+    generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+    classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+    classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+    inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+    classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
     source: Optional[str] = typer.Option(None, help="Source class (index or name)."),
     target: Optional[str] = typer.Option(None, help="Target class (index or name)."),
     all_pairs: bool = typer.Option(False, "--all", help="Every ordered pair (the default without --source)."),
@@ -37,7 +41,8 @@ def translate_command(
     from corrkit.viz.images import image_grid
     from corrkit.viz.tables import translation_table
 
-    bundle = c.resolve_bundle(model, output=output)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
     if (source is None) != (target is None) or (all_pairs and source is not None):
         raise CorrkitError("give --source and --target together, or --all (the default) alone")
     pairs = None if source is None else [(class_index(source, bundle.classes), class_index(target, bundle.classes))]

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from corrkit._core import io
-from corrkit._core.bundle import BUILTIN, sha256
+from corrkit._core.bundle import BUILTIN
+from corrkit._core.onnx_files import sha256
 from corrkit._core.data import CLASSES, file_hashes, load_split
 from corrkit.export.models import Classifier, Generator
 from corrkit.export.onnx_export import CLASSIFIER_CONFIG, GENERATOR_CONFIG, export

@@ -88,6 +88,7 @@ def test_cli_json_and_table(tmp_path):
     assert r.exit_code == 0, r.output
     assert "Li et al." in r.output and "class9" in r.output and "0.75" in r.output
     r = runner.invoke(app, ["control", str(tmp_path / "run"), "--weights", str(tmp_path / "missing.npz")])
-    assert r.exit_code == 1 and "no optimised weights" in r.output
+    # refused before any work by the option checks, in one line naming the missing file
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "missing.npz does not exist" in r.output
     r = runner.invoke(app, ["control", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "not a finished" in r.output

@@ -73,7 +73,7 @@ def _reference(p: um.Pair, run_dir: Path, probs_fn=None) -> dict:
 def test_bundle_create_copies_external_data(user, tmp_path):
     import shutil
 
-    from corrkit._core.bundle import external_files, sha256
+    from corrkit._core.onnx_files import external_files, sha256
     from corrkit._core.engine import Engine
 
     name, p, root = user
@@ -382,3 +382,27 @@ def test_bench_runs_on_a_fixed_batch_export(tmp_path):
     rows = {ln.split("  ")[0].strip(): ln for ln in out.splitlines() if "pts/s" in ln}
     assert any(k.startswith("onnxruntime raw sessions") for k in rows), out
     assert all("nan pts/s" not in v for k, v in rows.items() if not k.startswith("PyTorch")), out
+
+
+@pytest.mark.parametrize("command", ["compare", "optimize", "manipulate", "translate"])
+def test_every_analysis_command_takes_the_same_model_options(tmp_path, command):
+    import onnx
+
+    p = um.pair(tmp_path / "e", batch=4)
+    spec = ["--generator", str(p.generator), "--classifier", str(p.classifier), "--output", "logits",
+            "--classes", "a,b,c"]
+    run = tmp_path / "run"
+    invoke("apcr", *spec, *TINY, "--out", run)
+    extra = {"compare": ["--samples-per-class", "2", "--steps", "1", "--no-sefa"],
+             "optimize": ["--iterations", "2", "--samples-per-class", "2", "--perturbations", "3",
+                          "--out", str(tmp_path / "w.npz")],
+             "manipulate": ["--run", str(run), "--class", "a", "--top-k", "2"],
+             "translate": ["--run", str(run), "--top-k", "2"]}[command]
+    invoke(command, *spec, *extra, "--device", "cpu")
+    # a fused logits model, declared as such (compare had no --output before)
+    fused = tmp_path / "fused.onnx"
+    onnx.save(load_bundle(_bundle(p, tmp_path / "b")).fused_model("probabilities"), fused)  # raw logits out
+    if command in ("compare", "optimize"):
+        invoke(command, fused, "--output", "logits", *extra, "--device", "cpu")
+        r = runner.invoke(app, [command, str(fused), "--output", "probabilities", *extra, "--device", "cpu"])
+        assert r.exit_code == 1 and "not probabilities" in r.output

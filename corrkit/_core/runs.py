@@ -230,7 +230,8 @@ def recorded_models(card: Mapping):
 
     Runs made from ``--generator``/``--classifier`` (no bundle folder) are found this way.
     """
-    from corrkit._core.bundle import from_pair, role_inputs, sha256
+    from corrkit._core.bundle import from_pair
+    from corrkit._core.onnx_files import role_inputs, sha256
 
     models = card.get("models") or {}
     g, q = models.get("generator") or {}, models.get("classifier") or {}

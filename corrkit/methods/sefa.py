@@ -184,7 +184,8 @@ def first_linear_map(model) -> tuple[np.ndarray, str]:
 
 def _generator_model(source):
     """A generator ModelProto from a ModelProto, a Bundle, a bundle folder, a .onnx file or None."""
-    from corrkit._core.bundle import Bundle, load_bundle, load_onnx
+    from corrkit._core.bundle import Bundle, load_bundle
+    from corrkit._core.onnx_files import load_onnx
 
     if hasattr(source, "graph"):
         return source
