@@ -256,6 +256,13 @@ def checks_options(command: str):
 
         @functools.wraps(fn)
         def wrapper(**kwargs):
+            if command.startswith("export "):  # the missing extra first: no option can help without torch
+                import importlib.util
+
+                from corrkit.errors import MissingExtraError
+
+                if importlib.util.find_spec("torch") is None:
+                    raise MissingExtraError("torch", "train")
             check_options(command, kwargs)
             return fn(**kwargs)
 

@@ -91,4 +91,4 @@ def test_cli_json_and_table(tmp_path):
     # refused before any work by the option checks, in one line naming the missing file
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "missing.npz does not exist" in r.output
     r = runner.invoke(app, ["control", str(tmp_path / "nowhere")])
-    assert r.exit_code == 1 and "not a finished" in r.output
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "nowhere is not a folder" in r.output

@@ -134,8 +134,8 @@ def test_export_bundle_defaults_to_a_build_folder(monkeypatch, tmp_path):
 
     seen = []
     monkeypatch.setattr(B, "build", lambda work, out, data_dir: seen.append(out) or {"metrics": {}})
-    for args, want in (([], Path("build/bundle")), (["--out", str(tmp_path)], tmp_path)):
-        r = CliRunner().invoke(app, ["export", "bundle", *args])
+    for args, want in (([], Path("build/bundle")), (["--out", str(tmp_path / "b")], tmp_path / "b")):
+        r = CliRunner().invoke(app, ["export", "bundle", "--work", str(tmp_path), *args])
         assert r.exit_code == 0, r.output
         assert seen.pop() == want
 
