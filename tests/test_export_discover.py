@@ -362,3 +362,32 @@ def test_cli_help_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "--torch-generator" in r.stdout and r.stdout.split()[-3:] == ["0", "False", "False"], r.stdout
+
+
+class SmallColourGenerator(torch.nn.Module):
+    """z [B, N] -> tanh(W z) as a 3x12x12 image: smaller than the reconstructor's 28 px, and in colour."""
+
+    def __init__(self, n: int = 6):
+        super().__init__()
+        self.l1 = torch.nn.Linear(n, 3 * 12 * 12)
+
+    def forward(self, z):
+        return torch.tanh(self.l1(z)).view(len(z), 3, 12, 12)
+
+
+def test_small_colour_images_are_enlarged_for_the_reconstructor(tmp_path):
+    from corrkit.export.discover.modules import Reconstructor
+
+    torch.manual_seed(0)
+    R = Reconstructor(3, channels=3).eval()
+    x1, x2 = torch.randn(4, 3, 12, 12), torch.randn(4, 3, 12, 12)
+
+    def up(x):  # each pixel repeated, to 28 x 28
+        return torch.nn.functional.interpolate(x, size=(28, 28), mode="nearest")
+
+    with torch.no_grad():
+        (a, ea), (b, eb) = R(x1, x2), R(up(x1), up(x2))
+    assert torch.equal(a, b) and torch.equal(ea, eb)
+    torch.manual_seed(1)
+    r = discover(SmallColourGenerator(), 6, tiny(steps=4), tmp_path, log=quiet)
+    assert r.directions.shape == (3, 6) and 0 <= r.rca <= 1 and 0 <= r.rca_random <= 1

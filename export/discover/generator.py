@@ -22,8 +22,8 @@ from corrkit.export.discover.settings import DiscoverSettings
 def image_channels(G: nn.Module, latent_dim: int) -> int:
     with torch.no_grad():
         probe = G(torch.zeros(2, latent_dim))
-    if probe.ndim != 4 or min(probe.shape[-2:]) < 28:
-        raise BundleError(f"the reconstructor needs images [B, C, H, W] with H, W >= 28; G gives {list(probe.shape)}")
+    if probe.ndim != 4:
+        raise BundleError(f"the reconstructor needs images [B, C, H, W]; G gives {list(probe.shape)}")
     return int(probe.shape[1])
 
 

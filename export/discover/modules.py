@@ -79,8 +79,12 @@ class Reconstructor(nn.Module):
 
     The authors' ``LeNetShiftPredictor`` (width 2); the first convolution is padded
     so that 28x28 images (the paper's MNIST ones are 32x32) reach a 1x1 map; any
-    ``H, W >= 28`` works (features are averaged over space).
+    ``H, W >= 28`` works (features are averaged over space). Smaller images are
+    enlarged to 28x28 (nearest, each pixel repeated) before the first layer, so a
+    user's 8 or 16 px generator trains with the same network.
     """
+
+    MIN_SIZE = 28
 
     def __init__(self, k: int, channels: int = 1, width: int = 2):
         super().__init__()
@@ -97,7 +101,11 @@ class Reconstructor(nn.Module):
         self.fc_logits, self.fc_shift = head(k), head(1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.convnet(torch.cat([x1, x2], dim=1)).mean(dim=(-1, -2))
+        x = torch.cat([x1, x2], dim=1)
+        if min(x.shape[-2:]) < self.MIN_SIZE:
+            size = (max(self.MIN_SIZE, x.shape[-2]), max(self.MIN_SIZE, x.shape[-1]))
+            x = torch.nn.functional.interpolate(x, size=size, mode="nearest")
+        features = self.convnet(x).mean(dim=(-1, -2))
         return self.fc_logits(features), self.fc_shift(features)[:, 0]
 
 

@@ -21,7 +21,7 @@ def discover(G: nn.Module, latent_dim: int, settings: DiscoverSettings | None = 
 
     Parameters
     ----------
-    G : torch module ``z float32 [B, N] -> image [B, C, H, W]`` (H, W >= 28)
+    G : torch module ``z float32 [B, N] -> image [B, C, H, W]`` (grey or colour, any size)
     latent_dim : N
     settings : DiscoverSettings (default: the paper's)
     out : folder for the checkpoints and the result files; ``None`` keeps nothing
