@@ -207,6 +207,12 @@ def clean_and_checkpoint(tmp_path_factory):
     return clean, (cut / "checkpoint.npz").read_bytes()
 
 
+def assert_same_result(r, clean) -> None:
+    """Bit for bit the uninterrupted run's arrays."""
+    for key in ("apcr", "curves", "up", "down"):
+        assert np.array_equal(getattr(r, key), getattr(clean, key)), key
+
+
 def _tamper(arrays: dict, how: str) -> dict:
     from corrkit.methods.sequential import _digest
 
@@ -251,8 +257,7 @@ def test_invalid_checkpoint_is_set_aside_and_the_run_starts_over(tmp_path, clean
         r = apcr(out=out, **RUN)
     assert r.resumed_from == 0
     assert (out / "checkpoint.npz.invalid").is_file() and not (out / "checkpoint.npz").exists()
-    for key in ("apcr", "curves", "up", "down"):
-        assert np.array_equal(getattr(r, key), getattr(clean, key)), key
+    assert_same_result(r, clean)
 
 
 def test_sound_checkpoint_resumes_exactly(tmp_path, clean_and_checkpoint):
@@ -262,8 +267,7 @@ def test_sound_checkpoint_resumes_exactly(tmp_path, clean_and_checkpoint):
     (out / "checkpoint.npz").write_bytes(ck_bytes)
     r = apcr(out=out, **RUN)
     assert r.resumed_from == int(io.npz_arrays(ck_bytes)["p_next"]) > 0
-    for key in ("apcr", "curves", "up", "down"):
-        assert np.array_equal(getattr(r, key), getattr(clean, key)), key
+    assert_same_result(r, clean)
 
 
 def test_cli_warns_in_one_line_about_a_bad_checkpoint(tmp_path, clean_and_checkpoint):
