@@ -21,6 +21,7 @@ import pytest
 from corrkit._core import io
 from corrkit._core.bundle import builtin_path, load_bundle
 from corrkit._core.execution import Execution
+from corrkit._core.grid import read_npz
 from corrkit.errors import CorrkitError
 from corrkit.methods.sequential import APCRResult, apcr
 
@@ -207,6 +208,10 @@ def clean_and_checkpoint(tmp_path_factory):
     return clean, (cut / "checkpoint.npz").read_bytes()
 
 
+def checkpoint_arrays(data: bytes) -> dict:
+    return read_npz("checkpoint.npz", "checkpoint", data=data)
+
+
 def assert_same_result(r, clean) -> None:
     """Bit for bit the uninterrupted run's arrays."""
     for key in ("apcr", "curves", "up", "down"):
@@ -252,7 +257,7 @@ def test_invalid_checkpoint_is_set_aside_and_the_run_starts_over(tmp_path, clean
     if how == "truncated":
         (out / "checkpoint.npz").write_bytes(ck_bytes[: len(ck_bytes) // 2])
     else:
-        io.write_npz(out / "checkpoint.npz", **_tamper(io.npz_arrays(ck_bytes), how))
+        io.write_npz(out / "checkpoint.npz", **_tamper(checkpoint_arrays(ck_bytes), how))
     with pytest.warns(UserWarning, match="checkpoint .* is invalid"):
         r = apcr(out=out, **RUN)
     assert r.resumed_from == 0
@@ -266,7 +271,7 @@ def test_sound_checkpoint_resumes_exactly(tmp_path, clean_and_checkpoint):
     out.mkdir()
     (out / "checkpoint.npz").write_bytes(ck_bytes)
     r = apcr(out=out, **RUN)
-    assert r.resumed_from == int(io.npz_arrays(ck_bytes)["p_next"]) > 0
+    assert r.resumed_from == int(checkpoint_arrays(ck_bytes)["p_next"]) > 0
     assert_same_result(r, clean)
 
 
@@ -274,7 +279,7 @@ def test_cli_warns_in_one_line_about_a_bad_checkpoint(tmp_path, clean_and_checkp
     _, ck_bytes = clean_and_checkpoint
     out = tmp_path / "run"
     out.mkdir()
-    io.write_npz(out / "checkpoint.npz", **_tamper(io.npz_arrays(ck_bytes), "p_next_huge"))
+    io.write_npz(out / "checkpoint.npz", **_tamper(checkpoint_arrays(ck_bytes), "p_next_huge"))
     r = corrkit_cmd("apcr", "--samples-per-class", 2, "--steps", 1, "--device", "cpu", "--batch-size", 64,
                     "--shard-points", 64, "--threads", 1, "--out", out, "--json")
     assert r.returncode == 0, r.stderr

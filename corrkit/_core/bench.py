@@ -29,22 +29,16 @@ def raw_session(bundle: Bundle, batch: int, threads: int | None = None):
     the boundary, extra inputs held, a baked batch freed when exact); a batch that
     cannot be freed is fed in chunks of its size, as a user would have to.
     """
-    import onnxruntime as ort
-
-    from corrkit._core.conventions import fixed_batch, run_in_chunks
+    from corrkit._core.conventions import cpu_session, run_rows
     from corrkit._core.engine import cpu_count
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or cpu_count()
-    gm, qm = bundle.runnable_generator(), bundle._runnable(bundle.classifier, "classifier")
-    g = ort.InferenceSession(gm.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    q = ort.InferenceSession(qm.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    threads = threads or cpu_count()
+    g = cpu_session(bundle.runnable_generator(), threads)
+    q = cpu_session(bundle.runnable_classifier(), threads)
     z = np.random.default_rng(0).standard_normal((batch, bundle.latent_dim)).astype(np.float32)
-    gi, qi = g.get_inputs()[0].name, q.get_inputs()[0].name
-    bg, bq = fixed_batch(gm) or batch, fixed_batch(qm) or batch
 
     def run():
-        return run_in_chunks(q, qi, run_in_chunks(g, gi, z, bg), bq)
+        return run_rows(q, run_rows(g, z))
 
     return run
 

@@ -51,14 +51,26 @@ class Bundle:
 
     forms: dict = field(default_factory=dict)  # role -> "symbolic" | "freed" | "fixed" batch (conventions)
     io: dict = field(default_factory=dict)  # role -> {"inputs": {name: value}, "output": name} (bind_io)
+    _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # role -> runnable model
 
     def _runnable(self, path: Path, role: str):
-        """``path`` loaded, with its batch dimension made symbolic where that is exact (:mod:`conventions`)."""
+        """``path`` loaded, with its batch dimension made symbolic where that is exact (:mod:`conventions`).
+
+        Loading, checking and the batch check run once per bundle (a bundle is checked on
+        load, then run by the engine, and draws pictures); each caller gets its own copy,
+        since the graph builders edit what they are given.
+        """
+        import onnx
+
         from corrkit._core.conventions import flat_latent, float32_boundary, free_batch
 
-        model, how = free_batch(float32_boundary(load_onnx(path, role, self.io.get(role))))
-        self.forms[role] = how
-        return flat_latent(model) if role == "generator" else model
+        if role not in self._loaded:
+            model, how = free_batch(float32_boundary(load_onnx(path, role, self.io.get(role))))
+            self.forms[role] = how
+            self._loaded[role] = flat_latent(model) if role == "generator" else model
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self._loaded[role])
+        return copy
 
     def fused_model(self, output_kind: str | None = None):
         """ONNX ModelProto mapping ``z [B, N]`` to probabilities ``[B, C]``.
@@ -87,6 +99,12 @@ class Bundle:
                               "classifier as a bundle (`corrkit bundle create`)")
         return self._runnable(self.generator, "generator")
 
+    def runnable_classifier(self):
+        """The classifier ready to run, as :meth:`runnable_generator` (a pair's; a fused model has none)."""
+        if self.classifier is None:
+            raise BundleError("this is a fused model with no separate classifier")
+        return self._runnable(self.classifier, "classifier")
+
     def models(self) -> dict[str, dict]:
         """Each model file by role: its absolute path and SHA-256 (what a run records to find them again)."""
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
@@ -99,11 +117,13 @@ class Bundle:
         return {**({"inputs": inputs} if inputs else {}), **({"outputs": outputs} if outputs else {})}
 
     def hashes(self) -> dict[str, str]:
+        """SHA-256 of each model file by role (its external data included)."""
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
         return {k: sha256(v) for k, v in files.items() if v is not None}
 
     def card(self) -> dict:
-        """The bundle's description as a JSON-ready dict."""
+        """The bundle's description as a JSON-ready dict (each model file hashed once)."""
+        models = self.models()
         return {
             "path": str(Path(self.path or self.fused).resolve()) if (self.path or self.fused) else "",
             "latent_dim": self.latent_dim,
@@ -114,8 +134,8 @@ class Bundle:
             "generator_output_range": list(self.generator_output_range),
             "classifier_input_range": list(self.classifier_input_range),
             "classifier_output": self.classifier_output,
-            "files": self.hashes(),
-            "models": self.models(),
+            "files": {role: m["sha256"] for role, m in models.items()},
+            "models": models,
             **self.io_card(),
             "provenance": self.meta.get("provenance", {}),
             "metrics": self.meta.get("metrics", {}),
@@ -159,20 +179,14 @@ def settle_output_kind(bundle: "Bundle", declared: str, samples: int = 64, seed:
     kind the outputs look like, because softmax applied to probabilities (or not
     applied to logits) would flatten or distort every number after it.
     """
-    import onnxruntime as ort
-
-    from corrkit._core.conventions import fixed_batch, run_in_chunks
+    from corrkit._core.conventions import cpu_session, run_rows
     from corrkit._core.engine import PROB_TOL
     from corrkit.errors import ModelOutputError
 
-    model = bundle.fused_model("probabilities")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        session = cpu_session(bundle.fused_model("probabilities"))
         z = np.random.default_rng(seed).standard_normal((samples, bundle.latent_dim)).astype(np.float32)
-        b0 = fixed_batch(model)
-        raw = run_in_chunks(session, "z", z, b0) if b0 else session.run(["probs"], {"z": z})[0]
+        raw = run_rows(session, z)
     except Exception as exc:  # onnxruntime's errors: the model cannot run as exported
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"onnxruntime cannot run the model on prior samples: {first[:300]}") from None
@@ -304,28 +318,24 @@ BUNDLE_FILES = ("generator.onnx", "classifier.onnx", "bundle.json")
 
 
 def create_bundle(generator, classifier, out, *, classes=None, generator_output_range=(-1, 1),
-                  classifier_input_range=(-1, 1), classifier_output="auto", check_samples: int = 64,
-                  seed: int = 0, force: bool = False, extra_files: dict[str, bytes] | None = None,
+                  classifier_input_range=(-1, 1), classifier_output="auto", force: bool = False,
+                  extra_files: dict[str, bytes] | None = None,
                   provenance: dict | None = None, inputs: dict | None = None,
                   outputs: dict | None = None) -> Bundle:
     """Turn a user's ONNX pair into a bundle folder, after checking shapes and output kind.
 
-    The output kind is checked on ``check_samples`` prior samples: declared
-    probabilities must be non-negative rows summing to 1. The bundle is written into
+    :func:`from_pair` runs the pair on prior samples (:func:`settle_output_kind`: NaN,
+    shapes, and the output kind read or checked; the generator's range). The bundle is written into
     a fresh temporary folder beside ``out`` and renamed into place, so a failure
     leaves nothing behind. An existing ``out`` is refused; with ``force`` an existing
     *bundle* (a folder holding only bundle files) is replaced, never any other folder
     or file.
     """
-    from corrkit._core.engine import Engine
-
     out = Path(out)
     _check_bundle_target(out, force)
     b = from_pair(generator, classifier, classes=classes, generator_output_range=generator_output_range,
                   classifier_input_range=classifier_input_range, classifier_output=classifier_output,
                   inputs=inputs, outputs=outputs)
-    z = np.random.default_rng(seed).standard_normal((check_samples, b.latent_dim)).astype(np.float32)
-    Engine(b).probabilities(z)  # raises on NaN, wrong shapes, or logits declared as probabilities
     card = {
         "format": 1, "latent_dim": b.latent_dim, "latent_distribution": "normal", "classes": b.classes,
         "image_shape": list(b.image_shape) if b.image_shape else None,

@@ -76,12 +76,28 @@ def _symbolic_copy(model, b0: int):
     return m
 
 
-def _session(model):
+def cpu_session(model, threads: int | None = None):
+    """A plain onnxruntime CPU session of ``model`` (no corrkit rewrites), its log kept quiet."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def run_rows(session, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """The first output of ``session`` for any number of rows of ``x``.
+
+    A graph with a fixed batch gets chunks of that size (:func:`run_in_chunks`);
+    otherwise rows go in slices of ``batch`` (default: all at once).
+    """
+    inp = session.get_inputs()[0]
+    if isinstance(inp.shape[0], int):
+        return run_in_chunks(session, inp.name, x, inp.shape[0])
+    step = batch or max(len(x), 1)
+    return np.concatenate([session.run(None, {inp.name: x[s:s + step]})[0] for s in range(0, len(x), step)])
 
 
 def _sample_input(model, b: int, rng: np.random.Generator) -> np.ndarray:
@@ -109,8 +125,8 @@ def free_batch(model, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = _sample_input(model, 2 * b0 + 1, rng)
     try:
-        free = _session(copy).run(None, {copy.graph.input[0].name: x})[0]
-        orig = _session(model)
+        free = cpu_session(copy).run(None, {copy.graph.input[0].name: x})[0]
+        orig = cpu_session(model)
         name = model.graph.input[0].name
         ref = [orig.run(None, {name: x[i:i + b0]})[0] for i in (0, b0)]
     except Exception:  # the graph holds the batch somewhere else (Expand, Tile, a constant ...)

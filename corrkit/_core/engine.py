@@ -102,6 +102,7 @@ class Engine:
                  memory_budget_mb: int | None = None, threads: int | None = None,
                  io_binding: bool | None = None, check_probabilities: bool = True, mode: str = "fp32",
                  seed: int = 0, rewrite: bool = True):
+        import onnx
         import onnxruntime as ort
 
         from corrkit._core.quantize import check_mode, quantize_int8
@@ -112,7 +113,8 @@ class Engine:
         self.mode = check_mode(mode)
         self.rewrites: dict[str, int] = {}
         # The rewrites write float32 weights: they serve float32 graphs only (an fp16 graph runs as exported).
-        if rewrite and all(t.data_type != 10 and t.data_type != 16 for t in model.graph.initializer):
+        low = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+        if rewrite and all(t.data_type not in low for t in model.graph.initializer):
             from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
 
             model, n_sub = subpixel_phase_form(model)
@@ -221,23 +223,10 @@ def generate(bundle, z: np.ndarray, batch_size: int = 256, raw: bool = False) ->
     ``[B, H, W, C]`` (channels last, for drawing in colour) for more. ``raw``: the
     generator's own output ``[B, ...]``, float32, in its range.
     """
-    import onnxruntime as ort
+    from corrkit._core.conventions import cpu_session, run_rows
 
-    from corrkit._core.conventions import fixed_batch, run_in_chunks
-
-    model = bundle.runnable_generator()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = cpu_count()
-    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    z = np.ascontiguousarray(z, dtype=np.float32)
-    b0 = fixed_batch(model)
-    if b0 is not None:
-        images = run_in_chunks(session, name, z, b0)
-    else:
-        images = np.concatenate([session.run(None, {name: z[s:s + batch_size]})[0]
-                                 for s in range(0, len(z), batch_size)])
+    session = cpu_session(bundle.runnable_generator(), threads=cpu_count())
+    images = run_rows(session, np.ascontiguousarray(z, dtype=np.float32), batch_size)
     if raw:
         return np.asarray(images, np.float32)
     lo, hi = map(float, bundle.generator_output_range)

@@ -135,17 +135,6 @@ def write_npz(path: str | os.PathLike, **arrays) -> str:
     return write_bytes(path, buf.getvalue())
 
 
-def npz_arrays(data: bytes) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file's bytes (no pickles); ``ValueError``/``OSError`` when damaged."""
-    import zipfile
-
-    try:
-        with np.load(BytesIO(data), allow_pickle=False) as d:
-            return {k: d[k] for k in d.files}
-    except (zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise ValueError(f"damaged .npz ({type(exc).__name__}: {exc})") from None
-
-
 def write_folder(out: str | os.PathLike, fill, replace: bool = False) -> None:
     """Write a whole folder at once: ``fill(tmp)`` writes into a fresh folder beside ``out``, then it is renamed.
 

@@ -92,6 +92,8 @@ def role_inputs(by_role: dict | None) -> dict:
 def split_inputs(inputs: dict | None, paths: dict[str, Path]) -> dict[str, dict]:
     """``{role: {name: value}}`` of ``--input NAME=VALUE`` values: by ``role.NAME``, else by which model has NAME."""
     out: dict[str, dict] = {role: {} for role in paths}
+    if not inputs:  # the common case: no model file is read for it
+        return out
     names = {role: input_names(p) for role, p in paths.items()}
     for key, value in (inputs or {}).items():
         role, _, name = key.partition(".") if key.partition(".")[0] in paths else ("", "", key)

@@ -113,6 +113,18 @@ def _card_problem(card) -> str | None:
     return None
 
 
+def top_lists(apcr, counts, classes, k: int) -> dict:
+    """``summary.json``'s ``top``: per class its ``k`` strongest directions with their APCR.
+
+    A class without codes has no ranking: ``None``, not a list of NaNs.
+    """
+    from corrkit.kernels.ranking import top_k
+
+    sets = top_k(apcr, k)
+    return {classes[j]: None if counts[j] == 0 else
+            [{"direction": int(i), "apcr": float(apcr[i, j])} for i in sets[j]] for j in range(len(classes))}
+
+
 def _summary_problem(s: Mapping, a: Mapping) -> str | None:
     """What is wrong with a run's ``summary.json`` given its (checked) arrays, or ``None``.
 
@@ -120,7 +132,6 @@ def _summary_problem(s: Mapping, a: Mapping) -> str | None:
     lists are compared with what ``apcr.npz`` gives (the report shows them).
     """
     from corrkit._core.grid import MAX_STEPS
-    from corrkit.kernels.ranking import top_k
 
     params = s.get("params")
     if not isinstance(params, dict):
@@ -156,10 +167,7 @@ def _summary_problem(s: Mapping, a: Mapping) -> str | None:
         lengths = {len(v) for v in top.values() if isinstance(v, list)} if isinstance(top, dict) else set()
         if len(lengths) != 1 or not 1 <= min(lengths) <= k:
             return "`top` is not one list of directions per class"
-        sets = top_k(a["apcr"], lengths.pop())
-        want = {classes[j]: None if a["counts"][j] == 0 else  # a class without codes has no ranking
-                [{"direction": int(i), "apcr": float(a["apcr"][i, j])} for i in sets[j]]
-                for j in range(len(classes))}
+        want = top_lists(a["apcr"], a["counts"], classes, lengths.pop())
         if json.dumps(want) != json.dumps(top):
             return "`top` differs from the controlling sets of apcr.npz's APCR"
     return None

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corrkit._core import io, shards
-from corrkit._core import defaults
+from corrkit._core import defaults, io, runs, shards
 from corrkit._core.bundle import Bundle, as_bundle
 from corrkit._core.engine import Engine
 from corrkit._core.execution import Execution
@@ -84,7 +83,7 @@ class APCRResult:
     def summary(self, top: int = 10) -> dict:
         from corrkit import versions
 
-        sets = self.controlling_set(min(top, len(self.directions)))
+        k = min(top, len(self.directions))
         return {
             "params": self.params,
             "bundle": {k: self.bundle_card.get(k) for k in ("path", "files", "models", "latent_dim", "classes",
@@ -99,12 +98,7 @@ class APCRResult:
             "resumed_from": int(self.resumed_from),
             "counts": self.counts.tolist(),
             "classes": list(self.classes),
-            "top": {
-                # a class without codes has no ranking: null, not a list of NaNs
-                self.classes[j]: None if self.counts[j] == 0 else
-                [{"direction": int(i), "apcr": float(self.apcr[i, j])} for i in sets[j]]
-                for j in range(len(self.classes))
-            },
+            "top": runs.top_lists(self.apcr, self.counts, list(self.classes), k),
             **({"apcr_sha256": self.apcr_sha256} if self.apcr_sha256 else {}),
         }
 
