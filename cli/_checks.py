@@ -167,7 +167,7 @@ def _rules() -> dict:
         "codes": given("CODES"), "labels": given("LABELS"), "generator_weights": given("--generator-weights"),
         "run": given("--run", "folder"), "run_dir": given("RUN_DIR", "folder"),
         "run_dirs": each(given("RUN_DIR", "folder")), "data_dir": given("--data-dir", "folder"),
-        "weights": given("--weights"),
+        "weights": given("--weights"), "images": given("--images"), ("export invert", "labels"): given("--labels"),
         ("compare", "directions"): named_directions,
         ("export optimize", "weights"): given("--weights", "folder"),
         ("export bundle", "work"): given("--work", "folder"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -99,11 +99,17 @@ def model(generator: str = typer.Option(..., "--generator", help="package.module
 @c.handles_errors
 @c.checks_options("export optimize")
 def optimize(model: Optional[Path] = c.ModelArg,
+             generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+             classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+             classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+             inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+             classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
              objective: str = c.ObjectiveOpt, iterations: int = c.IterationsOpt, batch_size: int = c.BatchSizeOpt,
              seed: int = typer.Option(0, help="Seed of the code sets, mini-batches and xi."),
              samples_per_class: int = c.SamplesPerClassOpt, average: float = c.AverageOpt,
-             weights: Optional[Path] = typer.Option(None, help="Folder with generator.pt and classifier.pt "
-                                                    "(default: the built-in bundle's)."),
+             weights: Optional[Path] = typer.Option(None, help="Folder with the paper's generator.pt and "
+                                                    "classifier.pt (default: the built-in bundle's; for another "
+                                                    "bundle, its ONNX models converted to torch)."),
              out: Optional[Path] = typer.Option(None, help="Output .npz (default: optimized_weights.npz in the "
                                                 "bundle folder)."),
              json_out: bool = c.JsonOpt):
@@ -111,7 +117,8 @@ def optimize(model: Optional[Path] = c.ModelArg,
     need_torch()
     from corrkit.export.optimize import optimize_bundle
 
-    bundle = c.resolve_bundle(model)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
     with c.progress_bar(not json_out) as progress:
         result, path = optimize_bundle(bundle, out, objective=objective, iterations=iterations,
                                        batch_size=batch_size, seed=seed, samples_per_class=samples_per_class,
@@ -124,6 +131,11 @@ def optimize(model: Optional[Path] = c.ModelArg,
 @c.handles_errors
 @c.checks_options("export discover")
 def discover(model: Optional[Path] = c.ModelArg,
+             generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+             classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+             classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+             inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+             classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
              kind: str = typer.Option(_DISCOVER.kind, "--type", help="Direction matrix A: ortho (exp of a skew "
                                       "matrix, K = N), proj (unit-norm columns) or linear."),
              steps: int = typer.Option(_DISCOVER.steps, help="Training steps of each of the three "
@@ -147,16 +159,19 @@ def discover(model: Optional[Path] = c.ModelArg,
                                          "run at once, each in its own process; 1: one after the other."),
              out: Path = typer.Option(Path("runs/vb"), help="Folder for checkpoints (a killed run resumes), "
                                       "directions.npz, discover.json and rca.png."),
-             torch_generator: Optional[str] = typer.Option(None, help="For a bundle other than the built-in one: "
-                                                           "the generator as 'package.module:factory'."),
+             torch_generator: Optional[str] = typer.Option(None, help="The generator as a torch module, "
+                                                           "'package.module:factory' (default: the built-in "
+                                                           "bundle's, or the bundle's generator.onnx converted "
+                                                           "to torch)."),
              generator_weights: Optional[Path] = typer.Option(None, help="state_dict .pt of that generator."),
              json_out: bool = c.JsonOpt):
     """Voynov–Babenko directions learned with a reconstructor, and their RCA against random and coordinate
     directions (SPEC §8).
 
-    Only the built-in bundle's torch generator ships. For your own BUNDLE, give the generator as a torch module:
-    --torch-generator package.module:factory (importable, returns the nn.Module) and --generator-weights
-    state_dict.pt; it is checked against the bundle's generator.onnx.
+    The built-in bundle's torch generator ships; any other bundle's generator.onnx is converted to torch
+    (onnx2torch). Or give your generator as a torch module: --torch-generator package.module:factory
+    (importable, returns the nn.Module) and --generator-weights state_dict.pt. Either is checked against
+    the bundle's generator.onnx.
     """
     need_torch()
     from corrkit.export.discover import discover_bundle
@@ -164,7 +179,9 @@ def discover(model: Optional[Path] = c.ModelArg,
     s = DiscoverSettings(kind=kind, steps=steps, n_directions=n_directions, seed=seed, init_scale=init_scale,
                          eval_samples=eval_samples, bf16=bf16, threads=threads, workers=workers)
     with c.progress_bar(not json_out) as progress:
-        r = discover_bundle(c.resolve_bundle(model), s, out, torch_generator=torch_generator,
+        bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                                  inputs, generator_output_name, classifier_output_name)
+        r = discover_bundle(bundle, s, out, torch_generator=torch_generator,
                             generator_weights=generator_weights, progress=progress)
     summary = {**r.summary(), "out": out}
     c.echo_json(summary) if json_out else typer.echo(
@@ -175,7 +192,16 @@ def discover(model: Optional[Path] = c.ModelArg,
 @c.handles_errors
 @c.checks_options("export invert")
 def invert(model: Optional[Path] = c.ModelArg,
-           n_per_class: int = typer.Option(200, help="Test images per class."),
+           generator: Optional[Path] = c.GeneratorOpt, classifier: Optional[Path] = c.ClassifierOpt,
+           classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
+           classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
+           inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
+           classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
+           images: Optional[Path] = typer.Option(None, help="Images to invert, .npy [n, C, H, W] float in the "
+                                                 "generator's output range (needed for any bundle but the "
+                                                 "built-in one, which inverts Fashion-MNIST test images)."),
+           labels: Optional[Path] = typer.Option(None, help="Their classes, .npy int [n] (optional)."),
+           n_per_class: int = typer.Option(200, help="Fashion-MNIST test images per class (without --images)."),
            restarts: int = typer.Option(3, help="Starting points per image; the best is kept."),
            steps: int = typer.Option(80, help="Adam steps of the kept restart (2,000 images: ~4 min on 2 cores)."),
            explore_steps: int = typer.Option(15, help="Steps every restart runs before the best is chosen."),
@@ -184,20 +210,26 @@ def invert(model: Optional[Path] = c.ModelArg,
            pool: int = typer.Option(4096, help="Prior samples whose nearest images start the restarts (0: random)."),
            seed: int = typer.Option(0, help="Seed of the image choice, pool and starts."),
            bf16: bool = typer.Option(True, "--bf16/--no-bf16", help="bf16 autocast of the steps (errors in fp32)."),
-           weights: Optional[Path] = typer.Option(None, help="Generator state_dict matching the bundle's "
-                                                  "generator.onnx (default: the built-in weights)."),
+           weights: Optional[Path] = typer.Option(None, help="The paper's generator state_dict matching the "
+                                                  "bundle's generator.onnx (default: the built-in weights, or the "
+                                                  "bundle's generator.onnx converted to torch)."),
            data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder."),
            out: Path = typer.Option(Path("build/invert"), help="Folder for codes.npy, labels.npy, recon_error.npy."),
            json_out: bool = c.JsonOpt):
-    """Invert real test images into latent codes: min ||G(z) - x||² + beta·||z||² (SPEC §6)."""
+    """Invert real images into latent codes: min ||G(z) - x||² + beta·||z||² (SPEC §6)."""
     need_torch()
+    from corrkit._core.grid import load_array
     from corrkit.export.invert import InversionSettings, invert as run_invert
 
     s = InversionSettings(steps=steps, explore_steps=explore_steps, restarts=restarts, lr=lr, beta=beta, pool=pool,
                           seed=seed, bf16=bf16)
+    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
+                              inputs, generator_output_name, classifier_output_name)
+    x = load_array(images, "--images") if images is not None else None
+    y = load_array(labels, "--labels") if labels is not None else None
     with c.progress_bar(not json_out) as progress:
-        summary = run_invert(model, n_per_class=n_per_class, settings=s, weights=weights, data_dir=data_dir, out=out,
-                             progress=progress)
+        summary = run_invert(bundle, n_per_class=n_per_class, settings=s, weights=weights, data_dir=data_dir,
+                             out=out, images=x, labels=y, progress=progress)
     c.echo_json(summary) if json_out else typer.echo(
         f"{summary['n_images']} images in {summary['seconds']:.0f} s; mean reconstruction error "
         f"{summary['recon_error_mean']:.4f} (start {summary['start_error_mean']:.4f}); wrote {out}")

@@ -30,8 +30,8 @@ class GridError(CorrkitError):
 class MissingExtraError(CorrkitError):
     """An optional dependency (torch, ray, matplotlib ...) is not installed."""
 
-    def __init__(self, package: str, extra: str):
+    def __init__(self, package: str, extra: str, note: str = ""):
         super().__init__(
             f"this command needs {package}, which is not installed; "
-            f"install it with: pip install 'corrkit[{extra}]'"
+            f"install it with: pip install 'corrkit[{extra}]'" + (f" ({note})" if note else "")
         )

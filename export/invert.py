@@ -185,7 +185,7 @@ def _run(g, opt: _Adam, x: torch.Tensor, beta: float, steps: int, bf16: bool, ti
 
 def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndarray | None = None,
                   progress=None) -> dict[str, np.ndarray]:
-    """Codes of images ``x`` float32 ``[M, 1, H, W]`` in [-1, 1].
+    """Codes of images ``x`` float32 ``[M, C, H, W]`` in the generator's output range.
 
     Two phases over all images **(choice)**: every restart runs
     ``explore_steps``; then only the restart with the lowest objective goes on,
@@ -218,7 +218,7 @@ def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndar
     per = max(1, s.batch_size // r)
     for b0 in range(0, m, per):
         b1 = min(b0 + per, m)
-        b, xb = b1 - b0, x[b0:b1].repeat(r, 1, 1, 1)
+        b, xb = b1 - b0, x[b0:b1].repeat(r, *([1] * (x.ndim - 1)))
         opt = _Adam(torch.from_numpy(np.ascontiguousarray(z0[:, b0:b1].reshape(-1, n))).clone(), s.lr, s.steps)
         with torch.no_grad():
             _, err0 = _objective(g, opt.z, xb, s.beta)
@@ -249,35 +249,39 @@ def _save_npy(path: Path, a: np.ndarray) -> None:
     io.write_bytes(path, buf.getvalue())
 
 
-def _recon_figure(g: Generator, x: np.ndarray, labels: np.ndarray, codes: np.ndarray, classes, path: Path,
-                  per_class: int = 4) -> bool:
-    """Real images next to their reconstructions, one row per class (skipped without matplotlib)."""
+def _recon_figure(g, x: np.ndarray, labels: np.ndarray | None, codes: np.ndarray, classes, path: Path,
+                  value_range=(-1.0, 1.0), per_class: int = 4) -> bool:
+    """Real images next to their reconstructions, one row per class, or one row without labels (skipped
+    without matplotlib). ``x`` float ``[M, C, H, W]`` in ``value_range``; grey or colour."""
     from corrkit.errors import MissingExtraError
     from corrkit.export import _plot
 
+    groups = ([(name, np.flatnonzero(labels == j)[:per_class]) for j, name in enumerate(classes)]
+              if labels is not None else [("images", np.arange(min(len(x), per_class)))])
     rows, names = [], []
-    for j, name in enumerate(classes):
-        k = np.flatnonzero(labels == j)[:per_class]
+    for name, k in groups:
         if len(k) == 0:
             continue
         with torch.no_grad():
-            rec = g(torch.from_numpy(codes[k]))[:, 0].numpy()
-        pairs = np.stack([x[k, 0], rec], 1).reshape(-1, *rec.shape[1:])
-        rows.append(pairs); names.append(name)
+            rec = g(torch.from_numpy(codes[k])).float().numpy()
+        pairs = np.stack([x[k], rec], 1).reshape(-1, *rec.shape[1:])
+        rows.append(pairs.transpose(0, 2, 3, 1)); names.append(name)  # [2k, H, W, C]
     width = max(len(r) for r in rows)
-    grid = np.full((len(rows), width, *rows[0].shape[1:]), -1.0, np.float32)
+    lo, hi = map(float, value_range)
+    grid = np.full((len(rows), width, *rows[0].shape[1:]), lo, np.float32)
     for a, r in enumerate(rows):
         grid[a, : len(r)] = r
-    title = "Test images and the generator's image of their inverted codes"
+    title = "Real images and the generator's image of their inverted codes"
     try:  # inches: the row labels, 0.62 a cell, room for the title
         fig = _plot.figure(max(0.6 + 0.075 * max(map(len, names)) + 0.62 * width, 0.4 + 0.09 * len(title)),
                            0.9 + 0.62 * len(rows))
     except MissingExtraError:
         return False
-    h, w = grid.shape[2:]
+    h, w, c = grid.shape[2:]
     pad = max(1, h // 14)
+    canvas = np.stack([_plot.mosaic(grid[..., i], lo, hi, pad) for i in range(c)], -1)  # per channel: colour too
     ax = fig.add_subplot()
-    ax.imshow(_plot.mosaic(grid, -1.0, 1.0, pad), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(canvas[..., 0] if c == 1 else canvas[..., :3], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks(pad + np.arange(width) * (w + pad) + w / 2 - 0.5, ["real", "G(z*)"] * (width // 2))
     ax.set_yticks(pad + np.arange(len(rows)) * (h + pad) + h / 2 - 0.5, names)
     ax.xaxis.tick_top()
@@ -289,47 +293,117 @@ def _recon_figure(g: Generator, x: np.ndarray, labels: np.ndarray, codes: np.nda
     return True
 
 
+def check_images(images, labels, shape: tuple[int, ...], value_range, n_classes: int):
+    """``images`` float32 ``[M, *shape]`` within ``value_range`` and ``labels`` int64 ``[M]`` in ``[0, C)`` (or None).
+
+    One :class:`CorrkitError` line for anything else (a user's ``--images``/``--labels`` files).
+    """
+    x = np.asarray(images)
+    want = "[n, " + ", ".join(map(str, shape)) + "]"
+    if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != tuple(shape) or len(x) < 1:
+        raise CorrkitError(f"--images must be {want} (the generator's images), got {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+        raise CorrkitError(f"--images must hold finite floats (got {x.dtype}"
+                           f"{'' if not np.issubdtype(x.dtype, np.floating) else ' with NaN or inf'})")
+    lo, hi = map(float, value_range)
+    slack = 1e-3 * (hi - lo)
+    if x.min() < lo - slack or x.max() > hi + slack:
+        raise CorrkitError(f"--images span [{x.min():.4g}, {x.max():.4g}], outside the generator's output range "
+                           f"[{lo:g}, {hi:g}]; scale them to that range")
+    x = np.ascontiguousarray(np.clip(x, lo, hi), dtype=np.float32)
+    if labels is None:
+        return x, None
+    y = np.asarray(labels)
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+        raise CorrkitError(f"--labels must be integers [{len(x)}] (one per image), got {y.dtype} {list(y.shape)}")
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise CorrkitError(f"--labels must be class indices in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
+    return x, y.astype(np.int64)
+
+
+def bundle_generator(bundle, weights: str | Path | None = None):
+    """The torch generator to invert with, and where it came from.
+
+    ``weights``: the paper's Generator with that state dict; else the built-in bundle's
+    shipped one; else the bundle's ``generator.onnx`` converted to torch.
+    """
+    from corrkit.export import convert
+
+    if weights is not None or convert.is_builtin(bundle):
+        return load_generator(weights), str(Path(weights) if weights else _weights.DIR / "generator.pt")
+    return convert.torch_generator(bundle), f"converted from {bundle.generator}"
+
+
 def invert(bundle=None, *, n_per_class: int = 200, settings: InversionSettings | None = None,
            weights: str | Path | None = None, data_dir=None, out: str | Path | None = None,
-           progress=None) -> dict:
-    """Invert ``n_per_class`` Fashion-MNIST test images per class into the bundle's latent space.
+           images: np.ndarray | None = None, labels: np.ndarray | None = None, progress=None) -> dict:
+    """Invert images into the bundle's latent space: ``images``, or ``n_per_class`` Fashion-MNIST test images.
+
+    Parameters
+    ----------
+    images : float ``[M, C, H, W]`` in the generator's output range, optional
+        The images to invert (a user bundle's; needed for any bundle but the built-in
+        one, whose default is ``n_per_class`` Fashion-MNIST test images per class).
+    labels : int ``[M]`` in ``[0, C)``, optional; the classes of ``images``
+    weights : the paper's Generator state dict (default: the built-in bundle's shipped
+        one, or for another bundle its ``generator.onnx`` converted to torch)
 
     With ``out`` set, writes ``codes.npy`` (float32 [M, N]), ``labels.npy``
-    (int64 [M]), ``recon_error.npy`` (float32 [M]), ``indices.npy`` (test-set
-    rows), ``invert.json`` (settings and summary) and ``recon.png``, each atomically.
-    Returns the summary dict.
+    (int64 [M], when known), ``recon_error.npy`` (float32 [M]), ``indices.npy``
+    (Fashion-MNIST test-set rows), ``invert.json`` (settings and summary) and
+    ``recon.png``, each atomically. Returns the summary dict.
     """
     from corrkit._core.bundle import as_bundle
+    from corrkit.export import convert
 
     s = (settings or InversionSettings()).check()
     if n_per_class < 1:
         raise CorrkitError(f"--n-per-class must be >= 1 (got {n_per_class})")
     bundle = as_bundle(bundle)
-    g = load_generator(weights)
+    if images is None and not convert.is_builtin(bundle):
+        raise CorrkitError("give the images to invert (--images FILE.npy, [n, C, H, W] in the generator's output "
+                           "range); only the built-in bundle has its test images (Fashion-MNIST)")
+    if images is None and labels is not None:
+        raise CorrkitError("--labels goes with --images")
+    g, source = bundle_generator(bundle, weights)
     diff = _weights.check_generator(g, bundle)
-    x, labels, idx = select_images(n_per_class, s.seed, data_dir, bundle.n_classes)
+    idx = None
+    if images is None:
+        x, labels, idx = select_images(n_per_class, s.seed, data_dir, bundle.n_classes)
+    else:
+        with torch.no_grad():
+            shape = tuple(g(torch.zeros(1, bundle.latent_dim)).shape[1:])
+        if len(shape) != 3:
+            raise CorrkitError("inversion needs a generator of images [B, C, H, W]; this one gives "
+                               f"[B, {', '.join(map(str, shape))}]")
+        x, labels = check_images(images, labels, shape, bundle.generator_output_range, bundle.n_classes)
     t0 = time.perf_counter()
     res = invert_images(g, x, s, progress=progress)
     seconds = time.perf_counter() - t0
     err = res["recon_error"]
     summary = {
-        "settings": asdict(s), "n_per_class": int(n_per_class), "n_images": int(len(labels)),
-        "objective": "sum (G(z) - x)^2 + beta * sum z^2; recon_error = mean squared pixel error in [-1, 1]",
+        "settings": asdict(s), "n_images": int(len(x)),
+        "images": "fashion-mnist test set" if idx is not None else "given",
+        **({"n_per_class": int(n_per_class)} if idx is not None else {}),
+        "objective": "sum (G(z) - x)^2 + beta * sum z^2; recon_error = mean squared pixel error in the "
+                     f"generator's units {list(map(float, bundle.generator_output_range))}",
         "recon_error_mean": float(err.mean()), "recon_error_median": float(np.median(err)),
         "start_error_mean": float(res["start_error"].mean()),
         "recon_error_per_class": {c: float(err[labels == j].mean()) for j, c in enumerate(bundle.classes)
-                                  if np.any(labels == j)},
+                                  if labels is not None and np.any(labels == j)},
         "restart_wins": np.bincount(res["restart"], minlength=s.restarts).tolist(),
         "code_norm_mean": float(np.linalg.norm(res["codes"], axis=1).mean()),
         "seconds": round(seconds, 2), "torch_threads": torch.get_num_threads(),
-        "weights": str(Path(weights) if weights else _weights.DIR / "generator.pt"),
+        "weights": source,
         "generator_sha256": bundle.hashes().get("generator"),
         "torch_vs_onnx_max_abs_diff": diff, "bundle": str(bundle.path or ""), "classes": list(bundle.classes),
     }
     if out is not None:
         out = Path(out)
         for name, a in (("codes", res["codes"]), ("labels", labels), ("recon_error", err), ("indices", idx)):
-            _save_npy(out / f"{name}.npy", a)
-        summary["figure"] = _recon_figure(g, x, labels, res["codes"], bundle.classes, out / "recon.png")
+            if a is not None:
+                _save_npy(out / f"{name}.npy", a)
+        summary["figure"] = _recon_figure(g, x, labels, res["codes"], bundle.classes, out / "recon.png",
+                                          bundle.generator_output_range)
         io.write_bytes(out / "invert.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary

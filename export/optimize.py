@@ -41,9 +41,22 @@ class FusedTorch(torch.nn.Module):
         return torch.softmax(out, dim=1) if self.logits else out
 
 
-def load_modules(bundle, weights: str | Path | None = None) -> FusedTorch:
-    """``z -> S(z)`` of the paper's Generator/Classifier from ``weights/{generator,classifier}.pt`` (state dicts;
-    default: the built-in bundle's)."""
+def load_modules(bundle, weights: str | Path | None = None) -> torch.nn.Module:
+    """``z -> S(z)`` as torch modules.
+
+    The paper's Generator/Classifier from ``weights/{generator,classifier}.pt`` (state
+    dicts) when ``weights`` is given or the bundle is the built-in one (its shipped
+    weights); for any other bundle, its own ONNX models converted to torch and checked
+    against onnxruntime (:mod:`corrkit.export.convert`; a fused model as one graph).
+    """
+    from corrkit.export import convert
+
+    if weights is None and not convert.is_builtin(bundle):
+        if bundle.generator is None:
+            return convert.torch_fused(bundle)
+        return FusedTorch(convert.torch_generator(bundle), convert.torch_classifier(bundle),
+                          bundle.generator_output_range, bundle.classifier_input_range,
+                          bundle.classifier_output == "logits")
     g, q = _weights.load_modules(weights, bundle.latent_dim, bundle.n_classes,
                                  hint="give --weights DIR holding generator.pt and classifier.pt")
     return FusedTorch(g, q, bundle.generator_output_range, bundle.classifier_input_range,
@@ -55,7 +68,8 @@ def check_matches(model: FusedTorch, latents: np.ndarray, probs: np.ndarray) -> 
     with torch.no_grad():
         got = model(torch.from_numpy(np.ascontiguousarray(latents))).numpy()
     return _weights.check_matches(got, probs, "probabilities S(z)", "give --weights DIR with the "
-                                  "generator.pt/classifier.pt this bundle was exported from")
+                                  "generator.pt/classifier.pt this bundle was exported from, or no --weights to "
+                                  "convert the bundle's own ONNX models")
 
 
 def loss_and_grad(model: torch.nn.Module, z: np.ndarray, s0: np.ndarray, j: int, scale: np.ndarray,
@@ -96,7 +110,8 @@ def optimize_gradient(bundle=None, settings: OptimizeSettings | None = None, *, 
         Where the code sets are drawn (``None``: the built-in bundle).
     settings : OptimizeSettings, optional; ``overrides`` replace single fields.
     weights : path, optional
-        Folder with the torch state dicts (default: the built-in bundle's).
+        Folder with the paper's torch state dicts (default: the built-in bundle's for the
+        built-in bundle, the bundle's ONNX models converted to torch for any other).
     model : torch module, optional
         ``z -> S(z)`` to use instead of loading ``weights`` (still checked against the bundle).
 

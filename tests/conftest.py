@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# The suite's measured batch sizes live in a folder of their own, never the user's cache (CLI subprocesses inherit it).
+os.environ["CORRKIT_CACHE"] = tempfile.mkdtemp(prefix="corrkit-test-cache-")
 
 import corrkit
 from corrkit._core.bundle import builtin_path, load_bundle

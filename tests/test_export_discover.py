@@ -287,13 +287,16 @@ def test_worker_processes_train_the_builtin_generator(bundle, tmp_path):
     assert r.directions.shape == (3, 100) and 0 <= r.rca <= 1 and r.elapsed > 0
 
 
-def test_user_bundle_needs_a_torch_generator(bundle, tmp_path):
+def test_user_bundle_without_a_torch_generator_is_converted(bundle, tmp_path):
     import shutil
+
+    from corrkit._core.bundle import load_bundle
+    from corrkit.export.convert import Converted
+    from corrkit.export.discover.generator import load_generator
 
     user = tmp_path / "mine"
     shutil.copytree(bundle.path, user)
-    with pytest.raises(BundleError, match="--torch-generator"):
-        discover_bundle(user, tiny(), tmp_path / "out")
+    assert isinstance(load_generator(load_bundle(user)), Converted)  # its generator.onnx, checked, in torch
     with pytest.raises(BundleError, match="package.module:factory"):
         discover_bundle(user, tiny(), tmp_path / "out", torch_generator="nocolon")
     # the paper's architecture with other weights disagrees with the bundle's ONNX generator

@@ -41,9 +41,12 @@ def resolve_device(device: str) -> str:
 
 
 def bytes_per_point(model) -> int:
-    """Upper bound on activation bytes for one batch row: every intermediate tensor, fp32.
+    """Peak activation bytes for one batch row, fp32: the most that is alive at once in node order.
 
-    onnxruntime reuses buffers, so the real peak is lower; this keeps the budget safe.
+    Each tensor lives from the node that writes it to the last node that reads it; a
+    convolution also holds its column buffer (``cin*k*k`` x output pixels for Conv,
+    ``cout*k*k`` x input pixels for ConvTranspose). onnxruntime plans memory the same
+    way and reuses freed buffers, so this is close to its peak and still above it.
     """
     import onnx
 
@@ -57,12 +60,43 @@ def bytes_per_point(model) -> int:
         inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
     except Exception:
         return 1 << 20
-    total = 0
-    for vi in inferred.graph.value_info:
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):
-            total += int(np.prod([d.dim_value for d in dims])) * 4
-    return max(total, 4096)
+            shapes[vi.name] = [d.dim_value for d in dims]
+    weights = {t.name for t in m.graph.initializer}
+    nodes = list(m.graph.node)
+    last = {}
+    for i, n in enumerate(nodes):
+        for t in n.input:
+            last[t] = i
+    for o in m.graph.output:
+        last[o.name] = len(nodes)
+
+    def size(t):
+        return int(np.prod(shapes[t])) * 4 if t in shapes and t not in weights else 0
+
+    live = sum(size(i.name) for i in m.graph.input)
+    peak = live
+    for i, n in enumerate(nodes):
+        out = sum(size(t) for t in n.output)
+        peak = max(peak, live + out + _column_bytes(n, shapes))
+        live += out
+        live -= sum(size(t) for t in set(n.input) | set(n.output) if last.get(t, -1) <= i)
+    return max(int(peak), 4096)
+
+
+def _column_bytes(n, shapes) -> int:
+    """The im2col / col2im buffer a CPU convolution of node ``n`` holds for one row (0 if none)."""
+    if n.op_type not in ("Conv", "ConvTranspose") or len(n.input) < 2 or n.input[1] not in shapes:
+        return 0
+    w = shapes[n.input[1]]
+    if n.op_type == "Conv" and n.output[0] in shapes:
+        return int(np.prod(w[1:]) * np.prod(shapes[n.output[0]][2:])) * 4
+    if n.op_type == "ConvTranspose" and n.input[0] in shapes:
+        return int(np.prod(w[1:]) * np.prod(shapes[n.input[0]][2:])) * 4
+    return 0
 
 
 def default_batch_size(model, device: str, memory_budget_mb: int | None = None) -> int:
@@ -93,6 +127,8 @@ class Engine:
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
     mode : {"fp32", "int8"}
         ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`).
+    autotune : bool
+        Measure the batch size when none is given (default); False: the memory budget's.
     rewrite : bool
         Apply exact graph rewrites (:mod:`corrkit._core.rewrite`; equal to the plain graph
         within 1e-5 relative, SPEC §10). ``self.rewrites`` records what was applied.
@@ -101,7 +137,7 @@ class Engine:
     def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
                  memory_budget_mb: int | None = None, threads: int | None = None,
                  io_binding: bool | None = None, check_probabilities: bool = True, mode: str = "fp32",
-                 seed: int = 0, rewrite: bool = True):
+                 seed: int = 0, rewrite: bool = True, autotune: bool = True):
         import onnx
         import onnxruntime as ort
 
@@ -137,7 +173,6 @@ class Engine:
             raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
         self.provider = self.session.get_providers()[0]
         self.model = model
-        self.batch_size = int(batch_size or default_batch_size(model, self.device, memory_budget_mb))
         from corrkit._core.conventions import fixed_batch
 
         # A graph whose batch could not be freed runs on chunks of its own size (conventions.run_in_chunks).
@@ -148,6 +183,17 @@ class Engine:
         self.check_probabilities = check_probabilities
         self.n_classes: int | None = None
         self._out: np.ndarray | None = None
+        budget_rows = default_batch_size(model, self.device, memory_budget_mb)
+        if batch_size:
+            self.batch_size, self.batch_source = int(batch_size), "given"
+        elif not autotune or self.fixed_batch is not None:
+            self.batch_size, self.batch_source = budget_rows, "memory budget"
+        else:
+            from corrkit._core import autotune as tune
+
+            self.batch_size, self.batch_source = tune.tuned_batch_size(
+                self._run, self.latent_dim, budget_rows,
+                tune.key(model.SerializeToString(), self.device, self.provider, self.threads, budget_rows))
 
     def _run(self, z: np.ndarray) -> np.ndarray:
         try:

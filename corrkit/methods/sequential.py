@@ -332,6 +332,8 @@ def apcr(bundle: Bundle | str | None = None, *, directions: np.ndarray | None = 
 def _run(bundle, engine, pool, params, directions, latents, out, ex: Execution, progress, startup):
     steps, delta = params["steps"], params["delta"]
     fingerprint = _fingerprint(bundle, params, directions, latents)
+    # how the batch size was chosen: said in the run, not part of its definition (a resumed run reads it cached)
+    params["batch_size_source"] = getattr(engine, "batch_source", "given") if pool is None else "given"
     ck_path = Path(out) / CHECKPOINT if out is not None else None
     ck = _load_checkpoint(ck_path, fingerprint, len(directions), steps, bundle.n_classes, bundle.latent_dim,
                           params["shard_points"]) if ck_path else None

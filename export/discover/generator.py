@@ -1,9 +1,10 @@
 """The generator that discovery trains against: a bundle's, as a frozen torch module.
 
-Only the built-in bundle's torch generator ships (:mod:`corrkit.export.weights`);
-another bundle's is built from a ``package.module:factory``. Either is checked
-against the bundle's ``generator.onnx`` before any training, and then frozen with
-its batch norms folded into the convolutions.
+In this order: the user's ``package.module:factory`` (with its weights); the
+built-in bundle's shipped torch generator (:mod:`corrkit.export.weights`); the
+bundle's own ``generator.onnx`` converted to torch (:mod:`corrkit.export.convert`).
+Each is checked against the bundle's ONNX generator before any training, and then
+frozen with its batch norms folded into the convolutions where that is exact.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from corrkit.export import weights as _weights
 from corrkit.export.discover.settings import DiscoverSettings
 
 
-def image_channels(G: nn.Module, latent_dim: int) -> int:
+def image_shape(G: nn.Module, latent_dim: int) -> tuple[int, int, int]:
+    """``(C, H, W)`` of ``G``'s images; a :class:`BundleError` when they are not ``[B, C, H, W]``."""
     with torch.no_grad():
         probe = G(torch.zeros(2, latent_dim))
     if probe.ndim != 4:
         raise BundleError(f"the reconstructor needs images [B, C, H, W]; G gives {list(probe.shape)}")
-    return int(probe.shape[1])
+    return tuple(int(d) for d in probe.shape[1:])
+
+
+def image_channels(G: nn.Module, latent_dim: int) -> int:
+    return image_shape(G, latent_dim)[0]
 
 
 def prepare_generator(G: nn.Module, s: DiscoverSettings) -> nn.Module:
@@ -66,20 +72,26 @@ def _fold_batch_norms(G: nn.Module) -> nn.Module:
 def load_generator(bundle, torch_generator: str | None = None, generator_weights: str | Path | None = None):
     """The bundle's generator as a torch module (eval mode).
 
-    The built-in bundle's ships (``corrkit/export/weights/generator.pt``, the
-    paper's DCGAN). For another bundle give ``torch_generator`` as
-    ``"package.module:factory"`` (a callable returning the ``nn.Module``; a class
-    works) and, unless the factory loads its own weights, ``generator_weights``, a
-    ``state_dict`` file. When the bundle has an ONNX generator, the torch module is
-    checked against it on seeded codes (:func:`corrkit.export.weights.check_generator`).
+    ``torch_generator`` as ``"package.module:factory"`` (a callable returning the
+    ``nn.Module``; a class works) with, unless the factory loads its own weights,
+    ``generator_weights``, a ``state_dict`` file, comes first. Without it: the
+    built-in bundle's shipped generator (``corrkit/export/weights/generator.pt``, the
+    paper's DCGAN; with ``generator_weights``, that network with those weights, for
+    any bundle), and for any other
+    bundle its ``generator.onnx`` converted to torch
+    (:func:`corrkit.export.convert.torch_generator`). The torch module is checked
+    against the bundle's ONNX generator on seeded codes
+    (:func:`corrkit.export.weights.check_generator`).
     """
-    from corrkit._core.bundle import BUILTIN
+    from corrkit.export import convert
 
     hint = "give --generator-weights with the generator's state_dict"
     if torch_generator is None:
-        if bundle.path is None or Path(bundle.path).resolve() != BUILTIN.resolve():
-            raise BundleError("only the built-in bundle's torch generator ships; for this bundle give "
-                              "--torch-generator package.module:factory and --generator-weights state_dict.pt")
+        if generator_weights is None and not convert.is_builtin(bundle):
+            if bundle.generator is None:
+                raise BundleError("discovery needs the generator; a fused model has none: give the generator and "
+                                  "classifier as a bundle (`corrkit bundle create`)")
+            return convert.torch_generator(bundle)  # checked against onnxruntime there
         G = _weights.load_generator(generator_weights, bundle.latent_dim, hint=hint)
     else:
         G = _from_factory(torch_generator)

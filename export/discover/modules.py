@@ -2,7 +2,9 @@
 
 A direction matrix ``A`` (``N x K``) moves a code ``z`` to ``z + eps·A e_k``; a
 reconstructor ``R`` sees the pair ``(G(z), G(z + eps·A e_k))`` and guesses ``k``
-(cross-entropy) and ``eps`` (``|eps_hat - eps|``). Every draw of a step comes from a
+(cross-entropy) and ``eps`` (``|eps_hat - eps|``). Which reconstructor follows the
+image size, as in the authors' code (anvoynov/GANLatentDiscovery): a LeNet for
+MNIST-sized images, a ResNet-18 from 64 px (:func:`reconstructor`). Every draw of a step comes from a
 seed of (seed, method, step), so a resumed training draws what an uninterrupted one would.
 """
 
@@ -107,6 +109,63 @@ class Reconstructor(nn.Module):
             x = torch.nn.functional.interpolate(x, size=size, mode="nearest")
         features = self.convnet(x).mean(dim=(-1, -2))
         return self.fc_logits(features), self.fc_shift(features)[:, 0]
+
+
+class _Block(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions with batch norm, and the (projected) input added back."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNetReconstructor(nn.Module):
+    """ResNet-18 on the channel-stacked pair ``(x1, x2)`` ``[B, 2C, H, W]`` -> logits ``[B, K]``, ``eps_hat`` ``[B]``.
+
+    The authors' ``ResNetShiftPredictor``: torchvision's ``resnet18`` (untrained) with
+    its first convolution taking the ``2C`` channels of the pair, the 512 features of
+    its average pool, and two linear heads, one for ``k`` and one for ``eps``. Written
+    out here (torchvision is not a dependency), with torchvision's initialisation.
+    """
+
+    def __init__(self, k: int, channels: int = 3, widths: tuple[int, ...] = (64, 128, 256, 512)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(2 * channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks += [_Block(cin, w, 1 if i == 0 else 2), _Block(w, w, 1)]
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc_logits, self.fc_shift = nn.Linear(cin, k), nn.Linear(cin, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.blocks(self.stem(torch.cat([x1, x2], dim=1))).mean(dim=(-1, -2))
+        return self.fc_logits(features), self.fc_shift(features)[:, 0]
+
+
+RESNET_MIN_SIZE = 64  # images this large (both sides) get the ResNet, as the authors' 64 px and larger GANs did
+
+
+def reconstructor(k: int, shape: tuple[int, int, int] | int) -> nn.Module:
+    """The reconstructor for images ``shape = (C, H, W)``: :class:`Reconstructor` (LeNet) below 64 px,
+    :class:`ResNetReconstructor` from 64 px on both sides (a bare channel count: the LeNet)."""
+    if isinstance(shape, int):
+        return Reconstructor(k, shape)
+    c, h, w = (int(d) for d in shape)
+    return ResNetReconstructor(k, c) if min(h, w) >= RESNET_MIN_SIZE else Reconstructor(k, c)
 
 
 # --- one step -----------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import torch
 
 from corrkit._core.linalg import random_orthogonal
 from corrkit.errors import CorrkitError
-from corrkit.export.discover.generator import image_channels, prepare_generator
-from corrkit.export.discover.modules import (DirectionMatrix, Reconstructor, image_pair, sample_batch, seed_of,
-                                             step_generator, reconstruction_loss)
+from corrkit.export.discover.generator import image_shape, prepare_generator
+from corrkit.export.discover.modules import (DirectionMatrix, Reconstructor, image_pair, reconstruction_loss,
+                                             reconstructor, sample_batch, seed_of, step_generator)
 from corrkit.export.discover.settings import AUTHORS_INIT_SCALE, METHODS, RESUME_KEYS, DiscoverSettings
 from corrkit.export.weights import load_state, save_state
 
@@ -53,7 +53,7 @@ def stderr_log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
 
 
-def _initial(method: str, n: int, k: int, channels: int,
+def _initial(method: str, n: int, k: int, shape: tuple[int, int, int],
              s: DiscoverSettings) -> tuple[DirectionMatrix, Reconstructor]:
     gen = torch.Generator().manual_seed(seed_of(s.seed, METHODS.index(method), 10**9))
     if method == "learned":
@@ -66,7 +66,7 @@ def _initial(method: str, n: int, k: int, channels: int,
         raise CorrkitError(f"method {method!r} is not one of {', '.join(METHODS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_of(s.seed, METHODS.index(method), 10**9 + 1))
-        R = Reconstructor(k, channels)
+        R = reconstructor(k, shape)
     if s.channels_last:
         R = R.to(memory_format=torch.channels_last)
     return A, R
@@ -105,7 +105,7 @@ def train_method(G, latent_dim: int, s: DiscoverSettings, method: str, checkpoin
     """
     k = s.n_k(latent_dim)
     G = prepare_generator(G, s)
-    A, R = _initial(method, latent_dim, k, image_channels(G, latent_dim), s)
+    A, R = _initial(method, latent_dim, k, image_shape(G, latent_dim), s)
     learn = method == "learned"
     params = list(R.parameters()) + (list(A.parameters()) if learn else [])
     opt = torch.optim.Adam(params, lr=s.lr, fused=True)  # one kernel per step, not ~10 ops per tensor

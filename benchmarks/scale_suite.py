@@ -1,0 +1,169 @@
+"""The scale suite: corrkit against PyTorch eager on the DCGANs users bring, at 64, 128 and 256 px, in one run.
+
+    .venv/bin/python -m benchmarks.scale_suite [--sizes 64 128 256] [--modes fp32 bf16 int8] [--out FILE.json]
+
+For each size (:mod:`benchmarks.scale_models`: ConvTranspose + BatchNorm DCGAN, strided-conv
+classifier, exported with ``torch.onnx.export``'s defaults), one after another in this
+process and on the same codes:
+
+- onnxruntime raw sessions of the two models as exported (the user's own loop);
+- the corrkit engine in each mode (batch 32, the rewrites it applies);
+- ``corrkit apcr`` end to end in each mode, each in a fresh child process so its peak RSS
+  is its own: a 20-code, 32-direction, 2-step grid, the batch size corrkit chooses
+  (recorded), and for the fast modes the fidelity every run prints (SPEC §10);
+- PyTorch eager on the same torch modules: fp32 NCHW, fp32 channels-last, bf16 autocast
+  channels-last (the images converted to channels-last before the classifier).
+
+Prints a Markdown table (points/s and ratios to PyTorch fp32 and bf16 channels-last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BATCH = 32
+DIRECTIONS = 32
+SECONDS = 3.0
+
+
+def _best_rate(fn, rows: int, seconds: float = SECONDS) -> float:
+    fn()
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while True:
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        if time.perf_counter() > t_end:
+            return rows / best
+
+
+def _apcr_child(folder: str, mode: str, q) -> None:
+    import resource
+
+    from corrkit._core.bundle import load_bundle
+    from corrkit._core.execution import Execution
+    from corrkit.methods.sequential import apcr
+
+    b = load_bundle(folder)
+    d = np.eye(b.latent_dim, dtype=np.float32)[:DIRECTIONS]
+    r = apcr(b, directions=d, samples_per_class=2, steps=2, execution=Execution(device="cpu", mode=mode))
+    q.put({"points_per_second": r.points / r.seconds, "points": int(r.points), "seconds": r.seconds,
+           "batch_size": r.params["batch_size"], "batch_size_source": r.params.get("batch_size_source"),
+           "rewrites": r.params.get("rewrites"), "fidelity": r.params.get("fidelity"),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def apcr_end_to_end(folder: str, mode: str) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_apcr_child, args=(folder, mode, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def torch_rows(size: int) -> dict[str, float]:
+    import torch
+
+    from benchmarks.scale_models import LATENT, models
+
+    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    g, q = models(size)
+    z = torch.from_numpy(np.random.default_rng(0).standard_normal((BATCH, LATENT, 1, 1)).astype(np.float32))
+    out = {}
+    for name, cl, bf16 in (("PyTorch eager fp32 NCHW", False, False),
+                           ("PyTorch eager fp32 channels-last", True, False),
+                           ("PyTorch eager bf16 channels-last", True, True)):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        gm, qm = g.to(memory_format=fmt), q.to(memory_format=fmt)
+
+        @torch.no_grad()
+        def run(gm=gm, qm=qm, bf16=bf16, fmt=fmt):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return torch.softmax(qm(gm(z).contiguous(memory_format=fmt)).float(), 1)
+
+        out[name] = _best_rate(run, BATCH)
+    return out
+
+
+def suite(sizes, modes, work: Path) -> dict:
+    from benchmarks.scale_models import bundle
+    from corrkit._core.bench import engine_call, raw_session
+
+    results = {}
+    for size in sizes:
+        b = bundle(size, work / f"dcgan{size}")
+        rows, info = {}, {}
+        rows["onnxruntime raw sessions (as exported)"] = _best_rate(raw_session(b, BATCH), BATCH)
+        for mode in modes:
+            fn, e = engine_call(b, BATCH, device="cpu", mode=mode)
+            rows[f"corrkit engine {mode}"] = _best_rate(fn, BATCH)
+            info[f"engine {mode} rewrites"] = e.rewrites
+        for mode in modes:
+            r = apcr_end_to_end(str(b.path), mode)
+            rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
+            info[f"apcr {mode}"] = r
+        rows.update(torch_rows(size))
+        results[size] = {"rows": rows, "info": info}
+        print(table(size, rows, info), flush=True)
+    return results
+
+
+def table(size: int, rows: dict, info: dict) -> str:
+    fp32, bf16 = rows["PyTorch eager fp32 channels-last"], rows["PyTorch eager bf16 channels-last"]
+    lines = [f"\n### {size} px", "", "| path | points/s | × PyTorch fp32 CL | × PyTorch bf16 CL | batch | peak RSS |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, pps in rows.items():
+        a = info.get("apcr " + name.rsplit(" ", 1)[-1]) if name.startswith("corrkit apcr") else None
+        batch = f"{a['batch_size']} ({a['batch_size_source']})" if a else (str(BATCH) if "PyTorch" in name
+                                                                           or "engine" in name or "raw" in name
+                                                                           else "")
+        rss = f"{a['peak_rss_mb']:.0f} MB" if a else ""
+        lines.append(f"| {name} | {pps:,.1f} | {pps / fp32:.2f} | {pps / bf16:.2f} | {batch} | {rss} |")
+    for k, v in info.items():
+        if k.startswith("apcr") and v.get("fidelity"):
+            f = v["fidelity"]
+            lines.append(f"\n{k} fidelity vs fp32 ({f['codes_per_class']} codes/class): max |ΔAPCR| "
+                         f"{f['max_abs_delta_apcr']:.4f}, min top-10 overlap {f['min_top10_overlap']:.2f} "
+                         f"({f['top10_overlap']})")
+        if k.startswith("engine"):
+            lines.append(f"\n{k}: {v}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--modes", nargs="+", default=["fp32", "int8"])
+    ap.add_argument("--work", type=Path, default=Path("build/scale"))
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    import numba
+    import onnxruntime
+    import torch
+
+    from corrkit._core.autotune import cpu_name
+
+    cores = len(__import__("os").sched_getaffinity(0))
+    head = (f"CPU: {cpu_name()}, {cores} cores; Python {platform.python_version()}, "
+            f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, numba {numba.__version__}, "
+            f"numpy {np.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(head, flush=True)
+    res = suite(a.sizes, a.modes, a.work)
+    if a.out:
+        a.out.write_text(json.dumps({"machine": head, "results": res}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The measured batch size: chosen within the budget, kept once chosen, recorded in a run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from corrkit._core import autotune
+from corrkit._core.engine import Engine, bytes_per_point
+
+
+def test_candidates_are_powers_of_two_up_to_the_budget():
+    assert autotune.candidates(100) == [16, 32, 64, 100]
+    assert autotune.candidates(64) == [16, 32, 64]
+    assert autotune.candidates(3) == [16]
+
+
+def test_choose_takes_the_smallest_batch_near_the_best():
+    assert autotune.choose({16: 100.0, 32: 150.0, 64: 152.0, 128: 140.0}) == 32
+    assert autotune.choose({16: 100.0, 32: 90.0}) == 16
+
+
+def test_measure_stops_past_the_knee():
+    """A model whose rows per second peak at 32 rows: 64 is measured, found slower, and nothing beyond."""
+    import time
+
+    rate = {16: 1000.0, 32: 2000.0, 64: 1000.0, 128: 4000.0}
+
+    def run(z):
+        time.sleep(len(z) / rate[len(z)])
+        return np.zeros((len(z), 2), np.float32)
+
+    rates = autotune.measure(run, 4, 128)
+    assert sorted(rates) == [16, 32, 64]
+    assert autotune.choose(rates) == 32
+
+
+def test_engine_batch_is_measured_once_then_read_back(tmp_path, monkeypatch, bundle):
+    monkeypatch.setenv("CORRKIT_CACHE", str(tmp_path))
+    model = bundle.fused_model()
+    a = Engine(model, device="cpu")
+    assert a.batch_source == "autotuned"
+    table = json.loads((tmp_path / "batch_sizes.json").read_text())
+    (entry,) = table.values()
+    assert entry["batch_size"] == a.batch_size
+    assert a.batch_size == autotune.choose({int(k): v for k, v in entry["points_per_second"].items()})
+    b = Engine(model, device="cpu")
+    assert (b.batch_size, b.batch_source) == (a.batch_size, "autotuned, cached")
+    assert Engine(model, device="cpu", batch_size=7).batch_source == "given"
+    assert Engine(model, device="cpu", autotune=False).batch_source == "memory budget"
+
+
+def test_bytes_per_point_follows_liveness():
+    """A chain x -> Relu -> Relu -> y holds at most two of its tensors at once, not all three."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1000])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 1000])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                          "chain", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    assert bytes_per_point(m) == 2 * 1000 * 4
