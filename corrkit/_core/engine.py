@@ -125,7 +125,7 @@ class Engine:
         Bind input and a preallocated output buffer (default: on for CUDA).
     check_probabilities : bool
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
-    mode : {"fp32", "int8"}
+    mode : {"fp32", "int8", "bf16"}
         ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`).
     autotune : bool
         Measure the batch size when none is given (default); False: the memory budget's.
@@ -167,10 +167,16 @@ class Engine:
         so.log_severity_level = 3
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
-        except Exception as exc:
-            raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
+        if mode == "bf16":  # OpenVINO's bf16 convolutions (corrkit._core.openvino); fp32 stays onnxruntime's
+            from corrkit._core.openvino import Session, check_available
+
+            check_available()
+            self.session = Session(model, precision="bf16", threads=self.threads)
+        else:
+            try:
+                self.session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+            except Exception as exc:
+                raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
         self.provider = self.session.get_providers()[0]
         self.model = model
         from corrkit._core.conventions import fixed_batch
@@ -178,8 +184,10 @@ class Engine:
         # A graph whose batch could not be freed runs on chunks of its own size (conventions.run_in_chunks).
         self.fixed_batch = fixed_batch(model)
         self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)
-        if self.fixed_batch is not None:
+        if self.fixed_batch is not None or mode == "bf16":
             self.io_binding = False
+        if mode == "bf16":
+            self.fixed_batch = None  # the OpenVINO session runs its own fixed chunks
         self.check_probabilities = check_probabilities
         self.n_classes: int | None = None
         self._out: np.ndarray | None = None

@@ -16,7 +16,7 @@ from corrkit._core.grid import check_whole
 from corrkit.errors import GridError
 
 DEVICES = ("auto", "cpu", "cuda")
-MODES = ("fp32", "int8")
+MODES = ("fp32", "int8", "bf16")
 EXECUTORS = ("local", "ray")
 # Rows per inference call: far above what any memory budget picks (engine.default_batch_size caps at 16,384),
 # low enough that a typo such as 10**12 is refused instead of allocating.
@@ -44,8 +44,10 @@ class Execution:
         part of a result's definition: float64 sums are accumulated per batch and shard.
     threads : int, optional
         onnxruntime threads of this process, or of each Ray worker (default 1 there).
-    mode : {"fp32", "int8"}
-        ``fp32`` is the reference; ``int8`` is faster and reports its fidelity.
+    mode : {"fp32", "int8", "bf16"}
+        ``fp32`` is the reference; ``int8`` (onnxruntime QDQ convolutions) and ``bf16``
+        (OpenVINO's bf16 convolutions on CPUs with AVX-512 BF16 or AMX; extra ``openvino``)
+        are faster and report their fidelity against fp32 on every run (SPEC §10).
     executor : {"local", "ray"}
         This process, or Ray actors (extra ``ray``), which give the same bits.
     ray_address : str, optional
@@ -121,6 +123,10 @@ class Execution:
             from corrkit._core.distributed import import_ray
 
             import_ray()
+        if self.mode == "bf16":
+            from corrkit._core.openvino import check_available
+
+            check_available()
 
     def to_dict(self) -> dict:
         return asdict(self)
