@@ -198,7 +198,7 @@ def invert_images(g: Generator, x: np.ndarray, s: InversionSettings, z0: np.ndar
     -------
     dict of ndarray
         ``codes`` float32 [M, N]; ``recon_error`` float32 [M] (mean squared pixel
-        error of ``G(z*)``, in [-1, 1] units); ``start_error`` float32 [M] (the
+        error of ``G(z*)``, in the generator's output units); ``start_error`` float32 [M] (the
         same for the best starting point); ``restart`` int64 [M] (which restart won).
     """
     s.check()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from corrkit.errors import BundleError  # noqa: E402
 from corrkit.export import convert  # noqa: E402
 from corrkit.export.weights import MATCH_ATOL  # noqa: E402
 from tests import user_models as um  # noqa: E402
-from tests.test_user_models import invoke, runner  # noqa: E402
+from tests.test_user_models import CONVENTIONS, invoke, rtol, runner  # noqa: E402
 
 
 def _fresh(bundle, n=13, seed=7):
@@ -89,6 +90,36 @@ def _randomise_batch_norms(module):
     return module.eval()
 
 
+def _calibrate_batch_norms(module, latent):
+    """Running statistics from 256 prior samples, then moved off them (mean by 0.3 std, variance by x0.5-1.5).
+
+    As in a trained DCGAN, the activations are about unit-scale, so the images depend on z (with the default
+    running statistics a random DCGAN's pixels vary by 0.003 over the prior and no class set fills), while
+    eval and train mode still differ (by ~0.5 on the images).
+    """
+    g = torch.Generator().manual_seed(1)
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    module.train()
+    with torch.no_grad():
+        module(torch.randn(256, *latent, generator=g))
+        for m in norms:
+            m.running_mean.add_(0.3 * torch.randn(m.num_features, generator=g) * m.running_var.sqrt())
+            m.running_var.mul_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.momentum = 0.1
+    return module.eval()
+
+
+def _centre_logits(Q, G, latent):
+    """Q's bias set so that its logits average 0 over G's prior images: each class wins about a third of the codes."""
+    with torch.no_grad():
+        z = torch.randn(256, *latent, generator=torch.Generator().manual_seed(2))
+        Q.fc.bias.sub_(Q(G(z)).mean(0))
+    return Q
+
+
 def _export_pair(folder, G, Q, latent, image, **export):
     """Both modules exported the way a user does: ``torch.onnx.export`` with its defaults (opset 20, batch 4
     baked in, external data), then ``corrkit bundle create``."""
@@ -104,7 +135,8 @@ def _export_pair(folder, G, Q, latent, image, **export):
 def dcgan_bundle(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("dcgan")
-    G, Q = _randomise_batch_norms(DCGAN()), Classify(3, 32).eval()
+    G = _calibrate_batch_norms(DCGAN(), (um.N, 1, 1))
+    Q = _centre_logits(Classify(3, 32).eval(), G, (um.N, 1, 1))
     b = _export_pair(folder, G, Q, (um.N, 1, 1), (3, 32, 32))
     return b, G, Q
 
@@ -289,3 +321,98 @@ def test_export_invert_on_a_user_bundle(tmp_path, dcgan_bundle):
     r = runner.invoke(app, ["export", "invert", str(b.path), "--images", str(tmp_path / "far.npy"), "--out",
                             str(tmp_path / "o")])
     assert r.exit_code == 1 and "outside the generator's output range" in r.output
+
+
+@pytest.fixture(scope="module", params=list(CONVENTIONS), ids=list(CONVENTIONS))
+def user_bundle(request, tmp_path_factory):
+    """Each convention of tests/test_user_models.py: its pair and the bundle `corrkit bundle create` makes of it."""
+    root = tmp_path_factory.mktemp("export_" + request.param)
+    p = um.pair(root / "export", **CONVENTIONS[request.param])
+    lo, hi = p.generator_range
+    invoke("bundle", "create", "--generator", p.generator, "--classifier", p.classifier, "--out", root / "bundle",
+           "--generator-range", f"{lo:g},{hi:g}", "--classes", "a,b,c")
+    return request.param, p, load_bundle(root / "bundle")
+
+
+def test_export_optimize_takes_the_exact_first_step_on_every_convention(user_bundle, tmp_path):
+    name, p, b = user_bundle
+    G, Q = convert.torch_generator(b), convert.torch_classifier(b)  # as loaded: fixed batch, [B, N, 1, 1], fp16
+    assert _max_diff_generator(G, b) <= MATCH_ATOL and _max_diff_classifier(Q, b) <= MATCH_ATOL
+    s = json.loads(invoke("export", "optimize", b.path, "--iterations", "1", "--samples-per-class", "2",
+                          "--out", tmp_path / "w.npz", "--json"))
+    assert s["settings"]["torch_vs_onnx_max_abs_diff"] <= MATCH_ATOL and s["counts"] == [2, 2, 2]
+    w = np.load(tmp_path / "w.npz")
+    assert w["w"].shape == (um.C, um.N) and w["loss"].shape == (um.C, 1)
+    # the objective at v_init and one step along its gradient (central differences of the user's files in raw
+    # onnxruntime sessions, h = 1e-3: a few 1e-6 of w from the autograd step on fp32 models)
+    loss, w1 = um.first_step(p.onnxruntime_probabilities, um.class_sets(p.onnxruntime_probabilities, 2))
+    np.testing.assert_allclose(w["loss"][:, 0], loss, rtol=rtol(name, 1e-5), atol=1e-6)
+    if not CONVENTIONS[name].get("fp16"):  # fp16 sessions' rounding swamps a difference quotient
+        np.testing.assert_allclose(w["w"], w1, atol=2e-5)
+    assert not np.allclose(w["w"], np.tanh(0.5), atol=1e-4)  # it moved
+
+
+def test_export_discover_on_every_convention(user_bundle, tmp_path):
+    name, p, b = user_bundle
+    s = json.loads(invoke("export", "discover", b.path, "--steps", "2", "--eval-samples", "16", "--directions", "4",
+                          "--workers", "1", "--threads", "1", "--no-bf16", "--out", tmp_path / "vb", "--json"))
+    d = np.load(tmp_path / "vb" / "directions.npz")["directions"]
+    assert d.shape == (4, um.N) and np.isfinite(d).all() and s["n_directions"] == 4 and s["latent_dim"] == um.N
+    assert all(0 <= s[k] <= 1 for k in ("rca", "rca_random", "rca_coordinate")) and s["chance"] == 0.25
+
+
+def test_export_invert_on_every_convention(user_bundle, tmp_path):
+    name, p, b = user_bundle
+    z = _fresh(b, 2 * um.C, seed=11)
+    x = p.images(z).astype(np.float32)  # the NumPy twin's images, in the generator's own range
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.repeat(np.arange(um.C), 2))
+    s = json.loads(invoke("export", "invert", b.path, "--images", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                          "--steps", "4", "--explore-steps", "2", "--restarts", "2", "--pool", "16", "--no-bf16",
+                          "--out", tmp_path / "inv", "--json"))
+    codes, err = np.load(tmp_path / "inv" / "codes.npy"), np.load(tmp_path / "inv" / "recon_error.npy")
+    assert codes.shape == (2 * um.C, um.N) and np.isfinite(codes).all() and s["n_images"] == 2 * um.C
+    assert s["recon_error_mean"] <= s["start_error_mean"]
+    assert s["objective"].endswith(f"generator's units {list(map(float, p.generator_range))}")
+    want = ((p.images(codes) - x) ** 2).reshape(len(x), -1).mean(1)  # mean squared pixel error of G(z*), by the twin
+    np.testing.assert_allclose(err, want, rtol=rtol(name, 1e-4), atol=1e-3 if CONVENTIONS[name].get("fp16") else 1e-6)
+
+
+def test_a_torch_default_dcgan_export_through_the_commands(dcgan_bundle, tmp_path):
+    """``torch.onnx.export``'s defaults on a DCGAN (z [4, N, 1, 1] baked in, BatchNorm, opset 20, external data),
+    against the user's own torch modules."""
+    from tests import naive
+    from tests.test_user_models import TINY
+
+    b, G0, Q0 = dcgan_bundle
+
+    def torch_probs(z):
+        with torch.no_grad():
+            z = torch.from_numpy(np.asarray(z, np.float32)).reshape(len(z), um.N, 1, 1)
+            return torch.softmax(Q0(G0(z)), 1).double().numpy()
+
+    files = um.Pair(b.path.parent / "G.onnx", b.path.parent / "Q.onnx", {}, (3, 32, 32))  # the user's [4, N, 1, 1]
+    invoke("apcr", b.path, *TINY, "--out", tmp_path / "run")
+    d = np.load(tmp_path / "run" / "apcr.npz")
+    assert d["counts"].tolist() == [2, 2, 2]
+    for probs, tol in ((files.onnxruntime_probabilities, 1e-5), (torch_probs, 1e-3)):  # torch: up to BN folding
+        want = naive.apcr_from_grid(naive.grid_probs(probs, d["latents"], d["directions"], 1, 1.0), d["labels"],
+                                    um.C, 1)
+        np.testing.assert_allclose(d["apcr"], want["apcr"], rtol=tol, atol=1e-7)
+    # h = 1e-4: ReLUs make S piecewise linear, and h = 1e-3 steps over kinks (4e-4 off w; 9e-5 at 1e-4)
+    loss, w1 = um.first_step(files.onnxruntime_probabilities, um.class_sets(files.onnxruntime_probabilities, 2), h=1e-4)
+    for command, extra in (("optimize", ["--perturbations", "2", "--device", "cpu"]), ("export optimize", [])):
+        out = tmp_path / (command.replace(" ", "_") + ".npz")
+        invoke(*command.split(), b.path, "--iterations", "1", "--samples-per-class", "2", *extra, "--out", out)
+        w = np.load(out)
+        assert w["w"].shape == (um.C, um.N)
+        np.testing.assert_allclose(w["loss"][:, 0], loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w["w"], w1, atol=2e-4)  # the gradient step of `export optimize` (moves ~1e-2)
+    c = json.loads(invoke("control", tmp_path / "run", "--weights", out, "--top-k", "3", "--json"))
+    assert all(r == len(set(a) & set(o)) / 3 for r, a, o in zip(c["intersection_ratio"]["per_class"],
+                                                                 c["sets"]["seq"], c["sets"]["opt"]))
+    s = json.loads(invoke("export", "discover", b.path, "--steps", "2", "--eval-samples", "16", "--directions", "4",
+                          "--workers", "1", "--threads", "1", "--no-bf16", "--out", tmp_path / "vb", "--json"))
+    assert np.load(tmp_path / "vb" / "directions.npz")["directions"].shape == (4, um.N) and 0 <= s["rca"] <= 1
+    figs = json.loads(invoke("figures", tmp_path / "run", "--out", tmp_path / "figs", "--json"))["figures"]
+    assert "traversal_overview.png" in {Path(f).name for f in figs}

@@ -32,6 +32,7 @@ CONVENTIONS = {
     "other_names": dict(batch=2, external=True, names=("latent", "img", "input_1", "output_0")),
     "latent_nchw": dict(batch=4, external=False, nchw_latent=True),  # z [B, N, 1, 1], DCGAN's convention
     "fp16": dict(batch=None, external=False, fp16=True),  # float16 inside and at the inputs/outputs
+    "softmax_out": dict(batch=4, external=True, softmax=True),  # the classifier ends in its own softmax
 }
 
 
@@ -176,6 +177,26 @@ def test_compare_manipulate_translate_write_their_pictures(user, tmp_path):
     invoke("translate", root / "bundle", "--run", root / "run", "--top-k", "2", "--device", "cpu",
            "--out", tmp_path / "tr")
     assert list((tmp_path / "tr").glob("*.png")) and (tmp_path / "tr" / "translate.json").is_file()
+
+
+def test_optimize_has_the_reference_objective_and_control_the_reference_ratios(user, tmp_path):
+    name, p, root = user
+    s = json.loads(invoke("optimize", root / "bundle", "--iterations", "1", "--samples-per-class", "2",
+                          "--perturbations", "2", "--device", "cpu", "--out", tmp_path / "w.npz", "--json"))
+    w = np.load(tmp_path / "w.npz")
+    assert w["w"].shape == w["w_last"].shape == (um.C, um.N) and np.isfinite(w["w"]).all()
+    assert np.array_equal(w["w"], w["w_last"]) and w["loss"].shape == (um.C, 1)  # one step: w* is its iterate
+    assert s["counts"] == w["counts"].tolist() == [2, 2, 2]
+    # the objective at v_init on each class's first mini-batch, from the user's files in raw sessions
+    want, _ = um.first_step(p.onnxruntime_probabilities, um.class_sets(p.onnxruntime_probabilities, 2))
+    np.testing.assert_allclose(w["loss"][:, 0], want, rtol=rtol(name, 1e-5), atol=1e-6)
+    c = json.loads(invoke("control", root / "run", "--weights", tmp_path / "w.npz", "--top-k", "3", "--json"))
+    apcr = np.load(root / "run" / "apcr.npz")["apcr"]  # [N, C]
+    for j in range(um.C):  # C_seq: top-3 by APCR, C_opt: top-3 by |w*|, IR = |C_seq ∩ C_opt| / 3
+        seq, opt = c["sets"]["seq"][j], c["sets"]["opt"][j]
+        assert um.top_k_is_valid(apcr[:, j], seq) and um.top_k_is_valid(np.abs(w["w"][j]), opt)
+        assert c["intersection_ratio"]["per_class"][j] == len(set(seq) & set(opt)) / 3
+    assert c["intersection_ratio"]["mean"] == pytest.approx(np.mean(c["intersection_ratio"]["per_class"]))
 
 
 def test_a_baked_batch_is_freed_when_exact_and_fed_in_chunks_otherwise(tmp_path):

@@ -146,3 +146,68 @@ def pair(folder: Path, *, batch: int | None = 4, external: bool = True, opset: i
                           [helper.make_tensor_value_info(out_name, ft, [b, C])], q_init)
     return Pair(_save(g, folder / "G.onnx", opset, external), _save(q, folder / "Q.onnx", opset, external), w,
                 tuple(image), (lo, hi), softmax)
+
+
+def class_sets(probs_fn, n: int, tau: float = 0.5, seed: int = 0, draw_batch: int = 1024, draws_per_code: int = 50):
+    """The SPEC §1 class sets drawn in NumPy from ``probs_fn``: ``(latents float32 [M, N], labels [M], base [M, C])``.
+
+    The first ``n`` prior samples per class (``default_rng(seed)``, batches of ``draw_batch`` up to
+    ``draws_per_code * n * C`` draws) whose top class is that class with probability ``>= tau``.
+    """
+    rng = np.random.default_rng(seed)
+    cap, drawn, taken, zs, ps = draws_per_code * n * C, 0, [[] for _ in range(C)], [], []
+    while drawn < cap and min(map(len, taken)) < n:
+        z = rng.standard_normal((min(draw_batch, cap - drawn), N)).astype(np.float32)
+        p = probs_fn(z)
+        for r in range(len(z)):
+            j = int(p[r].argmax())
+            if p[r, j] >= tau and len(taken[j]) < n:
+                taken[j].append(drawn + r)
+        zs.append(z), ps.append(p)
+        drawn += len(z)
+    rows = [r for t in taken for r in t]
+    labels = np.array([j for j, t in enumerate(taken) for _ in t], np.int64)
+    return np.concatenate(zs)[rows], labels, np.concatenate(ps)[rows]
+
+
+def first_step(probs_fn, sets, *, seed: int = 0, lam: float = 0.2, lr: float = 0.05, v_init: float = 0.5,
+               xi=(2.0, 4.0), batch_size: int = 32, h: float = 1e-3):
+    """The SPEC §3 objective (``objective="paper"``) at ``v = v_init`` on each class's first mini-batch, and
+    ``tanh(v)`` after one exact gradient step, the gradient by central differences in ``v`` (step ``h``).
+
+    Mini-batch and ``xi`` as Li et al.'s loop draws them: a permutation of the class set from
+    ``default_rng([seed, j, 0])``, its first ``batch_size`` codes, then ``xi ~ U[xi]`` per code.
+
+    Returns
+    -------
+    loss : float64 [C]; w1 : float64 [C, N]
+    """
+    latents, labels, base = sets
+    losses, w1, blocks = np.zeros(C), np.zeros((C, N)), []
+    vs = np.concatenate([np.full((1, N), v_init), v_init + h * np.eye(N), v_init - h * np.eye(N)])  # [1 + 2N, N]
+    for j in range(C):
+        rows = np.flatnonzero(labels == j)
+        rng = np.random.default_rng([seed, j, 0])
+        idx = rng.permutation(len(rows))[:min(batch_size, len(rows))]
+        a = rng.uniform(*xi, size=len(idx)).astype(np.float32)[:, None]
+        z = latents[rows[idx]]
+        shift = a[None] * np.tanh(vs).astype(np.float32)[:, None, :]  # [V, B, N]
+        blocks.append((j, base[rows[idx], j], len(idx), np.concatenate([z[None] + shift, z[None] - shift], 1)))
+    pts = np.concatenate([b[3].reshape(-1, N) for b in blocks]).astype(np.float32)
+    s_all, at = probs_fn(pts), 0
+    for j, s0, b, block in blocks:
+        s = s_all[at:at + block.shape[0] * 2 * b, j].reshape(len(vs), 2, b)
+        at += block.shape[0] * 2 * b
+        data = -np.maximum(np.abs(s[:, 0] - s0), np.abs(s[:, 1] - s0)).mean(1)
+        loss = data + lam * np.linalg.norm(np.tanh(vs), axis=1)
+        losses[j] = loss[0]
+        grad = (loss[1:1 + N] - loss[1 + N:]) / (2 * h)
+        w1[j] = np.tanh(v_init - lr * grad)
+    return losses, w1
+
+
+def top_k_is_valid(scores: np.ndarray, chosen) -> bool:
+    """Whether ``chosen`` (k distinct indices) holds ``k`` of the largest ``scores`` (ties either way)."""
+    chosen = list(chosen)
+    rest = np.delete(scores, chosen)
+    return len(set(chosen)) == len(chosen) and (not rest.size or scores[chosen].min() >= rest.max())
