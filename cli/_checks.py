@@ -98,6 +98,14 @@ def class_names(text) -> None:
         raise CorrkitError(f"--classes must be comma-separated names, none empty (got {text!r})")
 
 
+def class_list(flag: str) -> Rule:
+    """Comma-separated class indices or names, none empty (the model judges the names)."""
+    def rule(text):
+        if not text.strip() or any(not name.strip() for name in text.split(",")):
+            raise CorrkitError(f"{flag} must be comma-separated class indices or names, none empty (got {text!r})")
+    return rule
+
+
 def named_directions(pairs) -> None:
     from corrkit._core.io import check_readable
     from corrkit.methods.compare import check_method_name
@@ -154,6 +162,8 @@ def unchecked(v) -> None:
 def _rules() -> dict:
     from corrkit._core.execution import DEVICES, MAX_BATCH_SIZE, MAX_SHARD_POINTS, MAX_THREADS, MAX_WORKERS, MODES
     from corrkit.export.discover.settings import KINDS
+    from corrkit.methods.ganspace import MAX_SAMPLES as MAX_GANSPACE_SAMPLES
+    from corrkit.methods.interfacegan import MAX_SAMPLES as MAX_INTERFACEGAN_SAMPLES
     from corrkit.methods.latent_space import MAX_FOLDS, MAX_PRIOR, MAX_SEED
     from corrkit.methods.manipulate import MAX_ALPHA_STEPS
     from corrkit.methods.objective import ESTIMATORS, MAX_ITERATIONS, MAX_PERTURBATIONS, OBJECTIVES
@@ -168,7 +178,7 @@ def _rules() -> dict:
         "run": given("--run", "folder"), "run_dir": given("RUN_DIR", "folder"),
         "run_dirs": each(given("RUN_DIR", "folder")), "data_dir": given("--data-dir", "folder"),
         "weights": given("--weights"), "images": given("--images"), ("export invert", "labels"): given("--labels"),
-        ("compare", "directions"): named_directions,
+        ("compare", "directions"): named_directions, "boundaries": given("--boundaries"),
         ("export optimize", "weights"): given("--weights", "folder"),
         ("export bundle", "work"): given("--work", "folder"),
         ("figures", "model"): given("--model", "any"), ("latents", "model"): given("--model", "any"),
@@ -176,6 +186,7 @@ def _rules() -> dict:
         "out": out(),
         ("sefa", "out"): out(kind="file"), ("optimize", "out"): out(kind="file"),
         ("report", "out"): out(kind="file"), ("export optimize", "out"): out(kind="file"),
+        ("ganspace", "out"): out(kind="file"), ("interfacegan", "out"): out(kind="file"),
         ("export train", "work"): out("--work"),
         # numbers
         "seed": seed, ("latents", "seed"): whole("--seed", 0, MAX_SEED),
@@ -197,6 +208,9 @@ def _rules() -> dict:
         "iterations": whole("--iterations", 1, MAX_ITERATIONS),
         "perturbations": whole("--perturbations", 1, MAX_PERTURBATIONS),
         "sigma": real("--sigma", 0, lo_open=True), "average": real("--average", 0, 1, hi_open=True),
+        ("ganspace", "samples"): whole("--samples", 2, MAX_GANSPACE_SAMPLES),
+        ("interfacegan", "samples"): whole("--samples", 2, MAX_INTERFACEGAN_SAMPLES),
+        "components": whole("--components", 1),
         "n_prior": whole("--n-prior", 0, MAX_PRIOR), "folds": whole("--folds", 2, MAX_FOLDS),
         "gan_epochs": whole("--gan-epochs", 1, MAX_EPOCHS),
         "classifier_epochs": whole("--classifier-epochs", 1, MAX_EPOCHS),
@@ -211,13 +225,15 @@ def _rules() -> dict:
         "objective": choice("--objective", OBJECTIVES), "estimator": choice("--estimator", ESTIMATORS),
         "kind": choice("--type", KINDS),
         "generator_range": value_range("--generator-range"), "classifier_range": value_range("--classifier-range"),
-        "classes": class_names, "ray": ray_address, "torch_generator": torch_factory("--torch-generator"),
+        "classes": class_names, "keep": class_list("--keep"), "layer": unchecked,
+        "ray": ray_address, "torch_generator": torch_factory("--torch-generator"),
         ("export model", "generator"): torch_factory("--generator"),
         ("export model", "classifier"): torch_factory("--classifier"),
         "classifier_weights": given("--classifier-weights"), "latent_shape": latent_shape,
         "inputs": input_values, "generator_output_name": unchecked, "classifier_output_name": unchecked,
         "output": unchecked, "class_": unchecked, "source": unchecked, "target": unchecked, "title": unchecked,
         "json_out": unchecked, "quick": unchecked, "sefa": unchecked, "traversals": unchecked, "render": unchecked,
+        "ganspace": unchecked, "interfacegan": unchecked,
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,
     }
 

@@ -25,13 +25,16 @@ def compare_command(
     classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
     directions: List[str] = typer.Option([], "--directions", help="NAME=FILE (.npy/.npz [K, N]); repeatable."),
     sefa: bool = typer.Option(True, help="Include SeFa directions from the generator."),
+    ganspace: bool = typer.Option(True, help="Include GANSpace directions from the generator (`corrkit ganspace`)."),
+    interfacegan: bool = typer.Option(True, help="Include InterFaceGAN's per-class SVM normals "
+                                      "(`corrkit interfacegan`)."),
     samples_per_class: int = typer.Option(COMPARE_SAMPLES_PER_CLASS), steps: int = typer.Option(STEPS),
     delta: float = typer.Option(DELTA), seed: int = typer.Option(SEED), device: str = c.DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json, per-method runs and PNGs."),
     ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt, verbose: bool = c.VerboseOpt,
     json_out: bool = c.JsonOpt,
 ):
-    """Score coordinate, random, SeFa and your direction sets with the same APCR machinery."""
+    """Score coordinate, random, SeFa, GANSpace, InterFaceGAN and your direction sets with the same APCR machinery."""
     from corrkit.errors import CorrkitError
     from corrkit.methods.compare import compare
     from corrkit.viz.figures import compare_figures
@@ -44,7 +47,8 @@ def compare_command(
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
                               inputs, generator_output_name, classifier_output_name)
     with c.progress_bar(not json_out) as progress:
-        s = compare(bundle, dict(pairs), with_sefa=sefa, samples_per_class=samples_per_class, steps=steps,
+        s = compare(bundle, dict(pairs), with_sefa=sefa, with_ganspace=ganspace,
+                    with_interfacegan=interfacegan, samples_per_class=samples_per_class, steps=steps,
                     delta=delta, seed=seed, out=out, progress=progress, execution=ex)
     if out is not None:
         compare_figures(out, s, bundle)

@@ -7,7 +7,8 @@ import sys
 import typer
 
 from corrkit.cli import (
-    apcr, bench, bundle, compare, control, export, figures, latents, manipulate, optimize, report, sefa, translate,
+    apcr, bench, bundle, compare, control, export, figures, ganspace, interfacegan, latents, manipulate, optimize,
+    report, sefa, translate,
 )
 
 app = typer.Typer(
@@ -18,6 +19,8 @@ app.add_typer(apcr.app)
 app.add_typer(bench.app)
 app.add_typer(compare.app)
 app.add_typer(sefa.app)
+app.add_typer(ganspace.app)
+app.add_typer(interfacegan.app)
 app.add_typer(optimize.app)
 app.add_typer(control.app)
 app.add_typer(manipulate.app)

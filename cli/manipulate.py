@@ -29,12 +29,18 @@ def manipulate_command(
                                 "pictures show more with a larger alpha)."),
     steps: int = typer.Option(4, help="Alpha steps measured and drawn (alpha·1/steps .. alpha)."),
     seed: int = typer.Option(SEED, help="Seed of the random sets."),
+    keep: Optional[str] = typer.Option(None, help="CLASS,...: classes to hold fixed; adds InterFaceGAN's "
+                                       "conditional edit (the class's SVM normal projected off theirs) as a row."),
+    boundaries: Optional[Path] = typer.Option(None, help="SVM normals for --keep (`corrkit interfacegan --out`; "
+                                              "default: fit them now)."),
     run: Optional[Path] = c.RunOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for manipulate.json and PNG grids."),
     device: str = c.DeviceOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Push codes of a class along its top-, bottom- and random-k dims; report drops and flip rates."""
+    import numpy as np
+
     from corrkit.methods.manipulate import class_index, manipulate
     from corrkit.viz.images import image_grid
     from corrkit.viz.tables import manipulation_table
@@ -42,8 +48,18 @@ def manipulate_command(
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
                               inputs, generator_output_name, classifier_output_name)
     classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]
+    kept = [class_index(k, bundle.classes) for k in keep.split(",")] if keep else None
     with c.progress_bar(not json_out) as progress:
         result = manipulate(bundle, run=run, classes=classes, top_k=top_k, alpha=alpha, steps=steps, seed=seed,
                             out=out, draw=image_grid, execution=c.execution(device=device),
-                            progress=progress)
+                            progress=progress, keep=kept, boundaries=boundaries)
     c.echo_json(result.to_json()) if json_out else manipulation_table(result)
+    if kept and not json_out:
+        o = result.overall() if len(result.per_class) > 1 else None
+        m = result.per_class[0]
+        flip, drop = (o["flip_rate"]["boundary"], o["drop"]["boundary"]) if o else (m.flip_rate("boundary"),
+                                                                                     m.drop("boundary"))
+        change = {s: float(np.mean([x.kept_change[s][-1] for x in result.per_class])) for s in result.sets}
+        typer.echo(f"boundary (InterFaceGAN, keeping {', '.join(bundle.classes[k] for k in kept)}): flip rate "
+                   f"{flip:.2f} (mean drop {drop:.2f}); mean |change| of the kept classes: "
+                   + ", ".join(f"{s} {v:.3f}" for s, v in change.items()))

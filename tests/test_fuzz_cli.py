@@ -35,7 +35,8 @@ DRAWS = 4  # values per option and argument; the generator's seed fixes which
 SEED = 20261202
 NUMBERS = ["-1", "0", "-5", str(10**12), "nan", "inf", "-inf", "", "abc", "1e300"]
 TEXTS = ["", "abc", "nan", "-1", "0", "a,,b", "x" * 300, "ray://", "0:0"]
-FILE_OUT = {"sefa", "optimize", "report", "export optimize"}  # --out is a file there, a folder elsewhere
+# --out is a file there, a folder elsewhere
+FILE_OUT = {"sefa", "optimize", "report", "export optimize", "ganspace", "interfacegan"}
 # Export commands: an invalid option always given (the second when the first is the one being fuzzed).
 GUARDS = {
     "export train": [("gan_epochs", "0"), ("classifier_epochs", "0")],
@@ -89,7 +90,9 @@ def baseline(command: str, d: Path) -> tuple[dict, list[str]]:
     lines = {
         "apcr": ({"model": lin, "output": "logits", "threshold": "0.34", **tiny}, []),
         "bench": ({"model": lin, "device": "cpu", "batch_size": "16"}, ["--quick"]),
-        "compare": ({"model": lin, **tiny}, ["--no-sefa"]),
+        "compare": ({"model": lin, **tiny}, ["--no-sefa", "--no-ganspace", "--no-interfacegan"]),
+        "ganspace": ({"samples": "200"}, []),
+        "interfacegan": ({"model": lin, "output": "logits", "samples": "300", "device": "cpu"}, []),
         "control": ({"run_dir": run, "weights": str(d / "w.npz"), "top_k": "2"}, []),
         "figures": ({"run_dir": run}, ["--no-traversals"]),
         "latents": ({"codes": str(d / "codes.npy"), "labels": str(d / "labels.npy"), "model": lin, "n_prior": "0",

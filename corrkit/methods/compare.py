@@ -1,7 +1,7 @@
 """One yardstick for every direction method (SPEC §9).
 
-Each direction matrix (coordinate axes, a seeded random orthogonal set, SeFa,
-Voynov-Babenko, optimisation ``w*`` ...) goes through the same sequential
+Each direction matrix (coordinate axes, a seeded random orthogonal set, SeFa, GANSpace,
+InterFaceGAN, Voynov-Babenko, optimisation ``w*`` ...) goes through the same sequential
 intervention on the same code sets, and is summarised the same way. The
 comparison's figures are drawn from what it writes, by
 :func:`corrkit.viz.figures.compare_figures`.
@@ -93,15 +93,38 @@ def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
     return arr, extra
 
 
+def _sefa(bundle) -> np.ndarray:
+    from corrkit.methods.sefa import sefa
+
+    return sefa(bundle).directions
+
+
+def _ganspace(bundle, seed: int) -> np.ndarray:
+    from corrkit.methods.ganspace import ganspace
+
+    return ganspace(bundle, seed=seed).directions
+
+
+def _interfacegan(bundle, seed: int, engine) -> np.ndarray:
+    from corrkit.methods.interfacegan import interfacegan
+
+    return interfacegan(bundle, seed=seed, engine=engine).directions
+
+
 def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndarray] | None = None, *,
-            with_sefa: bool = True, sefa_top: int = 10, samples_per_class: int = COMPARE_SAMPLES_PER_CLASS,
+            with_sefa: bool = True, sefa_top: int = 10, with_ganspace: bool = True, with_interfacegan: bool = True,
+            samples_per_class: int = COMPARE_SAMPLES_PER_CLASS,
             steps: int = STEPS, delta: float = DELTA, seed: int = SEED, out: str | Path | None = None,
             progress=None, execution: Execution | None = None) -> dict:
     """Score every direction set with the same APCR machinery; returns a JSON-ready dict.
 
     ``coordinate`` (axes) and ``random`` (seeded orthogonal) are always included;
     ``sefa`` is added from the generator when ``with_sefa`` and the bundle has one,
-    and reported for all directions and for its top ``sefa_top``. With
+    and reported for all directions and for its top ``sefa_top``; ``ganspace`` likewise
+    (:func:`corrkit.methods.ganspace.ganspace`, its defaults) and ``interfacegan`` (one SVM
+    normal per class, :func:`corrkit.methods.interfacegan.interfacegan`, its defaults) when
+    ``with_interfacegan``. Each method found here reports ``seconds``, the time it took to find
+    its directions. With
     ``execution.executor == "ray"`` one pool of warm Ray workers serves every method
     (see :func:`corrkit.methods.sequential.apcr`). With ``out``: ``compare.json`` and
     one ``corrkit apcr`` run folder per direction set, ``out/<method>``.
@@ -114,26 +137,32 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     bundle = as_bundle(bundle)
     n = bundle.latent_dim
     check_class_sets(samples_per_class, THRESHOLD, bundle.n_classes, n)
-    sets: dict[str, tuple[np.ndarray, dict]] = {
-        "coordinate": (np.eye(n, dtype=np.float32), {}),
-        "random": (random_orthogonal(n, seed), {}),
-    }
-    if with_sefa and bundle.generator is not None:
-        from corrkit.methods.sefa import sefa
-
-        s = sefa(bundle)
-        sets["sefa"] = (s.directions, {})
+    given: dict[str, tuple[np.ndarray, dict]] = {}
     for name in methods or {}:
         check_method_name(name)
+    found_here = ["coordinate", "random"] + ["sefa", "ganspace"] * (bundle.generator is not None)
+    found_here = [m for m in found_here if {"sefa": with_sefa, "ganspace": with_ganspace}.get(m, True)]
+    found_here += ["interfacegan"] * with_interfacegan
     for name, src in (methods or {}).items():
-        if name in sets:
+        if name in found_here:
             raise GridError(f"method name {name!r} is taken; pick another")
         arr, extra = load_directions(src) if isinstance(src, (str, Path)) else (np.asarray(src), {})
-        sets[name] = (check_directions(arr, n), extra)
-    for d, _ in sets.values():  # every set before the first runs: a refused one must not follow replaced results
-        check_grid_size(samples_per_class * bundle.n_classes, len(d), steps, bundle.n_classes)
+        given[name] = (check_directions(arr, n), extra)
+    # Every set's size before the first runs: a refused one must not follow replaced results.
+    sizes = [bundle.n_classes if m == "interfacegan" else n for m in found_here] + [len(d) for d, _ in given.values()]
+    for k in sizes:
+        check_grid_size(samples_per_class * bundle.n_classes, k, steps, bundle.n_classes)
     ex.require_extras()
     engine = ex.engine(bundle)
+    finders = {"coordinate": lambda: np.eye(n, dtype=np.float32), "random": lambda: random_orthogonal(n, seed),
+               "sefa": lambda: _sefa(bundle), "ganspace": lambda: _ganspace(bundle, seed),
+               "interfacegan": lambda: _interfacegan(bundle, seed, engine)}
+    sets: dict[str, tuple[np.ndarray, dict]] = {}
+    for name in found_here:  # each with the seconds it took to find its directions
+        t = time.perf_counter()
+        d = finders[name]()
+        sets[name] = (d, {"seconds": round(time.perf_counter() - t, 3)})
+    sets.update(given)
     pool = ex.pool(engine)
     report, table = progress or (lambda *a: None), {}
     t0 = time.perf_counter()

@@ -6,6 +6,12 @@ paper's claim: the top-ranked set changes the concept, the bottom-ranked set bar
 does. Measured on the codes of ``Z_j``: the mean drop of ``S_j`` and the flip rate
 (share whose argmax leaves ``j``), for the top-``k``, bottom-``k`` and a seeded
 random-``k`` set at the same ``alpha``.
+
+With ``keep`` (``corrkit manipulate --keep CLASS,...``) a fourth row, ``boundary``, is
+InterFaceGAN's conditional edit (Shen et al., CVPR 2020, Section 2.3): along minus class
+``j``'s SVM normal with its components along the kept classes' normals removed
+(:func:`corrkit.methods.interfacegan.project_boundary`), stepped as far as the top-``k`` set
+moves (``alpha * sqrt(k)``), and every row reports how much it moved the kept classes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from corrkit._core.execution import Execution
 from corrkit.errors import CorrkitError
 
 SETS = ("top", "bottom", "random")
+BOUNDARY = "boundary"  # the conditional InterFaceGAN edit, a row only when classes are kept
 # Alpha steps measured (and drawn): far more than a table or a picture can show; each holds every code's probabilities.
 MAX_ALPHA_STEPS = 1_000
 
@@ -93,6 +100,7 @@ class Manipulation:
     s_j : dict name -> float64 [A, M]   ``S_j(z')`` per code
     flipped : dict name -> bool [A, M]  argmax of ``S(z')`` is not ``j``
     base : float64 [M] ``S_j(z)``
+    kept_change : dict name -> float64 [A]  mean ``|S_k(z') − S_k(z)|`` over codes and kept classes ``k``
     """
 
     j: int
@@ -102,6 +110,7 @@ class Manipulation:
     s_j: dict
     flipped: dict
     base: np.ndarray
+    kept_change: dict = field(default_factory=dict)
 
     def flip_rate(self, name: str, a: int = -1) -> float:
         return float(self.flipped[name][a].mean())
@@ -118,24 +127,34 @@ class ManipulationResult:
     top_k: int
     per_class: list[Manipulation]
     images: list[str] = field(default_factory=list)
+    keep: list[int] = field(default_factory=list)
+
+    @property
+    def sets(self) -> tuple[str, ...]:
+        """The rows measured: :data:`SETS`, and ``boundary`` when classes are kept."""
+        return SETS + ((BOUNDARY,) if self.keep else ())
 
     def overall(self) -> dict:
         """Flip rate and drop over the codes of every manipulated class, per set, at ``alpha``."""
         out = {"flip_rate": {}, "drop": {}}
-        for name in SETS:
+        for name in self.sets:
             flips = np.concatenate([m.flipped[name][-1] for m in self.per_class])
             drops = np.concatenate([m.base - m.s_j[name][-1] for m in self.per_class])
             out["flip_rate"][name], out["drop"][name] = float(flips.mean()), float(drops.mean())
         return out
 
     def to_json(self) -> dict:
-        def one(m: Manipulation) -> dict:
-            return {"class": self.classes[m.j], "index": m.j, "n": len(m.base),
-                    "flip_rate": {s: m.flip_rate(s) for s in SETS}, "drop": {s: m.drop(s) for s in SETS},
-                    "sets": {s: m.sets[s].tolist() for s in SETS}, "signs": {s: m.signs[s].tolist() for s in SETS},
-                    "flip_rate_by_alpha": {s: m.flipped[s].mean(axis=1).tolist() for s in SETS}}
+        names = self.sets
 
-        head = {"alpha": self.alpha, "alphas": self.alphas.tolist(), "top_k": self.top_k}
+        def one(m: Manipulation) -> dict:
+            kept = {"kept_change": {s: float(m.kept_change[s][-1]) for s in names}} if self.keep else {}
+            return {"class": self.classes[m.j], "index": m.j, "n": len(m.base),
+                    "flip_rate": {s: m.flip_rate(s) for s in names}, "drop": {s: m.drop(s) for s in names},
+                    "sets": {s: m.sets[s].tolist() for s in SETS}, "signs": {s: m.signs[s].tolist() for s in SETS},
+                    "flip_rate_by_alpha": {s: m.flipped[s].mean(axis=1).tolist() for s in names}, **kept}
+
+        head = {"alpha": self.alpha, "alphas": self.alphas.tolist(), "top_k": self.top_k,
+                **({"keep": [self.classes[k] for k in self.keep]} if self.keep else {})}
         if len(self.per_class) == 1:
             return {**head, **one(self.per_class[0]), "images": self.images}
         return {**head, **self.overall(), "per_class": [one(m) for m in self.per_class], "images": self.images}
@@ -166,7 +185,8 @@ def load_run(run, bundle, progress=None):
 
 def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k: int = TOP_K, alpha: float = 0.2,
                steps: int = 4, seed: int = SEED, out: str | Path | None = None, image_rows: int = 4,
-               draw=None, execution: Execution | None = None, engine=None, progress=None) -> ManipulationResult:
+               draw=None, execution: Execution | None = None, engine=None, progress=None,
+               keep: list[int] | None = None, boundaries=None) -> ManipulationResult:
     """Lower ``S_j`` through the top-, bottom- and random-``k`` sets of an APCR run (SPEC §5).
 
     Parameters
@@ -190,6 +210,12 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
         The image grid, :func:`corrkit.viz.images.image_grid` (what ``corrkit
         manipulate`` passes); methods do not import the drawing layer. Without it
         no PNG is written.
+    keep : list of int, optional
+        Classes to hold fixed: adds the ``boundary`` row, InterFaceGAN's conditional edit, and
+        reports every row's ``kept_change``. Kept classes are not manipulated themselves.
+    boundaries : InterfaceganResult, path or None
+        The SVM normals for ``keep`` (a ``corrkit interfacegan --out`` file); ``None`` fits them
+        now with :func:`corrkit.methods.interfacegan.interfacegan`'s defaults and ``seed``.
 
     Returns
     -------
@@ -208,7 +234,16 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
     run = load_run(run, bundle, progress)
     signs = lowering_signs(run.up, run.down)
     alphas = alpha * np.arange(1, steps + 1, dtype=np.float64) / steps
-    todo = list(range(bundle.n_classes)) if classes is None else list(classes)
+    keep = sorted(set(keep or []))
+    todo = [j for j in range(bundle.n_classes) if j not in keep] if classes is None else list(classes)
+    if set(todo) & set(keep):
+        raise CorrkitError("a class cannot be both manipulated (--class) and kept fixed (--keep)")
+    normals = None
+    if keep:
+        from corrkit.methods.interfacegan import load_boundaries
+
+        normals = load_boundaries(boundaries, bundle, seed=seed, engine=engine).directions.astype(np.float64)
+    names = SETS + ((BOUNDARY,) if keep else ())
     per_class = []
     for done, j in enumerate(todo):
         rows = np.flatnonzero(run.labels == j)
@@ -216,19 +251,28 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
             continue
         z = run.latents[rows]
         sets = choose_sets(run.apcr, j, top_k, seed)
-        pts = np.concatenate([shifted(z, sets[s], signs[sets[s], j], alphas) for s in SETS])  # [3A, M, N]
-        p = engine.probabilities(pts.reshape(-1, z.shape[1])).reshape(len(SETS), len(alphas), len(z), -1)
+        pts = [shifted(z, sets[s], signs[sets[s], j], alphas) for s in SETS]  # each [A, M, N]
+        if keep:
+            from corrkit.methods.interfacegan import project_boundary
+
+            d = -project_boundary(normals[j], normals[keep])  # lowers S_j, leaves the kept classes' boundaries
+            pts.append((z[None] + (alphas * np.sqrt(top_k))[:, None, None] * d[None, None]).astype(np.float32))
+        p = engine.probabilities(np.concatenate(pts).reshape(-1, z.shape[1])).reshape(
+            len(names), len(alphas), len(z), -1)
+        kept_change = {s: np.abs(p[a][:, :, keep] - run.base[rows][None][:, :, keep]).mean(axis=(1, 2))
+                       for a, s in enumerate(names)} if keep else {}
         per_class.append(Manipulation(
-            j=j, sets=sets, signs={s: signs[sets[s], j] for s in SETS}, alphas=alphas,
-            s_j={s: p[a, :, :, j].astype(np.float64) for a, s in enumerate(SETS)},
-            flipped={s: p[a].argmax(-1) != j for a, s in enumerate(SETS)},
-            base=run.base[rows, j].astype(np.float64)))
+            j=j, sets={**sets, **({BOUNDARY: np.zeros(0, np.int64)} if keep else {})},
+            signs={s: signs[sets[s], j] for s in SETS}, alphas=alphas,
+            s_j={s: p[a, :, :, j].astype(np.float64) for a, s in enumerate(names)},
+            flipped={s: p[a].argmax(-1) != j for a, s in enumerate(names)},
+            base=run.base[rows, j].astype(np.float64), kept_change=kept_change))
         if progress:
             progress("manipulate", done + 1, len(todo))
     if not per_class:
         raise CorrkitError("none of the chosen classes has codes in the run; lower the APCR run's --threshold")
     result = ManipulationResult(classes=list(bundle.classes), alpha=float(alpha), alphas=alphas, top_k=top_k,
-                                per_class=per_class)
+                                per_class=per_class, keep=keep)
     if out is not None:
         from corrkit._core import io
 
