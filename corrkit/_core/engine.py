@@ -130,8 +130,9 @@ class Engine:
     autotune : bool
         Measure the batch size when none is given (default); False: the memory budget's.
     rewrite : bool
-        Apply exact graph rewrites (:mod:`corrkit._core.rewrite`; equal to the plain graph
-        within 1e-5 relative, SPEC §10). ``self.rewrites`` records what was applied.
+        Apply exact graph rewrites (:mod:`corrkit._core.rewrite_transpose`, then
+        :mod:`corrkit._core.rewrite`; equal to the plain graph within 1e-5 relative, SPEC §10).
+        ``self.rewrites`` records what was applied.
     """
 
     def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
@@ -152,7 +153,9 @@ class Engine:
         low = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
         if rewrite and all(t.data_type not in low for t in model.graph.initializer):
             from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
+            from corrkit._core.rewrite_transpose import transpose_rewrites
 
+            model, self.rewrites = transpose_rewrites(model)
             model, n_sub = subpixel_phase_form(model)
             model, n_split = thin_conv_split(model, max_out=4)
             self.rewrites.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})
