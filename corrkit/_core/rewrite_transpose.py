@@ -1,0 +1,430 @@
+"""Exact rewrites for the generators users bring (SPEC §10): DCGAN-style ConvTranspose stages.
+
+onnxruntime's CPU ConvTranspose multiplies into a column buffer and scatters it back
+(col2im); a stride-2 ConvTranspose is cheaper as ordinary convolutions of its
+low-resolution input, one per output phase, interleaved once. Three rewrites, applied
+in this order by :func:`transpose_rewrites`:
+
+- :func:`fold_batchnorm`: an inference BatchNormalization read only from a Conv or
+  ConvTranspose becomes a per-output-channel scale of that conv's weights and a bias.
+- :func:`conv_transpose_1x1_gemm`: a ConvTranspose of a 1x1 input (a DCGAN's first layer,
+  ``z [B, N, 1, 1]``) is one Gemm ``[B, N] x [N, C kh kw]`` and a Reshape.
+- :func:`conv_transpose_phase_form`: a stride-2 ConvTranspose whose output is exactly twice
+  its input is one convolution of the input with the four output phases as channel blocks,
+  then one interleave (lining up the phases' windows, offset by one row for kernel 4 pad 1,
+  keeps it at 2x2 taps instead of 3x3, for one extra row and column cropped afterwards).
+  The interleave is a ConvTranspose (kernel 2, stride 2, one group per channel) with one-hot
+  weights: onnxruntime's DepthToSpace is a general 6-D transpose and costs more than that
+  scatter, which has no overlaps and four multiply-adds (one by 1.0, three by 0.0) per
+  output pixel.
+
+Each changes only the order of float additions (and, for the fold, the rounding of the
+folded weights). Torch-free: onnx and numpy only; float32 weights only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corrkit._core.onnx_graph import attrs, constants
+from corrkit._core.rewrite import _PHASE_SAFE, _replace_graph
+
+
+def _copy(model):
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m
+
+
+def _consts(model) -> dict[str, np.ndarray]:
+    """:func:`constants`, plus ``Identity`` of a constant (the TorchScript exporter's shared weights)."""
+    values = constants(model)
+    for n in model.graph.node:
+        if n.op_type == "Identity" and n.input[0] in values:
+            values[n.output[0]] = values[n.input[0]]
+    return values
+
+
+class _Index:
+    def __init__(self, m):
+        self.consts = _consts(m)
+        self.consumers: dict[str, list] = {}
+        self.producer = {}
+        for node in m.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+            for name in node.output:
+                self.producer[name] = node
+        self.outputs = {o.name for o in m.graph.output}
+
+    def only_user(self, name):
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+    def activations_after(self, node) -> list:
+        """The single-input elementwise activations read only from ``node``'s output, in order."""
+        chain, cur = [], self.only_user(node.output[0])
+        while cur is not None and cur.op_type in _PHASE_SAFE and len(cur.input) == 1:
+            chain.append(cur)
+            cur = self.only_user(cur.output[0])
+        return chain
+
+
+def _renamed(node, inp: str, out: str):
+    import onnx
+
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    new.name = out
+    new.input[0], new.output[0] = inp, out
+    return new
+
+
+def _apply(m, replace: dict, drop: set, new_inits: list):
+    out = []
+    for node in m.graph.node:
+        if id(node) in replace:
+            out.extend(replace[id(node)])
+        elif id(node) not in drop:
+            out.append(node)
+    _replace_graph(m, out, new_inits)
+    return m
+
+
+def _float32_weights(conv, consts) -> np.ndarray | None:
+    """Constant float32 weights (and a constant bias, if any) of ``conv``, else None."""
+    w = consts.get(conv.input[1]) if len(conv.input) > 1 else None
+    if w is None or w.dtype != np.float32 or w.ndim < 3:
+        return None
+    if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in consts:
+        return None
+    return w
+
+
+def _bias(conv, consts, channels: int) -> np.ndarray:
+    if len(conv.input) > 2 and conv.input[2]:
+        return consts[conv.input[2]].astype(np.float64)
+    return np.zeros(channels)
+
+
+# ---------------------------------------------------------------- BatchNormalization folding
+
+def fold_batchnorm(model):
+    """Fold every inference BatchNormalization read only from a Conv/ConvTranspose into its weights.
+
+    ``BN(y) = (y - mean) s + B`` with ``s = scale / sqrt(var + eps)``, per output channel:
+    Conv weights ``[Cout, Cin/g, k...]`` scale along axis 0, ConvTranspose weights
+    ``[Cin, Cout/g, k...]`` along axis 1 within each group; the new bias is
+    ``(b - mean) s + B``. Computed in float64, stored float32. Returns the model and the count.
+    """
+    from onnx import numpy_helper
+
+    m = _copy(model)
+    idx = _Index(m)
+    replace, drop, new_inits = {}, set(), []
+    for bn in m.graph.node:
+        if bn.op_type != "BatchNormalization" or len(bn.input) != 5:
+            continue
+        a = attrs(bn)
+        conv = idx.producer.get(bn.input[0])
+        params = [idx.consts.get(x) for x in bn.input[1:]]
+        if (a.get("training_mode", 0) or a.get("spatial", 1) != 1 or any(o for o in bn.output[1:])
+                or conv is None or conv.op_type not in ("Conv", "ConvTranspose") or id(conv) in replace
+                or idx.only_user(conv.output[0]) is not bn or any(p is None or p.ndim != 1 for p in params)):
+            continue
+        w = _float32_weights(conv, idx.consts)
+        if w is None:
+            continue
+        group = attrs(conv).get("group", 1)
+        cout = w.shape[0] if conv.op_type == "Conv" else w.shape[1] * group
+        scale, shift, mean, var = (p.astype(np.float64) for p in params)
+        if any(p.shape != (cout,) for p in (scale, shift, mean, var)):
+            continue
+        s = scale / np.sqrt(var + a.get("epsilon", 1e-5))
+        if conv.op_type == "Conv":
+            wf = w * s.reshape(-1, *[1] * (w.ndim - 1))
+        else:  # [g * Cin/g, Cout/g, k...] -> scale channel j of group gi by s[gi * Cout/g + j]
+            cin = w.shape[0]
+            wf = (w.reshape(group, cin // group, *w.shape[1:]).astype(np.float64)
+                  * s.reshape(group, 1, -1, *[1] * (w.ndim - 2))).reshape(w.shape)
+        bf = (_bias(conv, idx.consts, cout) - mean) * s + shift
+        tag = (conv.name or conv.output[0]) + "/bn_folded"
+        new_inits += [numpy_helper.from_array(wf.astype(np.float32), tag + "/w"),
+                      numpy_helper.from_array(bf.astype(np.float32), tag + "/b")]
+        new = _renamed(conv, conv.input[0], bn.output[0])
+        new.name = conv.name
+        del new.input[1:]
+        new.input.extend([tag + "/w", tag + "/b"])
+        replace[id(conv)] = [new]
+        drop.add(id(bn))
+    if not replace:
+        return m, 0
+    return _apply(m, replace, drop, new_inits), len(replace)
+
+
+# ---------------------------------------------------------------- ConvTranspose of a 1x1 input
+
+def _spatial_dims(model) -> dict[str, list]:
+    """Shapes (ints, or None where unknown) of every tensor onnx's shape inference can tell."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return {}
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    return out
+
+
+def _plain_transpose(node, w) -> dict | None:
+    """Attributes of an ungrouped, undilated, explicitly padded 2D ConvTranspose, else None."""
+    a = attrs(node)
+    if (w.ndim != 4 or a.get("group", 1) != 1 or list(a.get("dilations", [1, 1])) != [1, 1]
+            or a.get("auto_pad", b"NOTSET") != b"NOTSET" or "output_shape" in a
+            or list(a.get("kernel_shape", w.shape[2:])) != list(w.shape[2:])):
+        return None
+    return {"strides": list(a.get("strides", [1, 1])), "pads": list(a.get("pads", [0, 0, 0, 0])),
+            "output_padding": list(a.get("output_padding", [0, 0]))}
+
+
+def conv_transpose_1x1_gemm(model):
+    """ConvTranspose (pads 0, no output padding) of a ``[B, N, 1, 1]`` input -> Gemm + Reshape.
+
+    With one input pixel, output pixel ``(y, x)`` of channel ``o`` is ``sum_n z[n] W[n, o, y, x]``
+    whatever the stride: ``[B, N] x W.reshape(N, C kh kw)`` plus the bias repeated ``kh kw``
+    times. The 2D input is the Reshape/Flatten's own input where the 1x1 came from one, else
+    a Flatten. Activations right after move before the Reshape (onnxruntime fuses them into
+    the Gemm). Returns the model and the count.
+    """
+    from onnx import helper, numpy_helper
+
+    m = _copy(model)
+    idx = _Index(m)
+    shapes = None
+    replace, drop, new_inits = {}, set(), []
+    for n in m.graph.node:
+        if n.op_type != "ConvTranspose":
+            continue
+        w = _float32_weights(n, idx.consts)
+        a = _plain_transpose(n, w) if w is not None else None
+        if a is None or any(a["pads"]) or any(a["output_padding"]):
+            continue
+        if shapes is None:
+            shapes = _spatial_dims(m)
+        shape = shapes.get(n.input[0])
+        if shape is None or len(shape) != 4 or shape[2:] != [1, 1] or shape[1] != w.shape[0]:
+            continue
+        cin, cout, kh, kw = w.shape
+        tag = n.name or n.output[0]
+        src = idx.producer.get(n.input[0])
+        flat = src.input[0] if src is not None and src.op_type in ("Reshape", "Unsqueeze", "Flatten") and (
+            shapes.get(src.input[0], [None, None])[1:] == [cin]) else None
+        nodes = []
+        if flat is not None and idx.only_user(src.output[0]) is n:
+            drop.add(id(src))
+        if flat is None:
+            flat = tag + "/flat"
+            nodes.append(helper.make_node("Flatten", [n.input[0]], [flat], name=flat, axis=1))
+        ins = [flat, tag + "/gemm_w", tag + "/gemm_b"]
+        new_inits += [numpy_helper.from_array(np.ascontiguousarray(w.reshape(cin, cout * kh * kw)), ins[1]),
+                      numpy_helper.from_array(np.repeat(_bias(n, idx.consts, cout), kh * kw).astype(np.float32),
+                                              ins[2]),
+                      numpy_helper.from_array(np.array([-1, cout, kh, kw], np.int64), tag + "/gemm_shape")]
+        out = tag + "/gemm"
+        nodes.append(helper.make_node("Gemm", ins, [out], name=out))
+        chain = idx.activations_after(n)
+        for j, act in enumerate(chain):
+            nodes.append(_renamed(act, out, f"{tag}/act{j}"))
+            out = nodes[-1].output[0]
+        last = chain[-1] if chain else n
+        nodes.append(helper.make_node("Reshape", [out, tag + "/gemm_shape"], [last.output[0]], name=tag + "/unflat"))
+        replace[id(last)] = nodes
+        drop.update(id(x) for x in [n, *chain])
+    if not replace:
+        return m, 0
+    return _apply(m, replace, drop, new_inits), len(replace)
+
+
+# ---------------------------------------------------------------- stride-2 ConvTranspose in phase form
+
+def phase_taps(k: int, pad_begin: int) -> tuple[list[int], list[int]] | None:
+    """Per output phase ``a`` of one axis of a stride-2 ConvTranspose: the input offsets it reads.
+
+    ConvTranspose writes input ``i`` through tap ``t`` to output ``2 i - pad_begin + t``, so
+    output ``2 Y + a`` reads input ``Y + d`` through tap ``t = a + pad_begin - 2 d``. Returns
+    the sorted offsets ``d`` of phase 0 and of phase 1 (each contiguous), or None when a
+    phase reads nothing.
+    """
+    out = []
+    for a in (0, 1):
+        ds = sorted((a + pad_begin - t) // 2 for t in range(k) if (a + pad_begin - t) % 2 == 0)
+        if not ds:
+            return None
+        out.append(ds)
+    return out[0], out[1]
+
+
+def _axis_plan(k: int, pad_begin: int):
+    """How one axis becomes one convolution: ``(shift, window, conv pads, crop)`` or None.
+
+    Phase ``a`` is held at conv row ``P = Y + shift[a]``, so its window in conv rows is
+    ``{d - shift[a]}``; the conv's window is their union. ``shift = (0, 1)`` lines up kernel 4
+    pad 1's windows ``{-1, 0}`` and ``{0, 1}`` (2 taps instead of 3) at the price of one more
+    row and a crop of one row after DepthToSpace, whose block for phase ``a`` is then
+    ``1 - a``. The shift is taken only when it makes the window smaller.
+    """
+    taps = phase_taps(k, pad_begin)
+    if taps is None:
+        return None
+    best = None
+    for shift in ((0, 0), (0, 1)):
+        e = [d - s for ds, s in zip(taps, shift) for d in ds]
+        lo, hi = min(e), max(e)
+        extra = max(shift)
+        pads = (-lo, extra + hi)
+        if min(pads) < 0:
+            continue
+        if best is None or hi - lo < best[1][1] - best[1][0]:
+            best = (shift, (lo, hi), pads, extra)
+    return best
+
+
+def _phase_weights(w: np.ndarray, pads_begin: tuple[int, int], plans, order: str = "CRD") -> np.ndarray:
+    """ConvTranspose weights ``[Cin, Cout, kh, kw]`` -> one Conv's ``[4 Cout, Cin, wh, ww]``.
+
+    Block ``2 beta_y + beta_x`` holds phase ``(a, b)`` with ``beta = a`` unshifted, ``1 - a``
+    shifted; its tap at window offset ``e`` is the transposed kernel's tap
+    ``a + pad_begin - 2 (e + shift[a])``, zero where that is outside it. Output channel
+    ``4 c + block`` (``order="CRD"``) or ``block Cout + c`` (``"DCR"``).
+    """
+    cin, cout, kh, kw = w.shape
+    (sy, (ly, hy), _, cy), (sx, (lx, hx), _, cx) = plans
+    out = np.zeros((4, cout, cin, hy - ly + 1, hx - lx + 1), np.float32)
+    wt = w.transpose(1, 0, 2, 3)  # [Cout, Cin, kh, kw]
+    for a in (0, 1):
+        for b in (0, 1):
+            block = 2 * (a if not cy else 1 - a) + (b if not cx else 1 - b)
+            for ey in range(ly, hy + 1):
+                ty = a + pads_begin[0] - 2 * (ey + sy[a])
+                if not 0 <= ty < kh:
+                    continue
+                for ex in range(lx, hx + 1):
+                    tx = b + pads_begin[1] - 2 * (ex + sx[b])
+                    if 0 <= tx < kw:
+                        out[block, :, :, ey - ly, ex - lx] = wt[:, :, ty, tx]
+    if order == "CRD":
+        out = out.transpose(1, 0, 2, 3, 4)
+    return np.ascontiguousarray(out).reshape(4 * cout, cin, hy - ly + 1, hx - lx + 1)
+
+
+def _interleave_weights(cout: int) -> np.ndarray:
+    """``[4 Cout, 1, 2, 2]``: the one-hot kernel of a ConvTranspose (group Cout, stride 2) that
+    writes channel ``4 c + 2 beta_y + beta_x`` to output pixel ``(2 P + beta_y, 2 Q + beta_x)`` of channel ``c``."""
+    k = np.zeros((cout, 4, 1, 2, 2), np.float32)
+    for blk in range(4):
+        k[:, blk, 0, blk // 2, blk % 2] = 1.0
+    return k.reshape(4 * cout, 1, 2, 2)
+
+
+MIN_PHASE_SIDE = 8
+
+
+def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_side: int = MIN_PHASE_SIDE):
+    """Stride-2 ConvTranspose with output exactly twice its input -> one Conv to 4 Cout + an interleave.
+
+    Taken when the output is exactly ``2 H x 2 W`` (``k + output_padding - pad_begin - pad_end
+    == 2`` on both axes: kernel 4 pad 1, kernel 3 pad 1 output_padding 1, kernel 2 pad 0, ...),
+    ungrouped, undilated, with constant float32 weights. One Conv of the low-resolution input
+    makes all four phases as channel blocks (:func:`_phase_weights`); activations right after
+    run on that conv's output (onnxruntime fuses them into it); then the phases are
+    interleaved, with a one-pixel crop on each axis whose windows were lined up
+    (:func:`_axis_plan`). ``interleave="grouped_transpose"``: a ConvTranspose (kernel 2,
+    stride 2, group Cout) with one-hot weights whose pads do the crop (each output is one
+    input times 1.0 plus three times 0.0: exact for finite values; an inf among the phases
+    would turn its neighbours into NaN, which the engine rejects either way);
+    ``"depth_to_space"``: DepthToSpace (DCR), then a Slice for the crop (slower on onnxruntime).
+    Layers whose input is known to be smaller than ``min_side`` on a side are left as they
+    are: there the extra row and column of the lined-up windows cost more than col2im saves
+    (a 4x4 input makes 25 conv positions for 16 pixels). Every other ConvTranspose is left
+    alone too. Returns the model and the count.
+    """
+    from onnx import helper, numpy_helper
+
+    if interleave not in ("grouped_transpose", "depth_to_space"):
+        raise ValueError(f"interleave must be grouped_transpose or depth_to_space, not {interleave!r}")
+    order = "CRD" if interleave == "grouped_transpose" else "DCR"
+    m = _copy(model)
+    idx = _Index(m)
+    shapes = None
+    replace, drop, new_inits = {}, set(), []
+    for n in m.graph.node:
+        if n.op_type != "ConvTranspose":
+            continue
+        w = _float32_weights(n, idx.consts)
+        a = _plain_transpose(n, w) if w is not None else None
+        if a is None or a["strides"] != [2, 2]:
+            continue
+        if min_side > 1:
+            shapes = _spatial_dims(m) if shapes is None else shapes
+            sides = shapes.get(n.input[0], [None] * 4)[2:]
+            if any(s is not None and s < min_side for s in sides):
+                continue
+        kh, kw = w.shape[2:]
+        pb, pe, op = a["pads"][:2], a["pads"][2:], a["output_padding"]
+        if any(k + o - p0 - p1 != 2 for k, o, p0, p1 in zip((kh, kw), op, pb, pe)) or max(op) > 1:
+            continue
+        plans = (_axis_plan(kh, pb[0]), _axis_plan(kw, pb[1]))
+        if None in plans:
+            continue
+        cout = w.shape[1]
+        bias = _bias(n, idx.consts, cout)
+        tag = n.name or n.output[0]
+        ins = [n.input[0], tag + "/phase_w", tag + "/phase_b"]
+        new_inits += [numpy_helper.from_array(_phase_weights(w, tuple(pb), plans, order), ins[1]),
+                      numpy_helper.from_array((np.repeat(bias, 4) if order == "CRD" else np.tile(bias, 4))
+                                              .astype(np.float32), ins[2])]
+        (_, (ly, hy), (pty, pby), cy), (_, (lx, hx), (ptx, pbx), cx) = plans
+        out = tag + "/phases"
+        nodes = [helper.make_node("Conv", ins, [out], name=out, kernel_shape=[hy - ly + 1, hx - lx + 1],
+                                  pads=[pty, ptx, pby, pbx])]
+        chain = idx.activations_after(n)
+        for j, act in enumerate(chain):
+            nodes.append(_renamed(act, out, f"{tag}/phase_act{j}"))
+            out = nodes[-1].output[0]
+        last = chain[-1] if chain else n
+        if order == "CRD":
+            new_inits.append(numpy_helper.from_array(_interleave_weights(cout), tag + "/interleave_w"))
+            nodes.append(helper.make_node("ConvTranspose", [out, tag + "/interleave_w"], [last.output[0]],
+                                          name=tag + "/interleave", kernel_shape=[2, 2], strides=[2, 2],
+                                          group=cout, pads=[cy, cx, cy, cx]))
+        else:
+            crop = [(axis, c) for axis, c in ((2, cy), (3, cx)) if c]
+            d2s = last.output[0] if not crop else tag + "/d2s"
+            nodes.append(helper.make_node("DepthToSpace", [out], [d2s], name=tag + "/d2s", blocksize=2, mode="DCR"))
+            if crop:
+                names = [f"{tag}/crop_{k}" for k in ("starts", "ends", "axes")]
+                for name, v in zip(names, ([c for _, c in crop], [-c for _, c in crop], [ax for ax, _ in crop])):
+                    new_inits.append(numpy_helper.from_array(np.array(v, np.int64), name))
+                nodes.append(helper.make_node("Slice", [d2s, *names], [last.output[0]], name=tag + "/crop"))
+        replace[id(last)] = nodes
+        drop.update(id(x) for x in [n, *chain])
+    if not replace:
+        return m, 0
+    return _apply(m, replace, drop, new_inits), len(replace)
+
+
+def transpose_rewrites(model):
+    """The three rewrites in order (fold first, so the others see folded weights): ``(model, counts)``."""
+    counts = {}
+    for name, fn in (("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm),
+                     ("conv_transpose_phase_form", conv_transpose_phase_form)):
+        model, k = fn(model)
+        if k:
+            counts[name] = k
+    return model, counts

@@ -1,0 +1,267 @@
+"""The ConvTranspose rewrites equal the plain graph within 1e-5 relative (SPEC §10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from corrkit._core.rewrite_transpose import (conv_transpose_1x1_gemm, conv_transpose_phase_form, fold_batchnorm,
+                                             phase_taps, transpose_rewrites)
+
+
+def _model(nodes, inits, shape, name="x"):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _run(model, x, name="x"):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return s.run(None, {name: x})[0].astype(np.float64)
+
+
+def _same(new, plain, x, name="x"):
+    a, b = _run(plain, x, name), _run(new, x, name)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+
+
+def _transpose(rng, cin, cout, k, bias=True, act="Relu", **kw):
+    """x -> ConvTranspose -> act -> y, random weights."""
+    inits = {"w": rng.standard_normal((cin, cout, *k)).astype(np.float32)}
+    ins = ["x", "w"]
+    if bias:
+        inits["b"] = rng.standard_normal(cout).astype(np.float32)
+        ins.append("b")
+    nodes = [helper.make_node("ConvTranspose", ins, ["t" if act else "y"], name="ct", **kw)]
+    if act:
+        nodes.append(helper.make_node(act, ["t"], ["y"]))
+    return nodes, inits
+
+
+def _conv_transpose_numpy(x, w, stride, pads, output_padding=(0, 0)):
+    """ConvTranspose by its definition: input ``i`` through tap ``t`` lands on output ``i s - pad_begin + t``."""
+    b, _, h, wd = x.shape
+    _, cout, kh, kw = w.shape
+    oh = (h - 1) * stride - pads[0] - pads[2] + kh + output_padding[0]
+    ow = (wd - 1) * stride - pads[1] - pads[3] + kw + output_padding[1]
+    out = np.zeros((b, cout, oh, ow))
+    for i in range(h):
+        for j in range(wd):
+            for ty in range(kh):
+                for tx in range(kw):
+                    y, xx = i * stride - pads[0] + ty, j * stride - pads[1] + tx
+                    if 0 <= y < oh and 0 <= xx < ow:
+                        out[:, :, y, xx] += x[:, :, i, j] @ w[:, :, ty, tx]
+    return out
+
+
+@pytest.mark.parametrize("k,pad,op", [(4, 1, 0), (3, 1, 1), (2, 0, 0), (6, 2, 0)])
+def test_phase_taps_follow_the_definition(rng, k, pad, op):
+    """Output row ``2Y + a`` sums input ``Y + d`` times tap ``a + pad - 2d`` over ``d`` in ``phase_taps``."""
+    x, w = rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(3, 2, k, k))
+    want = _conv_transpose_numpy(x, w, 2, [pad] * 4, (op, op))
+    assert want.shape[2:] == (10, 8)
+    taps = phase_taps(k, pad)
+    for a in (0, 1):
+        for b in (0, 1):
+            got = np.zeros((2, 2, 5, 4))
+            xp = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+            for dy in taps[a]:
+                for dx in taps[b]:
+                    got += np.einsum("bchw,co->bohw", xp[:, :, 2 + dy:7 + dy, 2 + dx:6 + dx],
+                                     w[:, :, a + pad - 2 * dy, b + pad - 2 * dx])
+            np.testing.assert_allclose(got, want[:, :, a::2, b::2], rtol=1e-10, atol=1e-10)
+    # onnxruntime's ConvTranspose agrees with the definition
+    nodes, inits = _transpose(rng, 3, 2, (k, k), bias=False, act=None, strides=[2, 2], pads=[pad] * 4,
+                              output_padding=[op, op])
+    inits["w"] = w.astype(np.float32)
+    np.testing.assert_allclose(_run(_model(nodes, inits, ["B", 3, 5, 4]), x.astype(np.float32)), want,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("interleave", ["grouped_transpose", "depth_to_space"])
+@pytest.mark.parametrize("k,pads,op,cin,cout,hw,bias", [
+    ((4, 4), [1, 1, 1, 1], [0, 0], 5, 7, (5, 7), True),
+    ((4, 4), [1, 1, 1, 1], [0, 0], 16, 3, (9, 8), False),
+    ((3, 3), [1, 1, 1, 1], [1, 1], 4, 6, (6, 5), True),
+    ((2, 2), [0, 0, 0, 0], [0, 0], 3, 1, (7, 7), True),
+    ((4, 3), [1, 1, 1, 1], [0, 1], 6, 4, (4, 9), False),  # kernel 4 pad 1 rows, kernel 3 pad 1 op 1 columns
+    ((4, 4), [0, 0, 2, 2], [0, 0], 3, 5, (5, 6), True),  # asymmetric pads
+    ((6, 6), [2, 2, 2, 2], [0, 0], 2, 3, (3, 4), True),
+])
+def test_phase_form_matches_conv_transpose(rng, interleave, k, pads, op, cin, cout, hw, bias):
+    nodes, inits = _transpose(rng, cin, cout, k, bias=bias, strides=[2, 2], pads=pads, output_padding=op)
+    plain = _model(nodes, inits, ["B", cin, *hw])
+    new, count = conv_transpose_phase_form(plain, interleave, min_side=0)
+    assert count == 1
+    assert "ConvTranspose" not in [n.op_type for n in new.graph.node] or interleave == "grouped_transpose"
+    _same(new, plain, rng.standard_normal((3, cin, *hw)).astype(np.float32))
+
+
+def test_phase_form_skips_small_inputs(rng):
+    """Inputs known to be under ``min_side`` keep their ConvTranspose (slower there, not wrong)."""
+    nodes, inits = _transpose(rng, 4, 4, (4, 4), strides=[2, 2], pads=[1, 1, 1, 1])
+    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 4, 4]))[1] == 0
+    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 8, 8]))[1] == 1
+    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, "h", "w"]))[1] == 1  # unknown: rewritten
+
+
+@pytest.mark.parametrize("kw", [
+    dict(strides=[3, 3], pads=[1, 1, 1, 1]),
+    dict(strides=[2, 2], pads=[0, 0, 0, 0]),  # kernel 4 pad 0: 2H + 2, not 2H
+    dict(strides=[2, 2], pads=[1, 1, 1, 1], dilations=[2, 2]),
+    dict(strides=[2, 2], pads=[1, 1, 1, 1], group=2),
+    dict(strides=[2, 2], output_shape=[10, 10]),
+    dict(strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(strides=[1, 1], pads=[1, 1, 1, 1]),
+])
+def test_other_conv_transposes_are_left_alone(rng, kw):
+    cin = 4
+    nodes, inits = _transpose(rng, cin, 3, (4, 4), **kw)
+    if kw.get("group") == 2:
+        inits["w"], inits["b"] = inits["w"][:, :3], np.tile(inits["b"], 2)
+    m = _model(nodes, inits, ["B", cin, 5, 5])
+    _run(m, rng.standard_normal((1, cin, 5, 5)).astype(np.float32))  # a valid graph
+    assert conv_transpose_phase_form(m, min_side=0)[1] == 0
+    assert transpose_rewrites(m)[1] == {}
+
+
+def test_weights_from_a_graph_input_are_left_alone(rng):
+    nodes = [helper.make_node("ConvTranspose", ["x", "x"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])]
+    m = _model(nodes, {}, [4, 4, 4, 4])
+    assert conv_transpose_phase_form(m, min_side=0)[1] == 0
+
+
+def _bn(rng, c, x, y, tag):
+    inits = {f"{tag}.s": rng.uniform(0.5, 1.5, c), f"{tag}.b": rng.normal(0, 0.3, c),
+             f"{tag}.m": rng.normal(0, 0.5, c), f"{tag}.v": rng.uniform(0.3, 2.0, c)}
+    node = helper.make_node("BatchNormalization", [x, *inits], [y], epsilon=1e-3)
+    return node, {k: v.astype(np.float32) for k, v in inits.items()}
+
+
+@pytest.mark.parametrize("op,group,bias", [("Conv", 1, True), ("Conv", 3, False), ("ConvTranspose", 1, False),
+                                           ("ConvTranspose", 3, True)])
+def test_batchnorm_fold(rng, op, group, bias):
+    """BN after a conv folds into it; a BN before a conv (zero padding sits after it) does not."""
+    cin, cout = 6, 9
+    shape = (cout, cin // group, 3, 3) if op == "Conv" else (cin, cout // group, 3, 3)
+    inits = {"w": rng.standard_normal(shape).astype(np.float32)}
+    ins = ["bn0", "w"] + (["b"] if bias else [])
+    if bias:
+        inits["b"] = rng.standard_normal(cout).astype(np.float32)
+    bn0, i0 = _bn(rng, cin, "x", "bn0", "pre")
+    bn1, i1 = _bn(rng, cout, "c", "y", "post")
+    nodes = [bn0, helper.make_node(op, ins, ["c"], pads=[1, 1, 1, 1], group=group), bn1]
+    plain = _model(nodes, {**inits, **i0, **i1}, ["B", cin, 7, 6])
+    new, count = fold_batchnorm(plain)
+    assert count == 1
+    assert [n.op_type for n in new.graph.node] == ["BatchNormalization", op]
+    _same(new, plain, rng.standard_normal((2, cin, 7, 6)).astype(np.float32))
+
+
+def test_batchnorm_not_folded_when_the_conv_output_is_read_twice(rng):
+    inits = {"w": rng.standard_normal((3, 3, 3, 3)).astype(np.float32)}
+    bn, i1 = _bn(rng, 3, "c", "n", "bn")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), bn,
+             helper.make_node("Add", ["c", "n"], ["y"])]
+    assert fold_batchnorm(_model(nodes, {**inits, **i1}, ["B", 3, 5, 5]))[1] == 0
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("via", ["reshape", "input"])
+def test_1x1_conv_transpose_becomes_gemm(rng, bias, via):
+    n, c = 10, 7
+    nodes, inits = _transpose(rng, n, c, (4, 3), bias=bias, act="LeakyRelu", strides=[2, 2])
+    if via == "reshape":  # conventions.flat_latent's form: z [B, N] -> Reshape [-1, N, 1, 1]
+        nodes[0].input[0] = "x4"
+        nodes.insert(0, helper.make_node("Reshape", ["z", "shape"], ["x4"]))
+        inits["shape"] = np.array([-1, n, 1, 1], np.int64)
+        plain, name, x = _model(nodes, inits, ["B", n], "z"), "z", rng.standard_normal((5, n))
+    else:
+        plain, name, x = _model(nodes, inits, ["B", n, 1, 1]), "x", rng.standard_normal((5, n, 1, 1))
+    new, count = conv_transpose_1x1_gemm(plain)
+    assert count == 1
+    ops = [m.op_type for m in new.graph.node]
+    flatten = [] if via == "reshape" else ["Flatten"]  # the Reshape's own 2D input is used
+    assert ops == [*flatten, "Gemm", "LeakyRelu", "Reshape"]
+    _same(new, plain, x.astype(np.float32), name)
+
+
+def test_gemm_needs_a_known_1x1_input_and_no_pads(rng):
+    nodes, inits = _transpose(rng, 5, 4, (4, 4), strides=[1, 1])
+    assert conv_transpose_1x1_gemm(_model(nodes, inits, ["B", 5, 2, 2]))[1] == 0
+    assert conv_transpose_1x1_gemm(_model(nodes, inits, ["B", 5, "h", "w"]))[1] == 0
+    nodes, inits = _transpose(rng, 5, 4, (4, 4), strides=[1, 1], pads=[1, 1, 1, 1])
+    assert conv_transpose_1x1_gemm(_model(nodes, inits, ["B", 5, 1, 1]))[1] == 0
+
+
+def _dcgan_graph(rng, n=12, chans=(16, 8, 4), out=3):
+    """z [B, n] -> Reshape -> ConvTranspose(4, 1, 0) + BN + ReLU -> ConvTranspose(4, 2, 1) + BN + ReLU ... -> Tanh."""
+    nodes = [helper.make_node("Reshape", ["z", "shape"], ["h0"])]
+    inits = {"shape": np.array([-1, n, 1, 1], np.int64)}
+    cin, x = n, "h0"
+    for i, c in enumerate((*chans, out)):
+        inits[f"w{i}"] = (rng.standard_normal((cin, c, 4, 4)) / np.sqrt(cin * 4)).astype(np.float32)
+        kw = dict(strides=[1, 1]) if i == 0 else dict(strides=[2, 2], pads=[1, 1, 1, 1])
+        nodes.append(helper.make_node("ConvTranspose", [x, f"w{i}"], [f"c{i}"], **kw))
+        if c == out:
+            nodes.append(helper.make_node("Tanh", [f"c{i}"], ["y"]))
+            break
+        bn, bi = _bn(rng, c, f"c{i}", f"n{i}", f"bn{i}")
+        nodes += [bn, helper.make_node("Relu", [f"n{i}"], [f"h{i + 1}"])]
+        inits.update(bi)
+        cin, x = c, f"h{i + 1}"
+    return _model(nodes, inits, ["B", n], "z")
+
+
+def test_all_three_on_a_dcgan_graph(rng):
+    plain = _dcgan_graph(rng)
+    new, counts = transpose_rewrites(plain)
+    # 4x4 input of the first stride-2 layer is under MIN_PHASE_SIDE: 8x8 and 16x16 inputs are rewritten
+    assert counts == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 2}
+    assert [n.op_type for n in new.graph.node].count("BatchNormalization") == 0
+    _same(new, plain, rng.standard_normal((4, 12)).astype(np.float32), "z")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torch_dcgan_through_the_engine(tmp_path):
+    """A DCGAN as torch exports it (TorchScript exporter: BatchNormalization kept) gives the plain probabilities."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    from corrkit._core.bundle import create_bundle
+    from corrkit._core.engine import Engine
+
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.ConvTranspose2d(16, 32, 4, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                      nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                      nn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):  # statistics away from (0, 1): folding is not a no-op
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.7, 1.3)
+            m.bias.data.normal_(0, 0.1)
+    q = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(16 * 64, 5))
+    gp, qp = tmp_path / "generator.onnx", tmp_path / "classifier.onnx"
+    with torch.no_grad():
+        torch.onnx.export(g.eval(), (torch.randn(2, 16, 1, 1),), str(gp), dynamo=False)
+        torch.onnx.export(q.eval(), (torch.randn(2, 3, 32, 32),), str(qp), dynamo=False)
+    b = create_bundle(gp, qp, tmp_path / "bundle", classifier_output="logits", force=True)
+    z = np.random.default_rng(0).standard_normal((24, 16)).astype(np.float32)
+    fast = Engine(b, device="cpu", batch_size=8, autotune=False)
+    plain = Engine(b, device="cpu", batch_size=8, autotune=False, rewrite=False)
+    assert fast.rewrites == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 2}
+    assert plain.rewrites == {}
+    p, want = fast.probabilities(z), plain.probabilities(z)
+    np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
