@@ -9,7 +9,7 @@ process and on the same codes:
 - onnxruntime raw sessions of the two models as exported (the user's own loop);
 - the corrkit engine in each mode (batch 32, the rewrites it applies);
 - ``corrkit apcr`` end to end in each mode, each in a fresh child process so its peak RSS
-  is its own: a 20-code, 32-direction, 2-step grid, the batch size corrkit chooses
+  is its own: an 80-code, 32-direction, 2-step grid, the batch size corrkit chooses
   (recorded), and for the fast modes the fidelity every run prints (SPEC §10);
 - PyTorch eager on the same torch modules: fp32 NCHW, fp32 channels-last, bf16 autocast
   channels-last (the images converted to channels-last before the classifier).
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BATCH = 32
 DIRECTIONS = 32
+CODES = 8  # per class: 80 codes x 32 directions x 4 off-centre steps = 10,240 grid points per run
 SECONDS = 3.0
 
 
@@ -47,22 +48,28 @@ def _best_rate(fn, rows: int, seconds: float = SECONDS) -> float:
             return rows / best
 
 
-def _apcr_child(folder: str, mode: str, latents, q) -> None:
-    import resource
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM: its own, unlike ru_maxrss, which a spawned child inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
+
+def _apcr_child(folder: str, mode: str, latents, q) -> None:
     from corrkit._core.bundle import load_bundle
     from corrkit._core.execution import Execution
     from corrkit.methods.sequential import apcr
 
     b = load_bundle(folder)
     d = np.eye(b.latent_dim, dtype=np.float32)[:DIRECTIONS]
-    r = apcr(b, directions=d, samples_per_class=2, steps=2, latents=latents,
+    r = apcr(b, directions=d, samples_per_class=CODES, steps=2, latents=latents,
              execution=Execution(device="cpu", mode=mode))
     q.put({"apcr": r.apcr, "latents": r.latents, "points_per_second": r.points / r.seconds,
            "points": int(r.points), "seconds": r.seconds,
            "batch_size": r.params["batch_size"], "batch_size_source": r.params.get("batch_size_source"),
            "rewrites": r.params.get("rewrites"), "fidelity": r.params.get("fidelity"),
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+           "peak_rss_mb": _peak_rss_mb()})
 
 
 def apcr_end_to_end(folder: str, mode: str, latents=None) -> dict:

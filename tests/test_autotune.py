@@ -21,17 +21,17 @@ def test_choose_takes_the_smallest_batch_near_the_best():
 
 
 def test_measure_stops_past_the_knee():
-    """A model whose rows per second peak at 32 rows: 64 is measured, found slower, and nothing beyond."""
+    """Rows per second peak at 32: 64 and 128 are measured, found slower, and nothing beyond."""
     import time
 
-    rate = {16: 1000.0, 32: 2000.0, 64: 1000.0, 128: 4000.0}
+    rate = {16: 1000.0, 32: 2000.0, 64: 1000.0, 128: 1200.0, 256: 8000.0}
 
     def run(z):
         time.sleep(len(z) / rate[len(z)])
         return np.zeros((len(z), 2), np.float32)
 
-    rates = autotune.measure(run, 4, 128)
-    assert sorted(rates) == [16, 32, 64]
+    rates = autotune.measure(run, 4, 256)
+    assert sorted(rates) == [16, 32, 64, 128]
     assert autotune.choose(rates) == 32
 
 

@@ -8,8 +8,9 @@ for the same key reads it back, so for a given model, device and budget the batc
 fixed. ``--batch-size`` fixes it by hand, and a run records which it was.
 
 The measurement: powers of two from 16 up to what the budget allows (and the budget's
-own value), each timed as the best of a few calls on prior samples; the smallest batch
-within 3% of the best throughput wins (a larger batch only costs memory and latency).
+own value), each timed as the best of a few calls on prior samples (at least 0.25 s each),
+stopping once two in a row fall below the best; the smallest batch within 3% of the best
+throughput wins (a larger batch only costs memory and latency).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import numpy as np
 
 MIN_BATCH = 16
 WITHIN = 0.97  # the smallest batch at >= 97% of the best throughput wins
-ROUNDS = 3
-MAX_SECONDS = 4.0  # stop growing the batch once the candidates so far took this long
+ROUNDS = 3  # calls timed per candidate at least ...
+MIN_SECONDS = 0.25  # ... and for at least this long; the best call counts
+PATIENCE = 2  # stop after this many candidates in a row below the best (one slow call is noise)
+MAX_SECONDS = 8.0  # stop growing the batch once the candidates so far took this long
 
 
 def cache_file() -> Path:
@@ -64,12 +67,17 @@ def measure(run, latent_dim: int, budget_rows: int) -> dict[int, float]:
     rng = np.random.default_rng(0)
     rates: dict[int, float] = {}
     t_all = time.perf_counter()
+    below = 0
     for b in candidates(budget_rows):
         z = rng.standard_normal((b, latent_dim)).astype(np.float32)
-        run(z)  # warm: onnxruntime plans memory for a new shape on its first call
-        best = min(_seconds(run, z) for _ in range(ROUNDS))
-        rates[b] = b / best
-        if rates[b] < WITHIN * max(rates.values()) or time.perf_counter() - t_all > MAX_SECONDS:
+        run(z)  # warm: onnxruntime plans memory for a new shape on its first calls
+        run(z)
+        times, t0 = [], time.perf_counter()
+        while len(times) < ROUNDS or time.perf_counter() - t0 < MIN_SECONDS:
+            times.append(_seconds(run, z))
+        rates[b] = b / min(times)
+        below = below + 1 if rates[b] < WITHIN * max(rates.values()) else 0
+        if below >= PATIENCE or time.perf_counter() - t_all > MAX_SECONDS:
             break  # past the knee, or the big batches are slow enough that the measured ones must do
     return rates
 

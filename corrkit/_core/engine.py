@@ -155,7 +155,7 @@ class Engine:
             from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
             from corrkit._core.rewrite_transpose import transpose_rewrites
 
-            model, self.rewrites = transpose_rewrites(model)
+            model, self.rewrites = transpose_rewrites(model, phase_form=mode != "bf16")
             model, n_sub = subpixel_phase_form(model)
             model, n_split = thin_conv_split(model, max_out=4)
             self.rewrites.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})

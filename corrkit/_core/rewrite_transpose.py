@@ -419,11 +419,18 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     return _apply(m, replace, drop, new_inits), len(replace)
 
 
-def transpose_rewrites(model):
-    """The three rewrites in order (fold first, so the others see folded weights): ``(model, counts)``."""
+def transpose_rewrites(model, phase_form: bool = True):
+    """The three rewrites in order (fold first, so the others see folded weights): ``(model, counts)``.
+
+    ``phase_form=False`` keeps stride-2 ConvTransposes whole: OpenVINO (``--mode bf16``) has
+    its own deconvolution kernels, and the phase form halves its speed (1,204 vs 527
+    points/s at 64 px, 374 vs 201 at 256 px, benchmarks/RESULTS.md).
+    """
     counts = {}
-    for name, fn in (("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm),
-                     ("conv_transpose_phase_form", conv_transpose_phase_form)):
+    steps = [("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
+    if phase_form:
+        steps.append(("conv_transpose_phase_form", conv_transpose_phase_form))
+    for name, fn in steps:
         model, k = fn(model)
         if k:
             counts[name] = k
