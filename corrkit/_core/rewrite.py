@@ -46,6 +46,18 @@ def _plain_3x3(conv, consts) -> np.ndarray | None:
     return w if ok else None
 
 
+def apply_replacements(m, replace: dict, drop: set, new_inits: list):
+    """Rebuild ``m``'s node list: a node whose ``id`` is in ``replace`` becomes those nodes, one in ``drop`` goes."""
+    out = []
+    for node in m.graph.node:
+        if id(node) in replace:
+            out.extend(replace[id(node)])
+        elif id(node) not in drop:
+            out.append(node)
+    _replace_graph(m, out, new_inits)
+    return m
+
+
 def _replace_graph(m, nodes: list, new_inits: list) -> None:
     """Swap in ``nodes``, add ``new_inits`` and drop initializers no node reads any more."""
     used = {i for n in nodes for i in n.input} | {o.name for o in m.graph.output}
@@ -225,11 +237,4 @@ def subpixel_phase_form(model, interleave: bool = True):
         drop.update(id(x) for x in [n, conv_a, *chain, last])
     if not replace:
         return m, 0
-    out = []
-    for node in m.graph.node:
-        if id(node) in replace:
-            out.extend(replace[id(node)])
-        elif id(node) not in drop:
-            out.append(node)
-    _replace_graph(m, out, new_inits)
-    return m, len(replace)
+    return apply_replacements(m, replace, drop, new_inits), len(replace)

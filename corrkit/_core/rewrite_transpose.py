@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from corrkit._core.onnx_graph import attrs, constants
-from corrkit._core.rewrite import _PHASE_SAFE, _replace_graph
+from corrkit._core.rewrite import _PHASE_SAFE, apply_replacements as _apply
 
 
 def _copy(model):
@@ -80,17 +80,6 @@ def _renamed(node, inp: str, out: str):
     new.name = out
     new.input[0], new.output[0] = inp, out
     return new
-
-
-def _apply(m, replace: dict, drop: set, new_inits: list):
-    out = []
-    for node in m.graph.node:
-        if id(node) in replace:
-            out.extend(replace[id(node)])
-        elif id(node) not in drop:
-            out.append(node)
-    _replace_graph(m, out, new_inits)
-    return m
 
 
 def _float32_weights(conv, consts) -> np.ndarray | None:
