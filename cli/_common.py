@@ -159,6 +159,28 @@ def resolve_bundle(model: Optional[Path], generator: Optional[Path] = None, clas
     return bundle
 
 
+def run_or_given_bundle(run: Optional[Path], model: Optional[Path], generator: Optional[Path] = None,
+                        classifier: Optional[Path] = None, *rest):
+    """The models the user points at, else, with ``--run`` and no model options, the ones that run was made with.
+
+    A run records its models' paths and SHA-256; when they moved or changed, one line says so and how to
+    point at them.
+    """
+    import warnings
+
+    if run is None or model is not None or generator is not None or classifier is not None:
+        return resolve_bundle(model, generator, classifier, *rest)
+    from corrkit._core.runs import run_bundle
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        bundle = run_bundle(run)
+    if bundle is None:
+        why = str(seen[-1].message) if seen else "its models are not at hand"
+        raise CorrkitError(f"{why}; point at the models with MODEL or --generator/--classifier")
+    return bundle
+
+
 @contextmanager
 def progress_bar(enabled: bool = True):
     """Yields ``update(stage, done, total)``; draws a bar on stderr when it is a terminal."""

@@ -45,8 +45,8 @@ def manipulate_command(
     from corrkit.viz.images import image_grid
     from corrkit.viz.tables import manipulation_table
 
-    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
-                              inputs, generator_output_name, classifier_output_name)
+    bundle = c.run_or_given_bundle(run, model, generator, classifier, classes, generator_range, classifier_range,
+                                   output, inputs, generator_output_name, classifier_output_name)
     classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]
     kept = [class_index(k, bundle.classes) for k in keep.split(",")] if keep else None
     with c.progress_bar(not json_out) as progress:

@@ -41,8 +41,8 @@ def translate_command(
     from corrkit.viz.images import image_grid
     from corrkit.viz.tables import translation_table
 
-    bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
-                              inputs, generator_output_name, classifier_output_name)
+    bundle = c.run_or_given_bundle(run, model, generator, classifier, classes, generator_range, classifier_range,
+                                   output, inputs, generator_output_name, classifier_output_name)
     if (source is None) != (target is None) or (all_pairs and source is not None):
         raise CorrkitError("give --source and --target together, or --all (the default) alone")
     pairs = None if source is None else [(class_index(source, bundle.classes), class_index(target, bundle.classes))]

@@ -427,3 +427,29 @@ def test_every_analysis_command_takes_the_same_model_options(tmp_path, command):
         invoke(command, fused, "--output", "logits", *extra, "--device", "cpu")
         r = runner.invoke(app, [command, str(fused), "--output", "probabilities", *extra, "--device", "cpu"])
         assert r.exit_code == 1 and "not probabilities" in r.output
+
+
+def test_manipulate_and_translate_take_the_runs_own_models_when_none_is_given(tmp_path):
+    """``--run`` alone: the models that run analysed (by recorded path and SHA-256), never the built-in bundle;
+    when they are gone, one line says so."""
+    import shutil
+
+    from corrkit.methods.manipulate import manipulate
+
+    p = um.pair(tmp_path / "user", image=(3, 12, 12))
+    run_dir = tmp_path / "run"
+    invoke("apcr", "--generator", p.generator, "--classifier", p.classifier, *TINY, "--out", run_dir)
+    out = json.loads(invoke("manipulate", "--run", run_dir, "--top-k", "2", "--device", "cpu", "--json"))
+    want = manipulate(_pair_bundle(p), run=run_dir, top_k=2).to_json()  # the user's own pair, given directly
+    assert out["per_class"] == want["per_class"]
+    translated = json.loads(invoke("translate", "--run", run_dir, "--top-k", "2", "--device", "cpu", "--json"))
+    assert len(translated["classes"]) == um.C
+    shutil.rmtree(tmp_path / "user")
+    r = runner.invoke(app, ["manipulate", "--run", str(run_dir), "--top-k", "2", "--device", "cpu"])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
+
+
+def _pair_bundle(p):
+    from corrkit._core.bundle import from_pair
+
+    return from_pair(p.generator, p.classifier)
