@@ -97,11 +97,13 @@ def compare_table(summary: dict) -> None:
 
     Extra numbers a direction file carried (e.g. ``rca``) go to the last column.
     """
-    print(f"{'method':16s} {'K':>4s} {'mean strongest APCR':>20s} {'mean selectivity':>17s}  extra")
+    print(f"{'method':16s} {'K':>4s} {'mean strongest APCR':>20s} {'mean selectivity':>17s} {'seconds':>8s}  extra")
     for name, m in summary["methods"].items():
-        extra = {k: v for k, v in m.items() if k not in COMPARE_COLUMNS}
+        extra = {k: v for k, v in m.items() if k not in COMPARE_COLUMNS and k != "seconds"}
+        secs = f"{m['seconds']:8.2f}" if isinstance(m.get("seconds"), (int, float)) else f"{MISSING:>8s}"
         print(f"{name:16s} {m['n_directions']:4d} {m['mean_strongest_apcr']:20.3f} "
-              f"{(m['mean_selectivity'] or float('nan')):17.2f}  {extra or ''}")
+              f"{(m['mean_selectivity'] or float('nan')):17.2f} {secs}  "
+              + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()))
 
 
 PROBES = (("codes", "codes"), ("codes_shuffled_labels", "shuffled labels"), ("prior", "prior samples"))
