@@ -63,7 +63,7 @@ def test_linear_model_best_direction_is_the_largest_weight_gap(tmp_path):
 
 def test_cli_writes_json_and_figures(tmp_path):
     r = CliRunner().invoke(app, ["compare", "--samples-per-class", "1", "--steps", "1", "--out", str(tmp_path),
-                                 "--json", "--device", "cpu"])
+                                 "--json", "--device", "cpu", "--no-ganspace", "--no-interfacegan"])  # own tests
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert {"coordinate", "random", "sefa", "sefa_top10"} <= set(s["methods"])
