@@ -8,6 +8,9 @@ import pytest
 
 # The suite's measured batch sizes live in a folder of their own, never the user's cache (CLI subprocesses inherit it).
 os.environ["CORRKIT_CACHE"] = tempfile.mkdtemp(prefix="corrkit-test-cache-")
+# ... and the batch size is the memory budget's unless a test asks for the measurement (tests/test_autotune.py):
+# timing each of the suite's hundreds of small models would cost minutes and say nothing.
+os.environ["CORRKIT_AUTOTUNE"] = "0"
 
 import corrkit
 from corrkit._core.bundle import builtin_path, load_bundle

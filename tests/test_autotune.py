@@ -38,15 +38,17 @@ def test_measure_stops_past_the_knee():
 def test_engine_batch_is_measured_once_then_read_back(tmp_path, monkeypatch, bundle):
     monkeypatch.setenv("CORRKIT_CACHE", str(tmp_path))
     model = bundle.fused_model()
-    a = Engine(model, device="cpu")
+    a = Engine(model, device="cpu", autotune=True)
     assert a.batch_source == "autotuned"
     table = json.loads((tmp_path / "batch_sizes.json").read_text())
     (entry,) = table.values()
     assert entry["batch_size"] == a.batch_size
     assert a.batch_size == autotune.choose({int(k): v for k, v in entry["points_per_second"].items()})
-    b = Engine(model, device="cpu")
+    b = Engine(model, device="cpu", autotune=True)
     assert (b.batch_size, b.batch_source) == (a.batch_size, "autotuned, cached")
-    assert Engine(model, device="cpu", batch_size=7).batch_source == "given"
+    assert Engine(model, device="cpu", batch_size=7, autotune=True).batch_source == "given"
+    monkeypatch.setenv("CORRKIT_AUTOTUNE", "1")
+    assert Engine(model, device="cpu").batch_source == "autotuned, cached"  # measuring is the default
     assert Engine(model, device="cpu", autotune=False).batch_source == "memory budget"
 
 

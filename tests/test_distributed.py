@@ -105,7 +105,10 @@ def test_compare_runs_every_method_on_ray(tmp_path):
     local = compare(b, execution=Execution(device="cpu"), **kw)
     on_ray = compare(b, execution=Execution(device="cpu", executor="ray", workers=2), **kw)
     assert on_ray["params"]["executor"] == "ray"
-    assert on_ray["methods"] == local["methods"]
+    def found(methods):  # what each method found; the seconds it took differ between runs
+        return {name: {k: v for k, v in m.items() if k != "seconds"} for name, m in methods.items()}
+
+    assert found(on_ray["methods"]) == found(local["methods"])
 
 
 def test_cli_ray_flag_runs_on_ray_and_matches(bundle, dirs, single, tmp_path):

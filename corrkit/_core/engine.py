@@ -127,8 +127,10 @@ class Engine:
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
     mode : {"fp32", "int8", "bf16"}
         ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`).
-    autotune : bool
-        Measure the batch size when none is given (default); False: the memory budget's.
+    autotune : bool, optional
+        Measure the batch size when none is given (default, unless ``$CORRKIT_AUTOTUNE`` is
+        ``0``: the test suite's setting, so its many small models are not each timed); False:
+        the memory budget's.
     rewrite : bool
         Apply exact graph rewrites (:mod:`corrkit._core.rewrite_transpose`, then
         :mod:`corrkit._core.rewrite`; equal to the plain graph within 1e-5 relative, SPEC §10).
@@ -138,7 +140,7 @@ class Engine:
     def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
                  memory_budget_mb: int | None = None, threads: int | None = None,
                  io_binding: bool | None = None, check_probabilities: bool = True, mode: str = "fp32",
-                 seed: int = 0, rewrite: bool = True, autotune: bool = True):
+                 seed: int = 0, rewrite: bool = True, autotune: bool | None = None):
         import onnx
         import onnxruntime as ort
 
@@ -195,6 +197,8 @@ class Engine:
         self.n_classes: int | None = None
         self._out: np.ndarray | None = None
         budget_rows = default_batch_size(model, self.device, memory_budget_mb)
+        if autotune is None:
+            autotune = os.environ.get("CORRKIT_AUTOTUNE", "1") != "0"
         if batch_size:
             self.batch_size, self.batch_source = int(batch_size), "given"
         elif not autotune or self.fixed_batch is not None:
