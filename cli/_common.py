@@ -171,7 +171,9 @@ def run_or_given_bundle(run: Optional[Path], model: Optional[Path], generator: O
     if run is None or model is not None or generator is not None or classifier is not None:
         return resolve_bundle(model, generator, classifier, *rest)
     from corrkit._core.runs import run_bundle
+    from corrkit.methods.sequential import APCRResult
 
+    APCRResult.load(run)  # the run's files checked first: a damaged one is refused in one line, before its card is read
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         bundle = run_bundle(run)
