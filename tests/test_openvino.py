@@ -151,3 +151,63 @@ def test_apcr_in_bf16_mode_reports_its_fidelity_against_fp32(bundle, dirs):
     if same:  # the code sets agree (bf16 kept every argmax): compare the two runs directly
         assert np.nanmax(np.abs(fast.apcr - ref.apcr)) < 0.1
     assert 0 < fid["max_abs_delta_apcr"] < 0.1
+
+
+def _pipeline(fused_model):
+    """``--mode bf16``'s two sessions, with the generator part in OpenVINO fp32 (runs on any CPU)."""
+    g, q, boundary = backend.split_at_classifier(fused_model)
+    return backend.Pipeline(backend.Session(g, precision="fp32"), cpu_session(q, threads=1), boundary)
+
+
+def test_split_pipeline_equals_the_fused_graph_on_the_builtin_model(fused):
+    g, q, boundary = backend.split_at_classifier(fused)
+    assert boundary.startswith("q/") and [i.name for i in g.graph.input] == ["z"]
+    assert [o.name for o in q.graph.output] == ["probs"]
+    assert not any(o.startswith("q/") for n in g.graph.node for o in n.output if o != boundary)
+    assert all(o.startswith("q/") for n in q.graph.node[:-1] for o in n.output)  # then the softmax
+    z = _z(70, 100)
+    p = _pipeline(fused).run(None, {"z": z})[0]
+    assert p.shape == (70, 10)
+    assert np.abs(p - _reference(fused, z)).max() <= FP32_TOL
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_split_pipeline_on_a_user_pair_with_a_range_map_and_a_fixed_batch(tmp_path, fixed):
+    """A [0, 1] generator (the range map sits at the boundary) exported with batch 4, freed or not."""
+    from onnx import helper, numpy_helper
+
+    from corrkit._core.bundle import create_bundle
+    from tests import user_models as um
+
+    p = um.pair(tmp_path / "pair", batch=4, external=False, generator_range=(0.0, 1.0), image=(3, 6, 6))
+    if fixed:  # a [4, P] constant added to every row: the batch cannot be freed
+        g = onnx.load(str(p.generator))
+        g.graph.initializer.append(numpy_helper.from_array(np.zeros((4, int(np.prod(p.image))), np.float32), "rows"))
+        gemm = next(n for n in g.graph.node if n.op_type == "Gemm")
+        gemm.output[0] = "h0"
+        g.graph.node.insert(1, helper.make_node("Add", ["h0", "rows"], ["h"]))
+        del g.graph.value_info[:]
+        onnx.save(g, str(p.generator))
+    b = create_bundle(p.generator, p.classifier, tmp_path / "bundle", classifier_output="logits",
+                      generator_output_range=(0.0, 1.0), force=True)
+    model = b.fused_model()
+    z = _z(11, um.N)  # 11: two chunks of 4 and a padded one when the batch is fixed
+    out = _pipeline(model).run(None, {"z": z})[0]
+    assert np.abs(out - p.onnxruntime_probabilities(z)).max() <= FP32_TOL
+
+
+def test_a_users_fused_model_is_not_split():
+    assert backend.split_at_classifier(small_model()) is None
+
+
+@pytest.mark.skipif(not backend.available(), reason="this CPU has no native bf16 in OpenVINO's view")
+def test_bf16_mode_keeps_the_classifier_in_fp32(bundle):
+    from corrkit._core.engine import Engine
+
+    z = _z(256, 100)
+    e = Engine(bundle, device="cpu", mode="bf16", batch_size=64, autotune=False)
+    assert "classifier" in e.provider
+    whole = backend.Session(bundle.fused_model(), precision="bf16")  # everything in bf16, for comparison
+    ref = Engine(bundle, device="cpu", batch_size=64, autotune=False).probabilities(z)
+    mixed, full = np.abs(e.probabilities(z) - ref).max(), np.abs(whole.run(None, {"z": z})[0] - ref).max()
+    assert mixed < full

@@ -105,6 +105,27 @@ def default_batch_size(model, device: str, memory_budget_mb: int | None = None) 
     return int(np.clip(budget // bytes_per_point(model), 16, 16384))
 
 
+def rewritten(model, phase_form: bool = True):
+    """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each."""
+    from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
+    from corrkit._core.rewrite_transpose import transpose_rewrites
+
+    model, done = transpose_rewrites(model, phase_form=phase_form)
+    model, n_sub = subpixel_phase_form(model)
+    model, n_split = thin_conv_split(model, max_out=4)
+    done.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})
+    return model, done
+
+
+def _ort_session(model, options, providers):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    except Exception as exc:
+        raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
+
+
 class Engine:
     """Batched probabilities ``S(z)`` on onnxruntime.
 
@@ -153,14 +174,14 @@ class Engine:
         self.rewrites: dict[str, int] = {}
         # The rewrites write float32 weights: they serve float32 graphs only (an fp16 graph runs as exported).
         low = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-        if rewrite and all(t.data_type not in low for t in model.graph.initializer):
-            from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
-            from corrkit._core.rewrite_transpose import transpose_rewrites
+        can_rewrite = rewrite and all(t.data_type not in low for t in model.graph.initializer)
+        parts = None
+        if mode == "bf16":  # the generator in bf16, the classifier in fp32 (corrkit._core.openvino.Pipeline)
+            from corrkit._core.openvino import split_at_classifier
 
-            model, self.rewrites = transpose_rewrites(model, phase_form=mode != "bf16")
-            model, n_sub = subpixel_phase_form(model)
-            model, n_split = thin_conv_split(model, max_out=4)
-            self.rewrites.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})
+            parts = split_at_classifier(model)
+        if can_rewrite:
+            model, self.rewrites = rewritten(model, phase_form=mode != "bf16")
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()
@@ -176,12 +197,19 @@ class Engine:
             from corrkit._core.openvino import Session, check_available
 
             check_available()
-            self.session = Session(model, precision="bf16", threads=self.threads)
+            if parts is None:  # a user's fused model: all of it in bf16
+                self.session = Session(model, precision="bf16", threads=self.threads)
+            else:
+                from corrkit._core.openvino import Pipeline
+
+                g, q, boundary = parts
+                if can_rewrite:
+                    (g, done_g), (q, done_q) = rewritten(g, phase_form=False), rewritten(q, phase_form=True)
+                    self.rewrites = {k: done_g.get(k, 0) + done_q.get(k, 0) for k in {*done_g, *done_q}}
+                self.session = Pipeline(Session(g, precision="bf16", threads=self.threads),
+                                        _ort_session(q, so, providers), boundary)
         else:
-            try:
-                self.session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
-            except Exception as exc:
-                raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
+            self.session = _ort_session(model, so, providers)
         self.provider = self.session.get_providers()[0]
         self.model = model
         from corrkit._core.conventions import fixed_batch

@@ -46,7 +46,8 @@ class Execution:
         onnxruntime threads of this process, or of each Ray worker (default 1 there).
     mode : {"fp32", "int8", "bf16"}
         ``fp32`` is the reference; ``int8`` (onnxruntime QDQ convolutions) and ``bf16``
-        (OpenVINO's bf16 convolutions on CPUs with AVX-512 BF16 or AMX; extra ``openvino``)
+        (the generator's convolutions in OpenVINO bf16, on CPUs with AVX-512 BF16 or AMX,
+        then the classifier in onnxruntime fp32; extra ``openvino``)
         are faster and report their fidelity against fp32 on every run (SPEC §10).
     executor : {"local", "ray"}
         This process, or Ray actors (extra ``ray``), which give the same bits.

@@ -154,3 +154,59 @@ class Session:
         if not parts:
             return [np.zeros((0, *[d if isinstance(d, int) else 0 for d in self._output.shape[1:]]), np.float32)]
         return [np.concatenate(parts)]
+
+
+def split_at_classifier(model):
+    """``(generator part, classifier part, boundary name)`` of a fused bundle graph, or ``None``.
+
+    :func:`corrkit._core.fuse.compose` prefixes the classifier's tensors with ``q/`` and
+    feeds its input from the one node that writes a ``q/`` tensor from none (the range
+    map's ``Add``, or an ``Identity``); that node's output is the boundary. A user's fused model has no such
+    node, and is not split.
+    """
+    import onnx
+
+    heads = [n for n in model.graph.node if n.input and any(o.startswith("q/") for o in n.output)
+             and not any(i.startswith("q/") for i in n.input)]
+    if len(heads) != 1 or len(heads[0].output) != 1:
+        return None
+    boundary = heads[0].output[0]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ex = onnx.utils.Extractor(inferred)
+    g = ex.extract_model([model.graph.input[0].name], [boundary])
+    q = ex.extract_model([boundary], [model.graph.output[0].name])
+    return g, q, boundary
+
+
+class Pipeline:
+    """The generator part on OpenVINO bf16, then the classifier part on an onnxruntime fp32 session.
+
+    Why: on the scale suite's models all of bf16's error came from the classifier
+    (benchmarks/RESULTS.md: generator bf16 + classifier fp32 moved probabilities by
+    7e-6 to 1.4e-5, the classifier in bf16 by 0.065 to 0.10), while the generator
+    holds most of the work. Same calling convention as :class:`Session`.
+    """
+
+    def __init__(self, generator: Session, classifier, boundary: str):
+        self.generator, self.classifier, self.boundary = generator, classifier, boundary
+        self.chunk = generator.chunk
+        inputs = classifier.get_inputs()[0].shape
+        self._fixed = inputs[0] if isinstance(inputs[0], int) else None
+        self.provider = f"{generator.provider} + onnxruntime {classifier.get_providers()[0]} fp32 (classifier)"
+
+    def get_inputs(self) -> list:
+        return self.generator.get_inputs()
+
+    def get_outputs(self) -> list:
+        return self.classifier.get_outputs()
+
+    def get_providers(self) -> list[str]:
+        return [self.provider]
+
+    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
+        images = self.generator.run(None, feeds)[0]
+        if self._fixed is not None:  # a classifier whose batch could not be freed: chunks of its size
+            from corrkit._core.conventions import run_in_chunks
+
+            return [run_in_chunks(self.classifier, self.boundary, images, self._fixed)]
+        return self.classifier.run(output_names, {self.boundary: images})
