@@ -126,6 +126,24 @@ def _ort_session(model, options, providers):
         raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
 
 
+def _bf16_session(model, parts, threads: int, options, providers, rewrite: bool):
+    """``(session, rewrites)`` for ``--mode bf16``: the generator part on OpenVINO bf16, the classifier
+    part on onnxruntime fp32 (:class:`corrkit._core.openvino.Pipeline`); a graph ``parts`` could not
+    split (a user's fused model) runs whole in bf16, and ``rewrites`` is then ``None``.
+    """
+    from corrkit._core.openvino import Pipeline, Session, check_available
+
+    check_available()
+    if parts is None:
+        return Session(model, precision="bf16", threads=threads), None
+    g, q, boundary = parts
+    done = {}
+    if rewrite:  # OpenVINO's own deconvolutions beat the phase form (benchmarks/RESULTS.md)
+        (g, done_g), (q, done_q) = rewritten(g, phase_form=False), rewritten(q, phase_form=True)
+        done = {k: done_g.get(k, 0) + done_q.get(k, 0) for k in {*done_g, *done_q}}
+    return Pipeline(Session(g, precision="bf16", threads=threads), _ort_session(q, options, providers), boundary), done
+
+
 class Engine:
     """Batched probabilities ``S(z)`` on onnxruntime.
 
@@ -193,21 +211,9 @@ class Engine:
         so.log_severity_level = 3
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
-        if mode == "bf16":  # OpenVINO's bf16 convolutions (corrkit._core.openvino); fp32 stays onnxruntime's
-            from corrkit._core.openvino import Session, check_available
-
-            check_available()
-            if parts is None:  # a user's fused model: all of it in bf16
-                self.session = Session(model, precision="bf16", threads=self.threads)
-            else:
-                from corrkit._core.openvino import Pipeline
-
-                g, q, boundary = parts
-                if can_rewrite:
-                    (g, done_g), (q, done_q) = rewritten(g, phase_form=False), rewritten(q, phase_form=True)
-                    self.rewrites = {k: done_g.get(k, 0) + done_q.get(k, 0) for k in {*done_g, *done_q}}
-                self.session = Pipeline(Session(g, precision="bf16", threads=self.threads),
-                                        _ort_session(q, so, providers), boundary)
+        if mode == "bf16":
+            self.session, done = _bf16_session(model, parts, self.threads, so, providers, can_rewrite)
+            self.rewrites = done or self.rewrites
         else:
             self.session = _ort_session(model, so, providers)
         self.provider = self.session.get_providers()[0]
