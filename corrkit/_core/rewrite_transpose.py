@@ -182,6 +182,26 @@ def _plain_transpose(node, w) -> dict | None:
             "output_padding": list(a.get("output_padding", [0, 0]))}
 
 
+def _plain_transposes(m, idx):
+    """``(node, float32 weights, attributes)`` of each ungrouped, undilated ConvTranspose with constant weights."""
+    for n in m.graph.node:
+        if n.op_type != "ConvTranspose":
+            continue
+        w = _float32_weights(n, idx.consts)
+        a = _plain_transpose(n, w) if w is not None else None
+        if a is not None:
+            yield n, w, a
+
+
+def _activations_on(idx, n, out: str, nodes: list, prefix: str):
+    """Append copies of the activations right after ``n``, reading ``out``, to ``nodes``: ``(chain, new out)``."""
+    chain = idx.activations_after(n)
+    for j, act in enumerate(chain):
+        nodes.append(_renamed(act, out, f"{prefix}{j}"))
+        out = nodes[-1].output[0]
+    return chain, out
+
+
 def conv_transpose_1x1_gemm(model):
     """ConvTranspose (pads 0, no output padding) of a ``[B, N, 1, 1]`` input -> Gemm + Reshape.
 
@@ -197,12 +217,8 @@ def conv_transpose_1x1_gemm(model):
     idx = _Index(m)
     shapes = None
     replace, drop, new_inits = {}, set(), []
-    for n in m.graph.node:
-        if n.op_type != "ConvTranspose":
-            continue
-        w = _float32_weights(n, idx.consts)
-        a = _plain_transpose(n, w) if w is not None else None
-        if a is None or any(a["pads"]) or any(a["output_padding"]):
+    for n, w, a in _plain_transposes(m, idx):
+        if any(a["pads"]) or any(a["output_padding"]):
             continue
         if shapes is None:
             shapes = _spatial_dims(m)
@@ -227,10 +243,7 @@ def conv_transpose_1x1_gemm(model):
                       numpy_helper.from_array(np.array([-1, cout, kh, kw], np.int64), tag + "/gemm_shape")]
         out = tag + "/gemm"
         nodes.append(helper.make_node("Gemm", ins, [out], name=out))
-        chain = idx.activations_after(n)
-        for j, act in enumerate(chain):
-            nodes.append(_renamed(act, out, f"{tag}/act{j}"))
-            out = nodes[-1].output[0]
+        chain, out = _activations_on(idx, n, out, nodes, tag + "/act")
         last = chain[-1] if chain else n
         nodes.append(helper.make_node("Reshape", [out, tag + "/gemm_shape"], [last.output[0]], name=tag + "/unflat"))
         replace[id(last)] = nodes
@@ -352,12 +365,8 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     idx = _Index(m)
     shapes = None
     replace, drop, new_inits = {}, set(), []
-    for n in m.graph.node:
-        if n.op_type != "ConvTranspose":
-            continue
-        w = _float32_weights(n, idx.consts)
-        a = _plain_transpose(n, w) if w is not None else None
-        if a is None or a["strides"] != [2, 2]:
+    for n, w, a in _plain_transposes(m, idx):
+        if a["strides"] != [2, 2]:
             continue
         if min_side > 1:
             shapes = _spatial_dims(m) if shapes is None else shapes
@@ -382,10 +391,7 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
         out = tag + "/phases"
         nodes = [helper.make_node("Conv", ins, [out], name=out, kernel_shape=[hy - ly + 1, hx - lx + 1],
                                   pads=[pty, ptx, pby, pbx])]
-        chain = idx.activations_after(n)
-        for j, act in enumerate(chain):
-            nodes.append(_renamed(act, out, f"{tag}/phase_act{j}"))
-            out = nodes[-1].output[0]
+        chain, out = _activations_on(idx, n, out, nodes, tag + "/phase_act")
         last = chain[-1] if chain else n
         if order == "CRD":
             new_inits.append(numpy_helper.from_array(_interleave_weights(cout), tag + "/interleave_w"))
