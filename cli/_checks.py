@@ -159,6 +159,12 @@ def unchecked(v) -> None:
     """Free text or a flag, or a value only the model can judge (a class name), checked where it is used."""
 
 
+def explore_host(v) -> None:
+    from corrkit.viz.explore.web import check_host
+
+    check_host(v)
+
+
 def _rules() -> dict:
     from corrkit._core.execution import DEVICES, MAX_BATCH_SIZE, MAX_SHARD_POINTS, MAX_THREADS, MAX_WORKERS, MODES
     from corrkit.export.discover.settings import KINDS
@@ -235,6 +241,9 @@ def _rules() -> dict:
         "json_out": unchecked, "quick": unchecked, "sefa": unchecked, "traversals": unchecked, "render": unchecked,
         "ganspace": unchecked, "interfacegan": unchecked,
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,
+        # corrkit explore
+        ("explore", "port"): whole("--port", 1, 65535), ("explore", "host"): explore_host,
+        ("explore", "check"): unchecked,
     }
 
 

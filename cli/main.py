@@ -7,8 +7,8 @@ import sys
 import typer
 
 from corrkit.cli import (
-    apcr, bench, bundle, compare, control, export, figures, ganspace, interfacegan, latents, manipulate, optimize,
-    report, sefa, translate,
+    apcr, bench, bundle, compare, control, explore, export, figures, ganspace, interfacegan, latents, manipulate,
+    optimize, report, sefa, translate,
 )
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(translate.app)
 app.add_typer(figures.app)
 app.add_typer(latents.app)
 app.add_typer(report.app)
+app.add_typer(explore.app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(export.app, name="export")
 

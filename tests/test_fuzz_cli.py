@@ -103,6 +103,7 @@ def baseline(command: str, d: Path) -> tuple[dict, list[str]]:
                       "estimator": "codes", "device": "cpu"}, []),
         "report": ({"run_dirs": run}, ["--no-render"]),
         "sefa": ({}, []),
+        "explore": ({}, ["--check"]),  # --check: load and exit; a hostile value that passes must not start a server
         "bundle info": ({"path": lin}, []),
         "bundle create": ({"generator": str(b / "generator.onnx"), "classifier": str(b / "classifier.onnx")}, []),
         "export model": ({"generator": "no_such_package.gan:Generator", "classifier": "no_such_package.cls:Net",

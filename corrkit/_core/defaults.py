@@ -19,3 +19,7 @@ SEED = 0
 TOP_K = 10
 # Seconds between checkpoints of a resumable run.
 CHECKPOINT_SECONDS = 10.0
+# SPEC §11 error bars: percentile bootstrap with B resamples of each class's codes, seeded, 95% level.
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.95
