@@ -19,6 +19,7 @@ import numpy as np
 
 from corrkit._core import io
 from corrkit._core.fuse import compose, wrap_fused
+from corrkit._core.style import Style
 from corrkit._core.onnx_files import (_check_rank2, _latent_input, external_files, io_shapes, load_onnx, role_inputs,
                                       sha256, split_inputs)
 from corrkit.errors import BundleError
@@ -49,6 +50,7 @@ class Bundle:
     image_shape: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict)
 
+    style: Style | None = None  # a mapping/synthesis pair (SPEC §12) and the space it is analysed in
     forms: dict = field(default_factory=dict)  # role -> "symbolic" | "freed" | "fixed" batch (conventions)
     io: dict = field(default_factory=dict)  # role -> {"inputs": {name: value}, "output": name} (bind_io)
     _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # role -> runnable model
@@ -64,10 +66,15 @@ class Bundle:
 
         from corrkit._core.conventions import flat_latent, float32_boundary, free_batch
 
+        if role not in self._loaded and role == "generator" and self.style is not None:
+            from corrkit._core.style import space_graph
+
+            self._loaded[role] = space_graph(self._runnable(self.style.mapping, "mapping"),
+                                             self._runnable(self.style.synthesis, "synthesis"), self.style)
         if role not in self._loaded:
             model, how = free_batch(float32_boundary(load_onnx(path, role, self.io.get(role))))
             self.forms[role] = how
-            self._loaded[role] = flat_latent(model) if role == "generator" else model
+            self._loaded[role] = flat_latent(model) if role in ("generator", "mapping") else model
         copy = onnx.ModelProto()
         copy.CopyFrom(self._loaded[role])
         return copy
@@ -86,8 +93,46 @@ class Bundle:
         q = self._runnable(self.classifier, "classifier")
         return compose(g, q, self.generator_output_range, self.classifier_input_range, kind)
 
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` prior codes float32 ``[n, latent_dim]`` in the bundle's space, from ``rng``.
+
+        Codes are drawn in Z, ``N(0, I)``; in W and W+ they are mapped (and truncated) by
+        the mapping network (SPEC §12). For a plain generator this is
+        ``rng.standard_normal((n, N)).astype(float32)``, as everywhere before.
+        """
+        if self.style is None or self.style.space.name == "z":
+            return rng.standard_normal((n, self.latent_dim)).astype(np.float32)
+        from corrkit._core.conventions import cpu_session, run_rows
+        from corrkit._core.style import to_space
+
+        z = rng.standard_normal((n, self.style.z_dim)).astype(np.float32)
+        if "mapping/session" not in self._loaded:
+            self._loaded["mapping/session"] = cpu_session(self._runnable(self.style.mapping, "mapping"))
+        return to_space(run_rows(self._loaded["mapping/session"], z, 4096), self.style)
+
+    def in_space(self, space) -> "Bundle":
+        """This bundle analysed in ``space`` (a :class:`corrkit._core.style.Space`), checked; a new view.
+
+        A plain generator has only Z (anything else is refused in one line); a
+        mapping/synthesis bundle is presented to the engine as the space's code -> image graph.
+        """
+        import dataclasses
+
+        from corrkit._core.style import check_space
+
+        space = check_space(self.style, space)
+        if self.style is None or space == self.style.space:
+            return self
+        style = dataclasses.replace(self.style, space=space)
+        view = dataclasses.replace(self, style=style, latent_dim=style.latent_dim, forms=dict(self.forms))
+        view._loaded.update({k: v for k, v in self._loaded.items() if k in ("mapping", "synthesis", "classifier")})
+        return view
+
     def generator_model(self):
         """The generator as loaded from its file (SeFa reads its weights)."""
+        if self.style is not None:
+            raise BundleError("this is a mapping/synthesis bundle: SeFa factorises its style layers "
+                              "(`corrkit sefa BUNDLE --layers ...`), not a first linear map of z")
         if self.generator is None:
             raise BundleError("this is a fused model with no separate generator; pass a bundle folder or G.onnx")
         return load_onnx(self.generator, "generator", self.io.get("generator"))
@@ -105,10 +150,15 @@ class Bundle:
             raise BundleError("this is a fused model with no separate classifier")
         return self._runnable(self.classifier, "classifier")
 
+    def _files(self) -> dict[str, Path]:
+        if self.style is not None:
+            return {"mapping": self.style.mapping, "synthesis": self.style.synthesis, "classifier": self.classifier}
+        files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
+        return {k: v for k, v in files.items() if v is not None}
+
     def models(self) -> dict[str, dict]:
         """Each model file by role: its absolute path and SHA-256 (what a run records to find them again)."""
-        files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
-        return {k: {"path": str(Path(v).resolve()), "sha256": sha256(v)} for k, v in files.items() if v is not None}
+        return {k: {"path": str(Path(v).resolve()), "sha256": sha256(v)} for k, v in self._files().items()}
 
     def io_card(self) -> dict:
         """``inputs`` (``{role: {name: value}}``) and ``outputs`` (``{role: name}``) held or picked, when any."""
@@ -116,10 +166,18 @@ class Bundle:
         outputs = {r: v["output"] for r, v in self.io.items() if v.get("output")}
         return {**({"inputs": inputs} if inputs else {}), **({"outputs": outputs} if outputs else {})}
 
-    def hashes(self) -> dict[str, str]:
-        """SHA-256 of each model file by role (its external data included)."""
-        files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
-        return {k: sha256(v) for k, v in files.items() if v is not None}
+    def hashes(self, models: dict | None = None) -> dict[str, str]:
+        """SHA-256 of each model file by role (its external data included).
+
+        A mapping/synthesis bundle also gets ``generator``: one digest of the pair, so a run
+        finds the generator that made its images whatever form it has.
+        """
+        out = {k: m["sha256"] for k, m in (models or self.models()).items()}
+        if self.style is not None:
+            from corrkit._core.style import models_digest
+
+            out["generator"] = models_digest(out["mapping"], out["synthesis"])
+        return out
 
     def card(self) -> dict:
         """The bundle's description as a JSON-ready dict (each model file hashed once)."""
@@ -134,12 +192,20 @@ class Bundle:
             "generator_output_range": list(self.generator_output_range),
             "classifier_input_range": list(self.classifier_input_range),
             "classifier_output": self.classifier_output,
-            "files": {role: m["sha256"] for role, m in models.items()},
+            "files": self.hashes(models),
             "models": models,
+            **({"style": self.style_card()} if self.style is not None else {}),
             **self.io_card(),
             "provenance": self.meta.get("provenance", {}),
             "metrics": self.meta.get("metrics", {}),
         }
+
+
+    def style_card(self) -> dict:
+        """The mapping/synthesis pair's shape and the space a result was computed in."""
+        s = self.style
+        return {"z_dim": s.z_dim, "w_dim": s.w_dim, "n_layers": s.n_layers, "per_layer": s.per_layer,
+                "w_avg": s.w_avg is not None, **s.space.record()}
 
 
 def _check_output_kind(kind: str) -> str:
@@ -158,7 +224,7 @@ def check_generator_range(bundle: "Bundle", samples: int = 16, seed: int = 0) ->
 
     from corrkit._core.engine import generate
 
-    z = np.random.default_rng(seed).standard_normal((samples, bundle.latent_dim)).astype(np.float32)
+    z = bundle.draw(np.random.default_rng(seed), samples)
     lo, hi = bundle.generator_output_range
     img = generate(bundle, z, raw=True)
     got = float(img.min()), float(img.max())
@@ -185,7 +251,7 @@ def settle_output_kind(bundle: "Bundle", declared: str, samples: int = 64, seed:
 
     try:
         session = cpu_session(bundle.fused_model("probabilities"))
-        z = np.random.default_rng(seed).standard_normal((samples, bundle.latent_dim)).astype(np.float32)
+        z = bundle.draw(np.random.default_rng(seed), samples)
         raw = run_rows(session, z)
     except Exception as exc:  # onnxruntime's errors: the model cannot run as exported
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -257,6 +323,90 @@ def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1
     return b
 
 
+def _synthesis_input(dims: list, w_dim: int, path, n_layers: int | None) -> tuple[int, bool]:
+    """``(L, per_layer)`` of a synthesis input ``ws [B, L, Nw]`` or ``w [B, Nw]``, checked against the mapping."""
+    shown = "[" + ", ".join("batch" if not isinstance(d, int) else str(d) for d in dims) + "]"
+    if len(dims) == 3 and all(isinstance(d, int) and d > 0 for d in dims[1:]) and dims[2] == w_dim:
+        if n_layers is not None and n_layers != dims[1]:
+            raise BundleError(f"bundle.json says n_layers {n_layers}, but synthesis {path} takes {dims[1]} layers")
+        return dims[1], True
+    if len(dims) == 2 and dims[1] == w_dim:
+        return int(n_layers or 1), False
+    raise BundleError(f"synthesis input of {path} has shape {shown}; expected ws [batch, L, {w_dim}] or w [batch, "
+                      f"{w_dim}] (the mapping network's w has {w_dim} values)")
+
+
+def _check_w_avg(w_avg, w_dim: int) -> np.ndarray | None:
+    if w_avg is None:
+        return None
+    a = np.asarray(w_avg, dtype=np.float64)
+    if a.shape not in ((w_dim,), (1, w_dim)) or not np.isfinite(a).all():
+        raise BundleError(f"w_avg must be {w_dim} finite numbers (the mean of the mapping's w), got shape {a.shape}")
+    return a.reshape(w_dim).astype(np.float32)
+
+
+def from_style(mapping, synthesis, classifier, *, classes=None, generator_output_range=(-1, 1),
+               classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None, n_layers: int | None = None,
+               meta=None, path=None) -> Bundle:
+    """Check a mapping/synthesis/classifier triple (SPEC §12) and describe it as a :class:`Bundle` in Z.
+
+    The mapping takes ``z [B, Nz]`` (or ``[B, Nz, 1, 1]``) to ``w [B, Nw]``; the synthesis
+    takes ``ws [B, L, Nw]`` (or one ``w [B, Nw]``) to an image the classifier reads.
+    ``w_avg`` (``[Nw]``) enables truncation. Use :meth:`Bundle.in_space` for W and W+.
+    """
+    mapping, synthesis, classifier = Path(mapping), Path(synthesis), Path(classifier)
+    m, s, q = (load_onnx(f, role) for f, role in ((mapping, "mapping"), (synthesis, "synthesis"),
+                                                  (classifier, "classifier")))
+    (m_in, m_out), (s_in, s_out), (q_in, q_out) = io_shapes(m), io_shapes(s), io_shapes(q)
+    n_z = _latent_input(m_in, mapping)
+    n_w = _check_rank2(m_out, "mapping output", mapping)
+    layers, per_layer = _synthesis_input(s_in, n_w, synthesis, n_layers)
+    c = _check_rank2(q_out, "classifier output", classifier)
+    fixed = lambda dims: list(dims[1:]) if all(isinstance(d, int) for d in dims[1:]) else None  # noqa: E731
+    if fixed(s_out) and fixed(q_in) and fixed(s_out) != fixed(q_in):
+        raise BundleError(f"synthesis output {s_out[1:]} does not match classifier input {q_in[1:]} "
+                          "(per-sample shapes)")
+    classes = list(classes) if classes is not None else [str(i) for i in range(c)]
+    if len(classes) != c:
+        raise BundleError(f"{len(classes)} class names given, but the classifier has {c} outputs")
+    declared = _check_output_kind(classifier_output)
+    style = Style(mapping=mapping, synthesis=synthesis, z_dim=n_z, w_dim=n_w, n_layers=layers, per_layer=per_layer,
+                  w_avg=_check_w_avg(w_avg, n_w))
+    b = Bundle(
+        latent_dim=n_z, n_classes=c, classes=classes, classifier_output=declared, generator=synthesis,
+        classifier=classifier, path=path, style=style,
+        generator_output_range=_check_range(generator_output_range, "generator output range"),
+        classifier_input_range=_check_range(classifier_input_range, "classifier input range"),
+        image_shape=tuple(fixed(s_out)) if fixed(s_out) else None, meta=meta or {},
+    )
+    b.classifier_output = settle_output_kind(b, declared)
+    check_generator_range(b)
+    return b
+
+
+def _load_style_folder(path: Path, meta: dict, classifier_output: str | None) -> Bundle:
+    """A bundle folder whose ``bundle.json`` has a ``style`` block (its files, and ``w_avg``)."""
+    spec = meta["style"]
+    w_avg = None
+    if spec.get("w_avg"):
+        f = path / spec["w_avg"]
+        try:
+            w_avg = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{f} cannot be read as a .npy array ({exc}); write it with numpy.save") from None
+    b = from_style(path / spec.get("mapping", "mapping.onnx"), path / spec.get("synthesis", "synthesis.onnx"),
+                   path / "classifier.onnx", classes=meta.get("classes"),
+                   generator_output_range=meta.get("generator_output_range", (-1, 1)),
+                   classifier_input_range=meta.get("classifier_input_range", (-1, 1)),
+                   classifier_output=classifier_output or meta.get("classifier_output", "auto"), w_avg=w_avg,
+                   n_layers=spec.get("n_layers"), meta=meta, path=path)
+    for key, got in (("z_dim", b.style.z_dim), ("w_dim", b.style.w_dim), ("latent_dim", b.style.z_dim)):
+        want = spec.get(key) if key != "latent_dim" else meta.get(key)
+        if want is not None and int(want) != got:
+            raise BundleError(f"{path / 'bundle.json'} says {key} {want}, the models have {got}")
+    return b
+
+
 def from_fused(model_path, *, classes=None, classifier_output="auto") -> Bundle:
     """A single ONNX file mapping ``z [B, N]`` to probabilities or logits ``[B, C]``."""
     model_path = Path(model_path)
@@ -302,6 +452,8 @@ def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise BundleError(f"{card} is not valid JSON ({first})") from None
     meta = check_card(meta, card)
+    if "style" in meta:
+        return _load_style_folder(path, meta, classifier_output)
     bundle = from_pair(
         path / "generator.onnx", path / "classifier.onnx", classes=meta.get("classes"),
         generator_output_range=meta.get("generator_output_range", (-1, 1)),
@@ -314,7 +466,7 @@ def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str
     return bundle
 
 
-BUNDLE_FILES = ("generator.onnx", "classifier.onnx", "bundle.json")
+BUNDLE_FILES = ("generator.onnx", "classifier.onnx", "bundle.json", "mapping.onnx", "synthesis.onnx", "w_avg.npy")
 
 
 def create_bundle(generator, classifier, out, *, classes=None, generator_output_range=(-1, 1),
@@ -355,6 +507,61 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
         _copy_model(b.classifier, tmp / "classifier.onnx", resave=bool(clash))
         (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
         for name, data in (extra_files or {}).items():  # e.g. MODEL_CARD.md
+            (tmp / Path(name).name).write_bytes(data)
+
+    try:
+        io.write_folder(out, fill, replace=force)
+    except OSError as exc:
+        raise BundleError(f"could not write the bundle to {out} ({exc.strerror or exc})") from None
+    return load_bundle(out)
+
+
+def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, generator_output_range=(-1, 1),
+                        classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None,
+                        force: bool = False, extra_files: dict[str, bytes] | None = None,
+                        provenance: dict | None = None) -> Bundle:
+    """A bundle folder from a mapping, a synthesis and a classifier ONNX (SPEC §12), as :func:`create_bundle`.
+
+    ``w_avg`` (the mean ``w``, ``[Nw]``, for truncation) is an array or a ``.npy`` path.
+    The folder holds ``mapping.onnx``, ``synthesis.onnx``, ``classifier.onnx``,
+    ``w_avg.npy`` when given, and ``bundle.json`` with a ``style`` block.
+    """
+    out = Path(out)
+    _check_bundle_target(out, force)
+    if isinstance(w_avg, (str, os.PathLike)):
+        try:
+            w_avg = np.load(w_avg, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"--w-avg {w_avg} cannot be read as a .npy array ({exc})") from None
+    b = from_style(mapping, synthesis, classifier, classes=classes, generator_output_range=generator_output_range,
+                   classifier_input_range=classifier_input_range, classifier_output=classifier_output, w_avg=w_avg)
+    st = b.style
+    card = {
+        "format": 1, "latent_dim": st.z_dim, "latent_distribution": "normal", "classes": b.classes,
+        "style": {"mapping": "mapping.onnx", "synthesis": "synthesis.onnx",
+                  "w_avg": "w_avg.npy" if st.w_avg is not None else None,
+                  "z_dim": st.z_dim, "w_dim": st.w_dim, "n_layers": st.n_layers},
+        "image_shape": list(b.image_shape) if b.image_shape else None,
+        "generator_output_range": list(b.generator_output_range),
+        "classifier_input_range": list(b.classifier_input_range),
+        "classifier_output": b.classifier_output,
+        "provenance": provenance or {"created_by": "corrkit bundle create",
+                                     **{k: str(Path(v).resolve()) for k, v in (("mapping", mapping),
+                                        ("synthesis", synthesis), ("classifier", classifier))}},
+        "metrics": {},
+    }
+    models = {"mapping.onnx": st.mapping, "synthesis.onnx": st.synthesis, "classifier.onnx": b.classifier}
+
+    def fill(tmp: Path) -> None:
+        data = [{f.name for f in external_files(m)} for m in models.values()]
+        names = [n for d in data for n in d]
+        clash = len(set(names)) != len(names) or bool(set(names) & set(BUNDLE_FILES))
+        for name, src in models.items():
+            _copy_model(src, tmp / name, resave=clash)
+        if st.w_avg is not None:
+            np.save(tmp / "w_avg.npy", st.w_avg)
+        (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
+        for name, data in (extra_files or {}).items():
             (tmp / Path(name).name).write_bytes(data)
 
     try:

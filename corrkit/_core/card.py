@@ -70,6 +70,17 @@ def _problem(meta) -> str | None:
         value = (meta.get("provenance") or {}).get(key)
         if value is not None and not isinstance(value, dict):
             return f"provenance.{key} must be an object {{...}}, got {type(value).__name__}"
+    style = meta.get("style")
+    if style is not None:
+        if not isinstance(style, dict):
+            return f"style must be an object {{mapping, synthesis, w_avg, z_dim, w_dim, n_layers}}, got {style!r:.80}"
+        for key in ("mapping", "synthesis", "w_avg"):
+            v = style.get(key)
+            if v is not None and not (isinstance(v, str) and v and "/" not in v and "\\" not in v and v != ".."):
+                return f"style.{key} must be a file name inside the bundle folder, got {v!r:.80}"
+        for key in ("z_dim", "w_dim", "n_layers"):
+            if key in style and not (_is_int(style[key]) and style[key] >= 1):
+                return f"style.{key} must be a whole number >= 1, got {style[key]!r:.80}"
     roles = ("generator", "classifier", "model")
     inputs, outputs = meta.get("inputs"), meta.get("outputs")
     if inputs is not None and not (isinstance(inputs, dict) and all(
