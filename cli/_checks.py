@@ -241,6 +241,9 @@ def _rules() -> dict:
         "json_out": unchecked, "quick": unchecked, "sefa": unchecked, "traversals": unchecked, "render": unchecked,
         "ganspace": unchecked, "interfacegan": unchecked,
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,
+        "space": choice("--space", ("z", "w", "w+")), "truncation": real("--truncation"),
+        "layers": unchecked, "by_layer": unchecked,
+        "mapping": given("--mapping"), "synthesis": given("--synthesis"), "w_avg": given("--w-avg"),
         # corrkit explore
         ("explore", "port"): whole("--port", 1, 65535), ("explore", "host"): explore_host,
         ("explore", "check"): unchecked,

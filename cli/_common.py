@@ -71,6 +71,26 @@ WorkersOpt = typer.Option(None, "--workers", help="Ray actors (default: one per 
 VerboseOpt = typer.Option(False, "--verbose", help="Show Ray's own log lines (kept out of the terminal by default).")
 
 
+# Mapping/synthesis bundles (SPEC §12): where interventions happen.
+SpaceOpt = typer.Option("z", "--space", help="z, w or w+: the latent space interventions happen in (w, w+: a "
+                        "mapping/synthesis bundle; codes are drawn in z and mapped).")
+TruncationOpt = typer.Option(1.0, "--truncation", help="psi: w = w_avg + psi (w - w_avg) (1: none).")
+LayersOpt = typer.Option(None, "--layers", help="W+ only: style layers a direction moves, e.g. 0-3,8 (default: all); "
+                         "with --by-layer each comma item is ranked apart.")
+
+
+def in_space(bundle, space: str = "z", truncation: float = 1.0, layers: Optional[str] = None,
+             by_layer: bool = False):
+    """``bundle`` viewed in ``--space`` with ``--truncation`` and ``--layers`` (checked against the model)."""
+    from corrkit._core.style import Space, parse_layers
+
+    n_layers = bundle.style.n_layers if bundle.style is not None else 0
+    groups = parse_layers(layers, n_layers) if bundle.style is not None else (() if layers else None)
+    if by_layer and groups is None and bundle.style is not None:
+        groups = tuple((layer,) for layer in range(n_layers))
+    return bundle.in_space(Space(space, float(truncation), groups, bool(by_layer)))
+
+
 def execution(ray: Optional[str] = None, **options):
     """The :class:`~corrkit._core.execution.Execution` of a command's options, checked before any work.
 

@@ -45,10 +45,14 @@ def apcr_command(
                                           "there, all cores here)."),
     shard_points: Optional[int] = typer.Option(None, help="Grid points per shard, whole batches (default 16 "
                                                "batches); part of the result's definition, like --batch-size."),
+    space: str = c.SpaceOpt, truncation: float = c.TruncationOpt, layers: Optional[str] = c.LayersOpt,
+    by_layer: bool = typer.Option(False, "--by-layer", help="W+: rank every direction on every layer group "
+                                  "apart (rows group-major), to see where in the network a concept is controlled."),
     json_out: bool = c.JsonOpt,
 ):
     """Rank latent directions by how much they move each class's probability (APCR)."""
     from corrkit._core.grid import load_array
+    from corrkit._core.style import space_directions
     from corrkit.methods.sequential import apcr
     from corrkit.viz.tables import apcr_table
 
@@ -56,9 +60,12 @@ def apcr_command(
                      shard_points=shard_points, checkpoint_seconds=checkpoint_every, verbose=verbose)
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
                               inputs, generator_output_name, classifier_output_name)
+    bundle = c.in_space(bundle, space, truncation, layers, by_layer)
     lat = load_array(latents, "latents") if latents else None
     dirs = load_array(directions, "directions") if directions else None
+    dirs, normalize = space_directions(bundle, dirs)
     with c.progress_bar(not json_out) as progress:
         result = apcr(bundle, directions=dirs, steps=steps, delta=delta, samples_per_class=samples_per_class,
-                      threshold=threshold, seed=seed, latents=lat, out=out, progress=progress, execution=ex)
+                      threshold=threshold, seed=seed, latents=lat, out=out, progress=progress, execution=ex,
+                      normalize_directions=normalize)
     c.echo_json(result.summary(top_k)) if json_out else apcr_table(result, top_k)

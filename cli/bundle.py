@@ -36,7 +36,7 @@ def info(path: Optional[Path] = c.ModelArg, json_out: bool = c.JsonOpt):
 @c.handles_errors
 @c.checks_options("bundle create")
 def create(
-    generator: Path = typer.Option(..., "--generator", help="Generator ONNX (z [B, N] -> image)."),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="Generator ONNX (z [B, N] -> image)."),
     classifier: Path = typer.Option(..., "--classifier", help="Classifier ONNX (image -> [B, C])."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
     classes: Optional[str] = c.ClassesOpt, generator_range: str = c.GenRangeOpt,
@@ -46,11 +46,31 @@ def create(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out (never any other folder)."),
     inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
     classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="Instead of --generator: a mapping network "
+                                           "ONNX (z [B, Nz] -> w [B, Nw]) ..."),
+    synthesis: Optional[Path] = typer.Option(None, "--synthesis", help="... and its synthesis network ONNX "
+                                             "(ws [B, L, Nw] or w [B, Nw] -> image)."),
+    w_avg: Optional[Path] = typer.Option(None, "--w-avg", help="Mean w (.npy [Nw]) for --truncation."),
 ):
-    """Turn a user's ONNX generator and classifier into a bundle, checking shapes and output kind."""
-    from corrkit._core.bundle import create_bundle
+    """Turn a user's ONNX generator (or mapping + synthesis) and classifier into a bundle, checking shapes
+    and output kind."""
+    from corrkit._core.bundle import create_bundle, create_style_bundle
+    from corrkit.errors import CorrkitError
 
     names = [s.strip() for s in classes.split(",")] if classes else None
+    if (mapping is None) != (synthesis is None) or (mapping is None) == (generator is None):
+        raise CorrkitError("give --generator, or --mapping and --synthesis (a StyleGAN-family pair), with "
+                           "--classifier")
+    if mapping is not None:
+        if inputs or generator_output_name or classifier_output_name:
+            raise CorrkitError("--input and output names are not supported with --mapping/--synthesis yet")
+        b = create_style_bundle(mapping, synthesis, classifier, out, classes=names, classifier_output=output,
+                                generator_output_range=c.parse_range(generator_range, "--generator-range"),
+                                classifier_input_range=c.parse_range(classifier_range, "--classifier-range"),
+                                w_avg=w_avg, force=force)
+        st = b.style
+        return typer.echo(f"bundle written to {out} (Nz={st.z_dim}, Nw={st.w_dim}, L={st.n_layers}, "
+                          f"C={b.n_classes}, {b.classifier_output})")
     b = create_bundle(generator, classifier, out, classes=names, classifier_output=output,
                       generator_output_range=c.parse_range(generator_range, "--generator-range"),
                       classifier_input_range=c.parse_range(classifier_range, "--classifier-range"), force=force,

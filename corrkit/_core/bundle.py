@@ -156,6 +156,12 @@ class Bundle:
         files = {"generator": self.generator, "classifier": self.classifier, "fused": self.fused}
         return {k: v for k, v in files.items() if v is not None}
 
+    def runnable_synthesis(self):
+        """A mapping/synthesis bundle's synthesis network ready to run (``ws`` or ``w`` -> image)."""
+        if self.style is None:
+            raise BundleError("this bundle has one generator, no mapping/synthesis pair")
+        return self._runnable(self.style.synthesis, "synthesis")
+
     def models(self) -> dict[str, dict]:
         """Each model file by role: its absolute path and SHA-256 (what a run records to find them again)."""
         return {k: {"path": str(Path(v).resolve()), "sha256": sha256(v)} for k, v in self._files().items()}

@@ -91,7 +91,7 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
         rng = np.random.default_rng(seed)
         cap = max_draws or DRAWS_PER_CODE * n * n_classes
         while drawn < cap and min(len(t) for t in taken) < n:
-            z = rng.standard_normal((min(draw_batch, cap - drawn), engine.latent_dim)).astype(np.float32)
+            z = engine.draw(rng, min(draw_batch, cap - drawn))
             p = engine.probabilities(z, describe=lambda r, o=drawn: f"prior sample {o + r}")
             _select(p, n, tau, taken, drawn)
             zs.append(z); ps.append(p)

@@ -188,6 +188,9 @@ class Engine:
         model = bundle.fused_model() if hasattr(bundle, "fused_model") else bundle
         self.device = resolve_device(device)
         self.latent_dim = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
+        # Prior codes in the model's space (a mapping/synthesis bundle maps them to W, SPEC §12).
+        self.draw = getattr(bundle, "draw", None) or (
+            lambda rng, n: rng.standard_normal((n, self.latent_dim)).astype(np.float32))
         self.mode = check_mode(mode)
         self.rewrites: dict[str, int] = {}
         # The rewrites write float32 weights: they serve float32 graphs only (an fp16 graph runs as exported).

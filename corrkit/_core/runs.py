@@ -242,6 +242,8 @@ def recorded_models(card: Mapping):
     from corrkit._core.onnx_files import role_inputs, sha256
 
     models = card.get("models") or {}
+    if models.get("mapping"):
+        return _recorded_style(card, models)
     g, q = models.get("generator") or {}, models.get("classifier") or {}
     paths = [Path(m["path"]) for m in (g, q) if m.get("path")]
     if len(paths) != 2 or not all(p.is_file() for p in paths):
@@ -256,6 +258,42 @@ def recorded_models(card: Mapping):
                          inputs=role_inputs(card.get("inputs")), outputs=card.get("outputs"))
     except CorrkitError:
         return None
+
+
+def _recorded_style(card: Mapping, models: Mapping):
+    """A mapping/synthesis run's models (paths and SHA-256 checked), in the space the run used, or ``None``."""
+    from corrkit._core.bundle import from_style
+    from corrkit._core.onnx_files import sha256
+
+    parts = [models.get(r) or {} for r in ("mapping", "synthesis", "classifier")]
+    paths = [Path(m["path"]) for m in parts if m.get("path")]
+    if len(paths) != 3 or not all(p.is_file() for p in paths) or any(
+            sha256(p) != m.get("sha256") for p, m in zip(paths, parts)):
+        return None
+    folder = paths[0].parent
+    w_avg = folder / "w_avg.npy"
+    try:
+        bundle = from_style(*paths, classes=card.get("classes"),
+                            generator_output_range=card.get("generator_output_range") or (-1, 1),
+                            classifier_input_range=card.get("classifier_input_range") or (-1, 1),
+                            classifier_output=card.get("classifier_output") or "logits",
+                            w_avg=np.load(w_avg) if w_avg.is_file() else None)
+        return in_recorded_space(bundle, card)
+    except (CorrkitError, OSError, ValueError):
+        return None
+
+
+def in_recorded_space(bundle, card: Mapping):
+    """``bundle`` in the space a run's card records (SPEC §12; Z when it records none)."""
+    from corrkit._core.style import Space
+
+    rec = card.get("style") if isinstance(card, Mapping) else None
+    if bundle is None or bundle.style is None or not isinstance(rec, Mapping):
+        return bundle
+    layers = rec.get("layers")
+    groups = tuple(tuple(int(x) for x in g) for g in layers) if isinstance(layers, list) else None
+    return bundle.in_space(Space(str(rec.get("space", "z")), float(rec.get("truncation", 1.0)), groups,
+                                 bool(rec.get("by_layer", False))))
 
 
 def run_bundle(run_dir: str | os.PathLike, bundle=None):
@@ -278,7 +316,7 @@ def run_bundle(run_dir: str | os.PathLike, bundle=None):
         if want is not None and got != want:
             raise CorrkitError(f"the generator given is not the one {run_dir} was made with (SHA-256 "
                                f"{got[:12]}… vs {want[:12]}…)")
-        return bundle
+        return in_recorded_space(bundle, card)
     if want is None and files:
         warnings.warn("this run analysed a fused model, which has no separate generator: pictures need its "
                       "generator; rerun `corrkit apcr` on a bundle or with --generator/--classifier", stacklevel=2)
@@ -286,7 +324,7 @@ def run_bundle(run_dir: str | os.PathLike, bundle=None):
     found = recorded_models(card) if want is not None else None
     if found is not None and found.hashes().get("generator") != want:
         found = None  # the card's model list and its hashes disagree: trust neither
-    found = found or find_bundle(path, want, same_generator=True)
+    found = found or in_recorded_space(find_bundle(path, want, same_generator=True), card)
     if found is None:
         warnings.warn("the generator this run was made with is not available (its file moved or its hash differs); "
                       "traversal grids are skipped: point at it with --model", stacklevel=2)

@@ -144,6 +144,19 @@ def lift(directions: np.ndarray, style: Style) -> np.ndarray:
     return out.reshape(len(groups) * len(d), n_l * n_w)
 
 
+def space_directions(bundle, directions: np.ndarray | None) -> tuple[np.ndarray | None, bool]:
+    """``(directions, normalise)`` for a method on ``bundle``'s space.
+
+    In W+ the directions of W (default: its axes) are lifted to the chosen layers and
+    must not be normalised again (:func:`lift`); elsewhere they pass as given.
+    """
+    style = getattr(bundle, "style", None)
+    if style is None or style.space.name != "w+":
+        return directions, True
+    d = np.eye(style.w_dim, dtype=np.float32) if directions is None else directions
+    return lift(d, style), False
+
+
 def space_graph(mapping, synthesis, style: Style):
     """One ONNX graph: the space's code ``z [B, latent_dim]`` -> the synthesis network's image."""
     from onnx import compose, helper, numpy_helper

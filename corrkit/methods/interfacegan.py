@@ -155,7 +155,7 @@ def interfacegan(bundle=None, *, samples: int = SAMPLES, ratio: float = RATIO, s
     check_seed(seed)
     bundle = as_bundle(bundle)
     engine = engine or (execution or Execution()).engine(bundle)
-    z = np.random.default_rng(seed).standard_normal((samples, bundle.latent_dim)).astype(np.float32)
+    z = bundle.draw(np.random.default_rng(seed), samples)
     p = engine.probabilities(z)
     normals, accuracy = [], []
     for j in range(bundle.n_classes):

@@ -101,7 +101,7 @@ def prior_codes(bundle, n: int, *, seed: int = SEED, engine=None) -> tuple[np.nd
     from corrkit._core.engine import Engine
 
     engine = engine or Engine(bundle, device="cpu")
-    z = np.random.default_rng(seed).standard_normal((int(n), engine.latent_dim)).astype(np.float32)
+    z = engine.draw(np.random.default_rng(seed), int(n))
     return z, engine.probabilities(z).argmax(1).astype(np.int64)
 
 

@@ -88,7 +88,7 @@ class APCRResult:
             "params": self.params,
             "bundle": {k: self.bundle_card.get(k) for k in ("path", "files", "models", "latent_dim", "classes",
                                                              "classifier_output", "generator_output_range",
-                                                             "classifier_input_range", "inputs", "outputs")
+                                                             "classifier_input_range", "inputs", "outputs", "style")
                        if k in self.bundle_card},
             "versions": versions(),
             "provider": self.provider,

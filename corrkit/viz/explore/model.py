@@ -188,7 +188,7 @@ class Explorer:
             check_seed(seed)
         except (TypeError, ValueError, CorrkitError) as exc:
             raise RequestError(f"seed must be a whole number >= 0 ({exc})") from None
-        return np.random.default_rng(seed).standard_normal(self.bundle.latent_dim).astype(np.float32)
+        return self.bundle.draw(np.random.default_rng(seed), 1)[0]
 
     def set_code(self, cls, index) -> np.ndarray:
         """Code ``index`` of class ``cls``'s set in the run."""

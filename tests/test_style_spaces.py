@@ -1,0 +1,240 @@
+"""Mapping/synthesis bundles in Z, W and W+ (SPEC §12), against NumPy twins and separate onnxruntime sessions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corrkit._core.bundle import create_style_bundle, load_bundle
+from corrkit._core.style import Space, lift, space_directions
+from corrkit.errors import BundleError
+from corrkit.methods.sequential import apcr
+from tests.naive import apcr_from_grid, grid_probs, softmax
+
+NZ, NW, L, C = 5, 4, 3, 3
+rng0 = np.random.default_rng(7)
+A = rng0.normal(size=(NZ, NW)).astype(np.float32)
+a = rng0.normal(size=NW).astype(np.float32) * 0.1
+B = rng0.normal(size=(L, NW, 4)).astype(np.float32)  # each layer's own map w_l -> 2x2 image
+Q = rng0.normal(size=(4, C)).astype(np.float32) * 3
+
+
+def np_mapping(z):
+    return np.tanh(z @ A + a)
+
+
+def np_synthesis(ws):  # [B, L, NW] -> [B, 1, 2, 2]
+    return np.tanh(np.einsum("bln,lnp->bp", ws, B)).reshape(-1, 1, 2, 2)
+
+
+def np_probs_ws(ws):
+    return softmax(np_synthesis(ws).reshape(-1, 4) @ Q)
+
+
+def _save(nodes, inputs, outputs, inits, path):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = helper.make_graph(nodes, path.stem, inputs, outputs,
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def twin_models(folder: Path, per_layer: bool = True):
+    """onnx.helper twins of the NumPy mapping, synthesis and classifier above."""
+    from onnx import TensorProto, helper
+
+    f = TensorProto.FLOAT
+    mapping = _save([helper.make_node("MatMul", ["z", "A"], ["za"]), helper.make_node("Add", ["za", "a"], ["zb"]),
+                     helper.make_node("Tanh", ["zb"], ["w"])],
+                    [helper.make_tensor_value_info("z", f, ["batch", NZ])],
+                    [helper.make_tensor_value_info("w", f, ["batch", NW])], {"A": A, "a": a}, folder / "m.onnx")
+    nodes, inits = [], {"shape": np.array([-1, 1, 2, 2], np.int64)}
+    for layer in range(L):
+        inits[f"B{layer}"] = B[layer]
+        if per_layer:
+            inits[f"i{layer}"] = np.array(layer, np.int64)
+            nodes.append(helper.make_node("Gather", ["ws", f"i{layer}"], [f"w{layer}"], axis=1))
+        nodes.append(helper.make_node("MatMul", [f"w{layer}" if per_layer else "ws", f"B{layer}"], [f"y{layer}"]))
+    nodes += [helper.make_node("Sum", [f"y{layer}" for layer in range(L)], ["y"]),
+              helper.make_node("Tanh", ["y"], ["t"]), helper.make_node("Reshape", ["t", "shape"], ["image"])]
+    shape = ["batch", L, NW] if per_layer else ["batch", NW]
+    synthesis = _save(nodes, [helper.make_tensor_value_info("ws", f, shape)],
+                      [helper.make_tensor_value_info("image", f, ["batch", 1, 2, 2])], inits, folder / "s.onnx")
+    classifier = _save([helper.make_node("Flatten", ["image"], ["flat"]),
+                        helper.make_node("MatMul", ["flat", "Q"], ["logits"])],
+                       [helper.make_tensor_value_info("image", f, ["batch", 1, 2, 2])],
+                       [helper.make_tensor_value_info("logits", f, ["batch", C])], {"Q": Q}, folder / "q.onnx")
+    return mapping, synthesis, classifier
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("style")
+    m, s, q = twin_models(folder)
+    w_avg = np_mapping(np.random.default_rng(0).standard_normal((4096, NZ))).mean(0).astype(np.float32)
+    return create_style_bundle(m, s, q, folder / "bundle", w_avg=w_avg, classes=["x", "y", "u"])
+
+
+def test_bundle_folder_records_the_pair_and_loads_back(twin):
+    card = json.loads((twin.path / "bundle.json").read_text())
+    assert card["style"] == {"mapping": "mapping.onnx", "synthesis": "synthesis.onnx", "w_avg": "w_avg.npy",
+                             "z_dim": NZ, "w_dim": NW, "n_layers": L}
+    b = load_bundle(twin.path)
+    assert (b.style.z_dim, b.style.w_dim, b.style.n_layers, b.style.per_layer) == (NZ, NW, L, True)
+    assert [b.in_space(Space(s)).latent_dim for s in ("z", "w", "w+")] == [NZ, NW, L * NW]
+
+
+def test_codes_are_drawn_in_z_and_mapped(twin):
+    z = np.random.default_rng(3).standard_normal((6, NZ)).astype(np.float32)
+    w = np_mapping(z)
+    assert np.array_equal(twin.draw(np.random.default_rng(3), 6), z)
+    got_w = twin.in_space(Space("w")).draw(np.random.default_rng(3), 6)
+    np.testing.assert_allclose(got_w, w, rtol=0, atol=1e-6)
+    got_plus = twin.in_space(Space("w+")).draw(np.random.default_rng(3), 6).reshape(6, L, NW)
+    assert np.array_equal(got_plus, np.repeat(got_w[:, None], L, axis=1))
+    psi = 0.6
+    got_t = twin.in_space(Space("w", psi)).draw(np.random.default_rng(3), 6)
+    avg = twin.style.w_avg
+    np.testing.assert_allclose(got_t, avg + psi * (w - avg), rtol=0, atol=1e-6)
+
+
+def test_truncation_one_equals_no_truncation_bit_for_bit(twin):
+    from corrkit._core.engine import Engine
+
+    z = np.random.default_rng(5).standard_normal((16, NZ)).astype(np.float32)
+    plain = Engine(twin, device="cpu", autotune=False, rewrite=False).probabilities(z)
+    view = twin.in_space(Space("z", 1.0))
+    assert view is twin
+    one = Engine(twin.in_space(Space("z", 1.0000001)).in_space(Space("z", 1.0)), device="cpu", autotune=False,
+                 rewrite=False).probabilities(z)
+    assert np.array_equal(plain, one)
+    w_codes = twin.in_space(Space("w", 1.0)).draw(np.random.default_rng(5), 16)
+    assert np.array_equal(w_codes, twin.in_space(Space("w")).draw(np.random.default_rng(5), 16))
+    names = [n.output[0] for n in twin.in_space(Space("z", 0.5)).runnable_generator().graph.node]
+    assert "space/w" in names and "space/w" not in [n.output[0] for n in twin.runnable_generator().graph.node]
+
+
+@pytest.mark.parametrize("space", [Space("w"), Space("w", 0.7), Space("w+"), Space("w+", 1.0, ((0, 2),)),
+                                   Space("w+", 1.0, ((0,), (1, 2)), True), Space("z", 0.8)])
+def test_apcr_in_each_space_equals_the_numpy_twin(twin, space):
+    view = twin.in_space(space)
+    dirs, normalize = space_directions(view, None)
+    r = apcr(view, directions=dirs, normalize_directions=normalize, samples_per_class=6, steps=2, delta=0.5,
+             threshold=0.4, seed=1)
+    avg, psi = twin.style.w_avg, space.truncation
+
+    def probs(codes):
+        if space.name == "z":
+            w = np_mapping(codes)
+            w = avg + psi * (w - avg) if psi != 1.0 else w
+            return np_probs_ws(np.repeat(w[:, None], L, axis=1))
+        if space.name == "w":
+            return np_probs_ws(np.repeat(codes[:, None], L, axis=1))
+        return np_probs_ws(codes.reshape(-1, L, NW))
+
+    ref = apcr_from_grid(grid_probs(probs, r.latents.astype(np.float64), r.directions.astype(np.float64), 2, 0.5),
+                         r.labels, C, 2)
+    have = r.counts > 0
+    np.testing.assert_allclose(r.apcr[:, have], ref["apcr"][:, have], rtol=1e-5, atol=1e-7)
+    if space.name == "w+":
+        groups = len(space.layers) if space.by_layer else 1
+        assert r.directions.shape == (groups * NW, L * NW)
+
+
+def test_a_direction_on_a_layer_subset_moves_only_those_layers_inputs(twin):
+    """The synthesis network's own per-layer inputs ws[:, l], read from the W+ graph."""
+    import onnx
+
+    from corrkit._core.conventions import cpu_session
+
+    view = twin.in_space(Space("w+", 1.0, ((0, 2),)))
+    d = np.zeros((1, NW), np.float32)
+    d[0, 1] = 1.0
+    lifted = lift(d, view.style)
+    g = view.runnable_generator()
+    ws_name = [n.output[0] for n in g.graph.node if n.op_type == "Reshape"][0]
+    g.graph.output.append(onnx.helper.make_tensor_value_info(ws_name, onnx.TensorProto.FLOAT, None))
+    session = cpu_session(g)
+    code = view.draw(np.random.default_rng(2), 1)
+    before = session.run([ws_name], {"z": code})[0]
+    after = session.run([ws_name], {"z": code + 0.75 * lifted})[0]
+    moved = (after - before)[0]
+    np.testing.assert_allclose(moved[[0, 2]], 0.75 * np.repeat(d, 2, axis=0), atol=1e-6)
+    assert np.array_equal(moved[1], np.zeros(NW, np.float32))
+
+
+def test_spaces_that_do_not_exist_are_refused_in_one_line(twin, tmp_path):
+    plain = load_bundle(None)
+    for space in (Space("w"), Space("z", 0.5), Space("w+")):
+        with pytest.raises(BundleError, match="mapping/synthesis bundle"):
+            plain.in_space(space)
+    with pytest.raises(BundleError, match="only W\\+"):
+        twin.in_space(Space("w", 1.0, ((0,),)))
+    m, s, q = twin_models(tmp_path, per_layer=False)
+    shared = create_style_bundle(m, s, q, tmp_path / "b")
+    assert shared.style.per_layer is False
+    with pytest.raises(BundleError, match="no W\\+"):
+        shared.in_space(Space("w+"))
+    with pytest.raises(BundleError, match="w_avg"):
+        shared.in_space(Space("w", 0.5))
+    cli = [sys.executable, "-m", "corrkit.cli", "apcr", str(twin.path), "--samples-per-class", "2", "--steps", "1"]
+    for extra, msg in ((["--space", "w+", "--layers", "0-9"], "style layers 0-2"),
+                       (["--space", "w", "--layers", "1"], "only W+"), (["--space", "q"], "--space")):
+        done = subprocess.run(cli + extra, capture_output=True, text=True)
+        assert done.returncode == 1 and done.stderr.startswith("error:") and msg in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_run_records_its_space_and_later_commands_use_it(twin, tmp_path):
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "corrkit.cli"]
+    done = subprocess.run(cli + ["apcr", str(twin.path), "--space", "w", "--truncation", "0.8", "--samples-per-class",
+                                 "4", "--steps", "1", "--out", str(run), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rec = json.loads((run / "summary.json").read_text())["bundle"]["style"]
+    assert (rec["space"], rec["truncation"], rec["w_dim"], rec["n_layers"]) == ("w", 0.8, NW, L)
+    from corrkit._core.runs import run_bundle
+
+    again = run_bundle(run)
+    assert again.style.space == Space("w", 0.8) and again.latent_dim == NW
+    done = subprocess.run(cli + ["manipulate", "--run", str(run), "--top-k", "2", "--out", str(tmp_path / "m"),
+                                 "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_torch_stylegan2_export_in_w_plus_equals_separate_sessions(tmp_path):
+    pytest.importorskip("torch")
+    from corrkit._core.conventions import cpu_session
+    from tests import stylegan2 as sg
+
+    e = sg.export_style(tmp_path / "raw")
+    b = create_style_bundle(e.mapping, e.synthesis, e.classifier, tmp_path / "b", w_avg=e.w_avg)
+    view = b.in_space(Space("w+", 0.7, ((0, 1), (4, 5)), True))
+    dirs, normalize = space_directions(view, None)
+    r = apcr(view, directions=dirs[::3], normalize_directions=normalize, samples_per_class=3, steps=1, delta=1.0,
+             threshold=0.3, seed=0)
+    s, q = cpu_session(b.runnable_synthesis()), cpu_session(b.runnable_classifier())
+    n_l, n_w = b.style.n_layers, b.style.w_dim
+
+    def probs(codes):
+        img = s.run(None, {"ws": codes.astype(np.float32).reshape(-1, n_l, n_w)})[0]
+        return softmax(q.run(None, {q.get_inputs()[0].name: img})[0].astype(np.float64))
+
+    ref = apcr_from_grid(grid_probs(probs, r.latents, r.directions, 1, 1.0), r.labels, b.n_classes, 1)
+    have = r.counts > 0
+    np.testing.assert_allclose(r.apcr[:, have], ref["apcr"][:, have], rtol=1e-4, atol=1e-6)
+    z = np.random.default_rng(0).standard_normal((4, b.style.z_dim)).astype(np.float32)
+    w = e.generator.mapping(__import__("torch").from_numpy(z)).detach().numpy()
+    avg = np.load(e.w_avg)
+    np.testing.assert_allclose(view.draw(np.random.default_rng(0), 4).reshape(4, n_l, n_w)[:, 0],
+                               avg + 0.7 * (w - avg), atol=1e-5)
