@@ -238,3 +238,33 @@ def test_torch_stylegan2_export_in_w_plus_equals_separate_sessions(tmp_path):
     avg = np.load(e.w_avg)
     np.testing.assert_allclose(view.draw(np.random.default_rng(0), 4).reshape(4, n_l, n_w)[:, 0],
                                avg + 0.7 * (w - avg), atol=1e-5)
+
+
+def test_style_maps_of_the_twin_are_its_own_matrices(twin):
+    from corrkit.methods.sefa import style_maps
+
+    maps = style_maps(twin.runnable_synthesis(), L)
+    for layer, (a_l, _) in enumerate(maps):
+        np.testing.assert_array_equal(a_l, B[layer].T.astype(np.float64))
+
+
+@pytest.mark.parametrize("layers", [[0, 1], [2, 3, 4], None])
+def test_style_layer_sefa_equals_the_official_method_on_torch_weights(tmp_path, layers):
+    pytest.importorskip("torch")
+    from corrkit.methods.sefa import sefa
+    from tests import stylegan2 as sg
+
+    e = sg.export_style(tmp_path / "raw")
+    b = create_style_bundle(e.mapping, e.synthesis, e.classifier, tmp_path / "b", w_avg=e.w_avg)
+    got = sefa(b, layers)
+    chosen = list(range(b.style.n_layers)) if layers is None else layers
+    vectors, values = sg.official_sefa(e.generator.synthesis, chosen)
+    order = np.argsort(values.real)[::-1]
+    values, vectors = values.real[order], vectors.real[order]
+    np.testing.assert_allclose(got.eigenvalues, values, rtol=1e-4, atol=1e-6)
+    for k in range(3):
+        assert abs(float(got.directions[k] @ vectors[k])) > 0.9999
+    done = subprocess.run([sys.executable, "-m", "corrkit.cli", "sefa", str(tmp_path / "b"), "--json"] +
+                          (["--layers", ",".join(map(str, layers))] if layers else []), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(json.loads(done.stdout)["eigenvalues"], got.eigenvalues[:10], rtol=1e-6)

@@ -196,21 +196,39 @@ def _generator_model(source):
     return load_bundle(source).generator_model()
 
 
-def sefa(source=None) -> SefaResult:
+def sefa(source=None, layers: list[int] | None = None) -> SefaResult:
     """Closed-form directions of a generator (Shen & Zhou 2021, Eq. 5-6; SPEC §7).
 
     Parameters
     ----------
     source : onnx.ModelProto, Bundle, path or None
         The generator: a model, a bundle, a bundle folder, a generator ``.onnx`` file,
-        or None for the built-in bundle.
+        or None for the built-in bundle. A mapping/synthesis bundle is factorised on its
+        style layers (:func:`style_sefa`).
+    layers : list of int, optional
+        Style layers of a mapping/synthesis bundle (default: all).
 
     Returns
     -------
     SefaResult
         ``directions`` float32 [N, N] (rows), ``eigenvalues`` float64 [N], descending.
     """
+    from corrkit._core.bundle import Bundle, as_bundle
+
+    model_or_file = hasattr(source, "graph") or (
+        source is not None and not isinstance(source, Bundle) and Path(source).is_file())
+    if not model_or_file:
+        source = as_bundle(source)
+        if source.style is not None:
+            return style_sefa(source, layers)
+    if layers is not None:
+        raise BundleError("--layers picks style layers of a mapping/synthesis bundle; this generator has none")
     a, layer = first_linear_map(_generator_model(source))
+    return _factorise(a, layer)
+
+
+def _factorise(a: np.ndarray, layer: str) -> SefaResult:
+    """SPEC §7 on the map ``a`` [M, N]: rows unit-normed, eigenvectors of ``aᵀa`` by descending eigenvalue."""
     if not np.isfinite(a).all():
         raise BundleError(f"the generator's first layer, {layer}, holds NaN or infinite weights; SeFa has "
                           "nothing to factorise: check or re-export the generator")
@@ -231,3 +249,93 @@ def sefa(source=None) -> SefaResult:
     lead = d[np.arange(len(d)), np.abs(d).argmax(axis=1)]
     d = d * np.where(lead < 0, -1.0, 1.0)[:, None]
     return SefaResult(directions=d.astype(np.float32), eigenvalues=values.astype(np.float64), layer=layer)
+
+
+def style_maps(synthesis, n_layers: int) -> list[tuple[np.ndarray, str]]:
+    """``A_l`` ``[S_l, Nw]`` of every style layer: the affine taking ``w_l`` to its style vector (SPEC §12).
+
+    Read from the synthesis graph: a per-layer input ``ws [B, L, Nw]`` is split by
+    ``Gather(axis=1, index l)`` (torch's ``ws[:, l]``), and a Gemm/MatMul with a constant
+    weight after it (through reshapes) is ``A_l``; of several, the one feeding the larger
+    convolution kernel. A synthesis taking one ``w``
+    feeds every affine from it; they are taken in graph order.
+    """
+    g = _Graph(synthesis)
+    src = g.latent.name
+    found: dict[int, tuple[np.ndarray, str]] = {}
+
+    def affines(name: str, depth: int = 0) -> list:
+        """Every Gemm/MatMul with a constant weight that ``name`` reaches through reshapes."""
+        hits = []
+        for node in g.consumers.get(name, []):
+            if node.op_type in PASSTHROUGH and depth < 4:
+                hits += affines(node.output[0], depth + 1)
+            if node.op_type in ("Gemm", "MatMul") and name in node.input[:2]:
+                try:
+                    a = (_gemm if node.op_type == "Gemm" else _matmul)(node, name, g)
+                except BundleError:
+                    continue
+                hits.append((a, node.name or node.op_type, position[id(node)], node.output[0]))
+        return hits
+
+    position = {id(node): k for k, node in enumerate(synthesis.graph.node)}
+    dims = synthesis.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 3:
+        last: dict[int, tuple[int, int]] = {}
+        for node in g.consumers.get(src, []):
+            if node.op_type != "Gather" or attrs(node).get("axis", 0) != 1 or node.input[1] not in g.consts:
+                continue
+            index = np.asarray(g.consts[node.input[1]])
+            if index.size != 1:
+                continue
+            layer = int(index.reshape(()))
+            for hit in affines(node.output[0]):
+                # Where two modules read w_l (StyleGAN2's 1x1 toRGB and the next block's first 3x3 conv), the
+                # one whose style reaches the larger kernel is the conv: genforce/sefa's ``layer{l}``.
+                rank = (_kernel_after(g, hit[3]), hit[2])
+                if rank >= last.get(layer, (-1, -1)):
+                    last[layer] = rank
+                    found[layer] = (hit[0], f"{hit[1]} (layer {layer})")
+    else:
+        order = 0
+        for node in synthesis.graph.node:
+            if src in node.input[:2] and node.op_type in ("Gemm", "MatMul"):
+                found[order] = ((_gemm if node.op_type == "Gemm" else _matmul)(node, src, g), node.name or "affine")
+                order += 1
+    missing = [layer for layer in range(n_layers) if layer not in found]
+    if missing:
+        raise BundleError(f"no style affine (a Gemm/MatMul with a constant weight after ws[:, l]) was found for "
+                          f"style layer(s) {missing} of the synthesis network; SeFa on style layers needs them")
+    return [found[layer] for layer in range(n_layers)]
+
+
+def _kernel_after(g: _Graph, name: str, depth: int = 24) -> int:
+    """Kernel area of the first convolution a style vector reaches (breadth first; 0 when none)."""
+    frontier, seen = [name], set()
+    for _ in range(depth):
+        nxt = []
+        for t in frontier:
+            for node in g.consumers.get(t, []):
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in g.consts:
+                    return int(np.prod(np.shape(g.consts[node.input[1]])[2:]))
+                nxt += list(node.output)
+        frontier = nxt
+    return 0
+
+
+def style_sefa(bundle, layers: list[int] | None = None) -> SefaResult:
+    """SeFa on the style layers of a mapping/synthesis bundle, as genforce/sefa's ``factorize_weight``.
+
+    The chosen layers' ``A_l`` are stacked row-wise, each row (one style unit) normalised,
+    and ``AᵀA`` (``[Nw, Nw]``) eigen-decomposed (SPEC §12). The directions live in W.
+    """
+    st = bundle.style
+    layers = list(range(st.n_layers)) if layers is None else sorted({int(x) for x in layers})
+    if not layers or layers[0] < 0 or layers[-1] >= st.n_layers:
+        raise BundleError(f"--layers must name style layers 0-{st.n_layers - 1}")
+    maps = style_maps(bundle.runnable_synthesis(), st.n_layers)
+    a = np.concatenate([maps[layer][0] for layer in layers], axis=0)
+    return _factorise(a, f"style layers {','.join(map(str, layers))} ({len(a)} style units)")
