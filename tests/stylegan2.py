@@ -16,8 +16,9 @@ are scaled by the demodulation coefficients ``d_o = (sum_{i,k} (W_{o,i,k} s_i)^2
 That is the same function as the grouped-convolution form of the official code (per-sample
 weights ``W s`` demodulated, then one convolution with ``groups = B``), but it exports to ONNX at
 a symbolic batch: ONNX's ``Conv`` takes ``group`` as a constant attribute, so the grouped form
-bakes the example batch into the graph (``group = B``) and the exported model runs only at that
-batch. ``fused=True`` builds the grouped form, to show that (tests/test_style_torch.py).
+needs the batch as a constant, and ``torch.onnx.export`` with a dynamic batch refuses it ("ONNX
+export of convolution for kernel of unknown shape", torch 2.13). ``fused=True`` builds the grouped
+form, to show both (tests/test_style_spaces.py).
 
 Random weights are enough for the tests: ``tiny`` is 16 px with 8 channels (6 style layers);
 ``CONFIG_256`` is the 256-px, 512-channel layout of the official 256 config, for benchmarks.

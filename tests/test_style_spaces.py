@@ -268,3 +268,16 @@ def test_style_layer_sefa_equals_the_official_method_on_torch_weights(tmp_path, 
                           (["--layers", ",".join(map(str, layers))] if layers else []), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(json.loads(done.stdout)["eigenvalues"], got.eigenvalues[:10], rtol=1e-6)
+
+
+def test_the_grouped_form_is_the_same_function_but_does_not_export_at_a_symbolic_batch(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tests import stylegan2 as sg
+
+    scaling, grouped = sg.Generator(sg.TINY, seed=0).eval(), sg.Generator(sg.TINY, seed=0, fused=True).eval()
+    grouped.load_state_dict(scaling.state_dict())
+    z = torch.randn(3, sg.TINY.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        np.testing.assert_allclose(grouped(z).numpy(), scaling(z).numpy(), atol=1e-5)
+    with pytest.raises(Exception, match="unknown shape"):
+        sg.export_style(tmp_path, fused=True)
