@@ -506,11 +506,24 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
         "metrics": {},
     }
 
+    return _write_bundle(out, {"generator.onnx": b.generator, "classifier.onnx": b.classifier}, card, force,
+                         extra_files)
+
+
+def _write_bundle(out: Path, models: dict[str, Path], card: dict, force: bool,
+                  extra_files: dict[str, bytes] | None = None, arrays: dict[str, np.ndarray] | None = None) -> Bundle:
+    """Write a bundle folder atomically (a fresh folder renamed into place) and load it back.
+
+    Models are copied byte for byte with their external data; when two models' data files
+    share a name (or one takes a bundle file's name) each is saved again with its own.
+    """
     def fill(tmp: Path) -> None:
-        data = [{f.name for f in external_files(m)} for m in (b.generator, b.classifier)]
-        clash = data[0] & data[1] or (data[0] | data[1]) & set(BUNDLE_FILES)
-        _copy_model(b.generator, tmp / "generator.onnx", resave=bool(clash))
-        _copy_model(b.classifier, tmp / "classifier.onnx", resave=bool(clash))
+        names = [f.name for m in models.values() for f in external_files(m)]
+        clash = len(set(names)) != len(names) or bool(set(names) & set(BUNDLE_FILES))
+        for name, src in models.items():
+            _copy_model(src, tmp / name, resave=clash)
+        for name, value in (arrays or {}).items():
+            np.save(tmp / name, value)
         (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
         for name, data in (extra_files or {}).items():  # e.g. MODEL_CARD.md
             (tmp / Path(name).name).write_bytes(data)
@@ -557,24 +570,8 @@ def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, ge
         "metrics": {},
     }
     models = {"mapping.onnx": st.mapping, "synthesis.onnx": st.synthesis, "classifier.onnx": b.classifier}
-
-    def fill(tmp: Path) -> None:
-        data = [{f.name for f in external_files(m)} for m in models.values()]
-        names = [n for d in data for n in d]
-        clash = len(set(names)) != len(names) or bool(set(names) & set(BUNDLE_FILES))
-        for name, src in models.items():
-            _copy_model(src, tmp / name, resave=clash)
-        if st.w_avg is not None:
-            np.save(tmp / "w_avg.npy", st.w_avg)
-        (tmp / "bundle.json").write_text(json.dumps(card, indent=2) + "\n")
-        for name, data in (extra_files or {}).items():
-            (tmp / Path(name).name).write_bytes(data)
-
-    try:
-        io.write_folder(out, fill, replace=force)
-    except OSError as exc:
-        raise BundleError(f"could not write the bundle to {out} ({exc.strerror or exc})") from None
-    return load_bundle(out)
+    return _write_bundle(out, models, card, force, extra_files,
+                         {"w_avg.npy": st.w_avg} if st.w_avg is not None else None)
 
 
 def _copy_model(src: Path, dst: Path, resave: bool = False) -> None:
