@@ -79,7 +79,7 @@ def torch_rows(gen, cls, n_layers: int, w_dim: int) -> dict:
 
 
 def main(argv=None) -> None:
-    from corrkit._core.bundle import create_style_bundle
+    from corrkit._core.style_bundle import create_style_bundle
     from tests import stylegan2 as sg
 
     ap = argparse.ArgumentParser()

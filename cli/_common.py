@@ -84,10 +84,11 @@ def in_space(bundle, space: str = "z", truncation: float = 1.0, layers: Optional
     """``bundle`` viewed in ``--space`` with ``--truncation`` and ``--layers`` (checked against the model)."""
     from corrkit._core.style import Space, parse_layers
 
-    n_layers = bundle.style.n_layers if bundle.style is not None else 0
-    groups = parse_layers(layers, n_layers) if bundle.style is not None else (() if layers else None)
-    if by_layer and groups is None and bundle.style is not None:
-        groups = tuple((layer,) for layer in range(n_layers))
+    if bundle.style is None:  # only Z: in_space refuses anything else in one line
+        groups = () if layers else None
+    else:
+        n_layers = bundle.style.n_layers
+        groups = parse_layers(layers, n_layers) or (tuple((x,) for x in range(n_layers)) if by_layer else None)
     return bundle.in_space(Space(space, float(truncation), groups, bool(by_layer)))
 
 

@@ -54,7 +54,8 @@ def create(
 ):
     """Turn a user's ONNX generator (or mapping + synthesis) and classifier into a bundle, checking shapes
     and output kind."""
-    from corrkit._core.bundle import create_bundle, create_style_bundle
+    from corrkit._core.bundle import create_bundle
+    from corrkit._core.style_bundle import create_style_bundle
     from corrkit.errors import CorrkitError
 
     names = [s.strip() for s in classes.split(",")] if classes else None

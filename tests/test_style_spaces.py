@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corrkit._core.bundle import create_style_bundle, load_bundle
+from corrkit._core.bundle import load_bundle
+from corrkit._core.style_bundle import create_style_bundle
 from corrkit._core.style import Space, lift, space_directions
 from corrkit.errors import BundleError
 from corrkit.methods.sequential import apcr

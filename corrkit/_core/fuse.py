@@ -34,17 +34,22 @@ def _align(models: list):
     return out, target, onnx
 
 
+def common_batch(first, second, what: str) -> int | str:
+    """The batch dimension of a graph made of two models: their one fixed size, else symbolic ``"batch"``."""
+    from corrkit._core.conventions import fixed_batch
+
+    fixed = {b for b in (fixed_batch(first), fixed_batch(second)) if b is not None}
+    if len(fixed) > 1:
+        raise BundleError(f"{what} were exported with different fixed batch sizes {sorted(fixed)}; export them "
+                          "with dynamic_axes={input: {0: 'batch'}} or one size")
+    return fixed.pop() if fixed else "batch"
+
+
 def compose(generator, classifier, gen_range, cls_range, classifier_output: str):
     """One ONNX graph z -> probabilities from a generator and a classifier ModelProto."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from corrkit._core.conventions import fixed_batch
-
-    fixed = {b for b in (fixed_batch(generator), fixed_batch(classifier)) if b is not None}
-    if len(fixed) > 1:
-        raise BundleError(f"the generator and the classifier were exported with different fixed batch sizes "
-                          f"{sorted(fixed)}; export them with dynamic_axes={{input: {{0: 'batch'}}}} or one size")
-    batch = fixed.pop() if fixed else "batch"
+    batch = common_batch(generator, classifier, "the generator and the classifier")
     (g, q), opset, onnx = _align([generator, classifier])
     g = onnx.compose.add_prefix(g, "g/")
     q = onnx.compose.add_prefix(q, "q/")

@@ -262,7 +262,7 @@ def recorded_models(card: Mapping):
 
 def _recorded_style(card: Mapping, models: Mapping):
     """A mapping/synthesis run's models (paths and SHA-256 checked), in the space the run used, or ``None``."""
-    from corrkit._core.bundle import from_style
+    from corrkit._core.style_bundle import from_style
     from corrkit._core.onnx_files import sha256
 
     parts = [models.get(r) or {} for r in ("mapping", "synthesis", "classifier")]

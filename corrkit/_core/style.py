@@ -161,14 +161,9 @@ def space_graph(mapping, synthesis, style: Style):
     """One ONNX graph: the space's code ``z [B, latent_dim]`` -> the synthesis network's image."""
     from onnx import compose, helper, numpy_helper
 
-    from corrkit._core.conventions import fixed_batch
-    from corrkit._core.fuse import _align, _rename_input
+    from corrkit._core.fuse import _align, _rename_input, common_batch
 
-    fixed = {b for b in (fixed_batch(mapping), fixed_batch(synthesis)) if b is not None}
-    if len(fixed) > 1:
-        raise BundleError(f"the mapping and synthesis networks were exported with different fixed batch sizes "
-                          f"{sorted(fixed)}; export them with a dynamic batch or one size")
-    batch = fixed.pop() if fixed else "batch"
+    batch = common_batch(mapping, synthesis, "the mapping and synthesis networks")
     (m, s), opset, onnx = _align([mapping, synthesis])
     m, s = compose.add_prefix(m, "m/"), compose.add_prefix(s, "s/")
     space, n_w, n_l = style.space, style.w_dim, style.n_layers

@@ -1,0 +1,142 @@
+"""Mapping/synthesis bundles (SPEC §12): checking a mapping, synthesis and classifier triple, and writing its folder.
+
+The folder holds ``mapping.onnx``, ``synthesis.onnx``, ``classifier.onnx``, ``w_avg.npy`` when
+the model has a mean ``w``, and ``bundle.json`` with a ``style`` block. What the pair becomes
+in each space is :mod:`corrkit._core.style`; loading and writing share :mod:`corrkit._core.bundle`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from corrkit._core.bundle import (Bundle, _check_bundle_target, _check_output_kind, _check_range, _write_bundle,
+                                  check_generator_range, settle_output_kind)
+from corrkit._core.onnx_files import _check_rank2, _latent_input, io_shapes, load_onnx
+from corrkit._core.style import Style
+from corrkit.errors import BundleError
+
+
+def _synthesis_input(dims: list, w_dim: int, path, n_layers: int | None) -> tuple[int, bool]:
+    """``(L, per_layer)`` of a synthesis input ``ws [B, L, Nw]`` or ``w [B, Nw]``, checked against the mapping."""
+    shown = "[" + ", ".join("batch" if not isinstance(d, int) else str(d) for d in dims) + "]"
+    if len(dims) == 3 and all(isinstance(d, int) and d > 0 for d in dims[1:]) and dims[2] == w_dim:
+        if n_layers is not None and n_layers != dims[1]:
+            raise BundleError(f"bundle.json says n_layers {n_layers}, but synthesis {path} takes {dims[1]} layers")
+        return dims[1], True
+    if len(dims) == 2 and dims[1] == w_dim:
+        return int(n_layers or 1), False
+    raise BundleError(f"synthesis input of {path} has shape {shown}; expected ws [batch, L, {w_dim}] or w [batch, "
+                      f"{w_dim}] (the mapping network's w has {w_dim} values)")
+
+
+def _check_w_avg(w_avg, w_dim: int) -> np.ndarray | None:
+    if w_avg is None:
+        return None
+    a = np.asarray(w_avg, dtype=np.float64)
+    if a.shape not in ((w_dim,), (1, w_dim)) or not np.isfinite(a).all():
+        raise BundleError(f"w_avg must be {w_dim} finite numbers (the mean of the mapping's w), got shape {a.shape}")
+    return a.reshape(w_dim).astype(np.float32)
+
+
+def from_style(mapping, synthesis, classifier, *, classes=None, generator_output_range=(-1, 1),
+               classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None, n_layers: int | None = None,
+               meta=None, path=None) -> Bundle:
+    """Check a mapping/synthesis/classifier triple (SPEC §12) and describe it as a :class:`Bundle` in Z.
+
+    The mapping takes ``z [B, Nz]`` (or ``[B, Nz, 1, 1]``) to ``w [B, Nw]``; the synthesis
+    takes ``ws [B, L, Nw]`` (or one ``w [B, Nw]``) to an image the classifier reads.
+    ``w_avg`` (``[Nw]``) enables truncation. Use :meth:`Bundle.in_space` for W and W+.
+    """
+    mapping, synthesis, classifier = Path(mapping), Path(synthesis), Path(classifier)
+    m, s, q = (load_onnx(f, role) for f, role in ((mapping, "mapping"), (synthesis, "synthesis"),
+                                                  (classifier, "classifier")))
+    (m_in, m_out), (s_in, s_out), (q_in, q_out) = io_shapes(m), io_shapes(s), io_shapes(q)
+    n_z = _latent_input(m_in, mapping)
+    n_w = _check_rank2(m_out, "mapping output", mapping)
+    layers, per_layer = _synthesis_input(s_in, n_w, synthesis, n_layers)
+    c = _check_rank2(q_out, "classifier output", classifier)
+    fixed = lambda dims: list(dims[1:]) if all(isinstance(d, int) for d in dims[1:]) else None  # noqa: E731
+    if fixed(s_out) and fixed(q_in) and fixed(s_out) != fixed(q_in):
+        raise BundleError(f"synthesis output {s_out[1:]} does not match classifier input {q_in[1:]} "
+                          "(per-sample shapes)")
+    classes = list(classes) if classes is not None else [str(i) for i in range(c)]
+    if len(classes) != c:
+        raise BundleError(f"{len(classes)} class names given, but the classifier has {c} outputs")
+    declared = _check_output_kind(classifier_output)
+    style = Style(mapping=mapping, synthesis=synthesis, z_dim=n_z, w_dim=n_w, n_layers=layers, per_layer=per_layer,
+                  w_avg=_check_w_avg(w_avg, n_w))
+    b = Bundle(
+        latent_dim=n_z, n_classes=c, classes=classes, classifier_output=declared, generator=synthesis,
+        classifier=classifier, path=path, style=style,
+        generator_output_range=_check_range(generator_output_range, "generator output range"),
+        classifier_input_range=_check_range(classifier_input_range, "classifier input range"),
+        image_shape=tuple(fixed(s_out)) if fixed(s_out) else None, meta=meta or {},
+    )
+    b.classifier_output = settle_output_kind(b, declared)
+    check_generator_range(b)
+    return b
+
+
+def load_style_folder(path: Path, meta: dict, classifier_output: str | None) -> Bundle:
+    """A bundle folder whose ``bundle.json`` has a ``style`` block (its files, and ``w_avg``)."""
+    spec = meta["style"]
+    w_avg = None
+    if spec.get("w_avg"):
+        f = path / spec["w_avg"]
+        try:
+            w_avg = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{f} cannot be read as a .npy array ({exc}); write it with numpy.save") from None
+    b = from_style(path / spec.get("mapping", "mapping.onnx"), path / spec.get("synthesis", "synthesis.onnx"),
+                   path / "classifier.onnx", classes=meta.get("classes"),
+                   generator_output_range=meta.get("generator_output_range", (-1, 1)),
+                   classifier_input_range=meta.get("classifier_input_range", (-1, 1)),
+                   classifier_output=classifier_output or meta.get("classifier_output", "auto"), w_avg=w_avg,
+                   n_layers=spec.get("n_layers"), meta=meta, path=path)
+    for key, got in (("z_dim", b.style.z_dim), ("w_dim", b.style.w_dim), ("latent_dim", b.style.z_dim)):
+        want = spec.get(key) if key != "latent_dim" else meta.get(key)
+        if want is not None and int(want) != got:
+            raise BundleError(f"{path / 'bundle.json'} says {key} {want}, the models have {got}")
+    return b
+
+
+def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, generator_output_range=(-1, 1),
+                        classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None,
+                        force: bool = False, extra_files: dict[str, bytes] | None = None,
+                        provenance: dict | None = None) -> Bundle:
+    """A bundle folder from a mapping, a synthesis and a classifier ONNX (SPEC §12), as :func:`create_bundle`.
+
+    ``w_avg`` (the mean ``w``, ``[Nw]``, for truncation) is an array or a ``.npy`` path.
+    The folder holds ``mapping.onnx``, ``synthesis.onnx``, ``classifier.onnx``,
+    ``w_avg.npy`` when given, and ``bundle.json`` with a ``style`` block.
+    """
+    out = Path(out)
+    _check_bundle_target(out, force)
+    if isinstance(w_avg, (str, os.PathLike)):
+        try:
+            w_avg = np.load(w_avg, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"--w-avg {w_avg} cannot be read as a .npy array ({exc})") from None
+    b = from_style(mapping, synthesis, classifier, classes=classes, generator_output_range=generator_output_range,
+                   classifier_input_range=classifier_input_range, classifier_output=classifier_output, w_avg=w_avg)
+    st = b.style
+    card = {
+        "format": 1, "latent_dim": st.z_dim, "latent_distribution": "normal", "classes": b.classes,
+        "style": {"mapping": "mapping.onnx", "synthesis": "synthesis.onnx",
+                  "w_avg": "w_avg.npy" if st.w_avg is not None else None,
+                  "z_dim": st.z_dim, "w_dim": st.w_dim, "n_layers": st.n_layers},
+        "image_shape": list(b.image_shape) if b.image_shape else None,
+        "generator_output_range": list(b.generator_output_range),
+        "classifier_input_range": list(b.classifier_input_range),
+        "classifier_output": b.classifier_output,
+        "provenance": provenance or {"created_by": "corrkit bundle create",
+                                     **{k: str(Path(v).resolve()) for k, v in (("mapping", mapping),
+                                        ("synthesis", synthesis), ("classifier", classifier))}},
+        "metrics": {},
+    }
+    models = {"mapping.onnx": st.mapping, "synthesis.onnx": st.synthesis, "classifier.onnx": b.classifier}
+    return _write_bundle(out, models, card, force, extra_files,
+                         {"w_avg.npy": st.w_avg} if st.w_avg is not None else None)
