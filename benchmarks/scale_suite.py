@@ -1,10 +1,12 @@
 """The scale suite: corrkit against PyTorch eager on the DCGANs users bring, at 64, 128 and 256 px, in one run.
 
-    .venv/bin/python -m benchmarks.scale_suite [--sizes 64 128 256] [--modes fp32 bf16 int8] [--out FILE.json]
+    .venv/bin/python -m benchmarks.scale_suite [--sizes 64 128 256 style256] [--modes fp32 bf16 int8] [--out FILE.json]
 
-For each size (:mod:`benchmarks.scale_models`: ConvTranspose + BatchNorm DCGAN, strided-conv
-classifier, exported with ``torch.onnx.export``'s defaults), one after another in this
-process and on the same codes:
+For each model (:mod:`benchmarks.scale_models`: ConvTranspose + BatchNorm DCGANs at 64, 128
+and 256 px, strided-conv classifier, exported with ``torch.onnx.export``'s defaults; and
+``style256``: the 256-px StyleGAN2-architecture generator of ``tests/stylegan2.py`` with the
+channels of :data:`benchmarks.style_bench.CHANNELS`, analysed in W+), one after another in
+this process and on the same codes:
 
 - onnxruntime raw sessions of the two models as exported (the user's own loop);
 - the corrkit engine in each mode (batch 32, the rewrites it applies);
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BATCH = 32
 DIRECTIONS = 32
 CODES = 8  # per class: 80 codes x 32 directions x 4 off-centre steps = 10,240 grid points per run
+STYLE_CODES = 2  # per class on style256 (20 codes, 2,560 points: it runs ~25 points/s on 2 cores)
 SECONDS = 3.0
 
 
@@ -56,14 +59,19 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _apcr_child(folder: str, mode: str, latents, q) -> None:
+def _apcr_child(folder: str, mode: str, latents, q, space: str = "z", codes: int = CODES) -> None:
     from corrkit._core.bundle import load_bundle
     from corrkit._core.execution import Execution
+    from corrkit._core.style import Space, space_directions
     from corrkit.methods.sequential import apcr
 
     b = load_bundle(folder)
-    d = np.eye(b.latent_dim, dtype=np.float32)[:DIRECTIONS]
-    r = apcr(b, directions=d, samples_per_class=CODES, steps=2, latents=latents,
+    if space == "z":
+        d, norm = np.eye(b.latent_dim, dtype=np.float32)[:DIRECTIONS], True
+    else:  # the first W axes, lifted to every style layer
+        b = b.in_space(Space(space))
+        d, norm = space_directions(b, np.eye(b.style.w_dim, dtype=np.float32)[:DIRECTIONS])
+    r = apcr(b, directions=d, normalize_directions=norm, samples_per_class=codes, steps=2, latents=latents,
              execution=Execution(device="cpu", mode=mode))
     q.put({"apcr": r.apcr, "latents": r.latents, "points_per_second": r.points / r.seconds,
            "points": int(r.points), "seconds": r.seconds,
@@ -72,10 +80,10 @@ def _apcr_child(folder: str, mode: str, latents, q) -> None:
            "peak_rss_mb": _peak_rss_mb()})
 
 
-def apcr_end_to_end(folder: str, mode: str, latents=None) -> dict:
+def apcr_end_to_end(folder: str, mode: str, latents=None, space: str = "z", codes: int = CODES) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_apcr_child, args=(folder, mode, latents, q))
+    p = ctx.Process(target=_apcr_child, args=(folder, mode, latents, q, space, codes))
     p.start()
     out = q.get()
     p.join()
@@ -91,37 +99,56 @@ def whole_grid_fidelity(a: np.ndarray, b: np.ndarray, k: int = 10) -> dict:
             "min_top10_overlap": float(min(overlap))}
 
 
-def torch_rows(size: int) -> dict[str, float]:
+def torch_rows(generator, classifier, x: np.ndarray) -> dict[str, float]:
+    """PyTorch eager on ``generator`` then ``classifier`` over the batch ``x``: fp32 NCHW, fp32 and bf16 channels-last.
+
+    The images are made channels-last before the classifier; bf16 is autocast with the
+    softmax in fp32. Points per second of the best call (:func:`_best_rate`).
+    """
     import torch
 
-    from benchmarks.scale_models import LATENT, models
-
     torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
-    g, q = models(size)
-    z = torch.from_numpy(np.random.default_rng(0).standard_normal((BATCH, LATENT, 1, 1)).astype(np.float32))
+    x = torch.from_numpy(x)
     out = {}
     for name, cl, bf16 in (("PyTorch eager fp32 NCHW", False, False),
                            ("PyTorch eager fp32 channels-last", True, False),
                            ("PyTorch eager bf16 channels-last", True, True)):
         fmt = torch.channels_last if cl else torch.contiguous_format
-        gm, qm = g.to(memory_format=fmt), q.to(memory_format=fmt)
+        gm, qm = generator.to(memory_format=fmt), classifier.to(memory_format=fmt)
 
         @torch.no_grad()
         def run(gm=gm, qm=qm, bf16=bf16, fmt=fmt):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return torch.softmax(qm(gm(z).contiguous(memory_format=fmt)).float(), 1)
+                return torch.softmax(qm(gm(x).contiguous(memory_format=fmt)).float(), 1)
 
-        out[name] = _best_rate(run, BATCH)
+        out[name] = _best_rate(run, len(x))
     return out
 
 
+def _model(name: str, work: Path):
+    """``(bundle in its space, space, codes per class, torch generator, torch classifier, torch input batch)``."""
+    rng = np.random.default_rng(0)
+    if name == "style256":
+        from benchmarks.style_bench import style_bundle
+
+        b, gen, cls = style_bundle(work / name, n_classes=10)
+        from corrkit._core.style import Space
+
+        x = rng.standard_normal((BATCH, b.style.n_layers, b.style.w_dim)).astype(np.float32)
+        return b.in_space(Space("w+")), "w+", STYLE_CODES, gen.synthesis, cls, x
+    from benchmarks.scale_models import LATENT, bundle, models
+
+    g, q = models(int(name))
+    x = rng.standard_normal((BATCH, LATENT, 1, 1)).astype(np.float32)
+    return bundle(int(name), work / f"dcgan{name}"), "z", CODES, g, q, x
+
+
 def suite(sizes, modes, work: Path) -> dict:
-    from benchmarks.scale_models import bundle
     from corrkit._core.bench import engine_call, raw_session
 
     results = {}
     for size in sizes:
-        b = bundle(size, work / f"dcgan{size}")
+        b, space, codes, gen, cls, x = _model(size, work)
         rows, info = {}, {}
         rows["onnxruntime raw sessions (as exported)"] = _best_rate(raw_session(b, BATCH), BATCH)
         for mode in modes:
@@ -131,14 +158,14 @@ def suite(sizes, modes, work: Path) -> dict:
         ref = None
         for mode in ["fp32"] + [m for m in modes if m != "fp32"]:
             # the fast modes run on the fp32 run's codes, so their APCR can be set beside it whole
-            r = apcr_end_to_end(str(b.path), mode, None if ref is None else ref["latents"])
+            r = apcr_end_to_end(str(b.path), mode, None if ref is None else ref["latents"], space, codes)
             if ref is None:
                 ref = r
             else:
                 r["whole_grid"] = whole_grid_fidelity(r["apcr"], ref["apcr"])
             rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
             info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents")}
-        rows.update(torch_rows(size))
+        rows.update(torch_rows(gen, cls, x))
         results[size] = {"rows": rows, "info": info}
         print(table(size, rows, info), flush=True)
     return results
@@ -146,7 +173,8 @@ def suite(sizes, modes, work: Path) -> dict:
 
 def table(size: int, rows: dict, info: dict) -> str:
     fp32, bf16 = rows["PyTorch eager fp32 channels-last"], rows["PyTorch eager bf16 channels-last"]
-    lines = [f"\n### {size} px", "", "| path | points/s | × PyTorch fp32 CL | × PyTorch bf16 CL | batch | peak RSS |",
+    title = f"\n### {size}" + (" px" if str(size).isdigit() else " (W+)")
+    lines = [title, "", "| path | points/s | × PyTorch fp32 CL | × PyTorch bf16 CL | batch | peak RSS |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, pps in rows.items():
         a = info.get("apcr " + name.rsplit(" ", 1)[-1]) if name.startswith("corrkit apcr") else None
@@ -172,7 +200,8 @@ def table(size: int, rows: dict, info: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--sizes", nargs="+", default=["64", "128", "256", "style256"],
+                    help="DCGAN sizes in px, and style256 (the StyleGAN2-architecture model in W+)")
     ap.add_argument("--modes", nargs="+", default=["fp32", "bf16", "int8"])
     ap.add_argument("--work", type=Path, default=Path("build/scale"))
     ap.add_argument("--out", type=Path, default=None)

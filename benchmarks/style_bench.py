@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import platform
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scale_suite import _best_rate, _peak_rss_mb  # noqa: E402
+from benchmarks.scale_suite import _peak_rss_mb, torch_rows  # noqa: E402
 
 CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 64, 128: 32, 256: 16}
 BATCH = 16
@@ -58,40 +57,25 @@ def corrkit_row(folder: str, n_dirs: int) -> dict:
     return out
 
 
-def torch_rows(gen, cls, n_layers: int, w_dim: int) -> dict:
-    import torch
-
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    ws = torch.from_numpy(np.random.default_rng(0).standard_normal((BATCH, n_layers, w_dim)).astype(np.float32))
-    out = {}
-    for name, cl, bf16 in (("PyTorch eager fp32 NCHW", False, False), ("PyTorch eager fp32 channels-last", True, False),
-                           ("PyTorch eager bf16 channels-last", True, True)):
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        s, q = gen.synthesis.to(memory_format=fmt), cls.to(memory_format=fmt)
-
-        @torch.no_grad()
-        def run(s=s, q=q, bf16=bf16, fmt=fmt):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                return torch.softmax(q(s(ws).contiguous(memory_format=fmt)).float(), 1)
-
-        out[name] = _best_rate(run, BATCH)
-    return out
-
-
-def main(argv=None) -> None:
+def style_bundle(folder: Path, n_classes: int = 3):
+    """``(bundle, torch generator, torch classifier)``: the 256-px model exported to ``folder/raw`` and bundled."""
     from corrkit._core.style_bundle import create_style_bundle
     from tests import stylegan2 as sg
 
+    cfg = sg.StyleConfig(resolution=256, z_dim=512, w_dim=512, n_mlp=8, channels=CHANNELS)
+    e = sg.export_style(Path(folder) / "raw", cfg, n_classes=n_classes)
+    b = create_style_bundle(e.mapping, e.synthesis, e.classifier, Path(folder) / "bundle", w_avg=e.w_avg, force=True)
+    return b, e.generator, e.classifier_module
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    cfg = sg.StyleConfig(resolution=256, z_dim=512, w_dim=512, n_mlp=8, channels=CHANNELS)
-    work = Path(tempfile.mkdtemp(prefix="corrkit-style-"))
-    e = sg.export_style(work / "raw", cfg)
-    create_style_bundle(e.mapping, e.synthesis, e.classifier, work / "bundle", w_avg=e.w_avg)
-    rows = {f"corrkit apcr --space w+ ({k} grid)": corrkit_row(str(work / "bundle"), n) for k, n in GRIDS.items()}
-    rows.update({k: {"points_per_second": v} for k, v in torch_rows(e.generator, e.classifier_module,
-                                                                   cfg.n_layers, cfg.w_dim).items()})
+    b, gen, cls = style_bundle(Path(tempfile.mkdtemp(prefix="corrkit-style-")))
+    rows = {f"corrkit apcr --space w+ ({k} grid)": corrkit_row(str(b.path), n) for k, n in GRIDS.items()}
+    ws = np.random.default_rng(0).standard_normal((BATCH, b.style.n_layers, b.style.w_dim)).astype(np.float32)
+    rows.update({k: {"points_per_second": v} for k, v in torch_rows(gen.synthesis, cls, ws).items()})
     info = {"cpu": platform.processor() or platform.machine(), "channels": CHANNELS, "batch_torch": BATCH}
     fp32_cl = rows["PyTorch eager fp32 channels-last"]["points_per_second"]
     bf16_cl = rows["PyTorch eager bf16 channels-last"]["points_per_second"]

@@ -187,13 +187,14 @@ def _rules() -> dict:
         ("compare", "directions"): named_directions, "boundaries": given("--boundaries"),
         ("export optimize", "weights"): given("--weights", "folder"),
         ("export bundle", "work"): given("--work", "folder"),
+        ("export bundle-style", "work"): given("--work", "folder"),
         ("figures", "model"): given("--model", "any"), ("latents", "model"): given("--model", "any"),
         # outputs
         "out": out(),
         ("sefa", "out"): out(kind="file"), ("optimize", "out"): out(kind="file"),
         ("report", "out"): out(kind="file"), ("export optimize", "out"): out(kind="file"),
         ("ganspace", "out"): out(kind="file"), ("interfacegan", "out"): out(kind="file"),
-        ("export train", "work"): out("--work"),
+        ("export train", "work"): out("--work"), ("export train-style", "work"): out("--work"),
         # numbers
         "seed": seed, ("latents", "seed"): whole("--seed", 0, MAX_SEED),
         "samples_per_class": whole("--samples-per-class", 1, MAX_SAMPLES_PER_CLASS),
@@ -220,6 +221,7 @@ def _rules() -> dict:
         "n_prior": whole("--n-prior", 0, MAX_PRIOR), "folds": whole("--folds", 2, MAX_FOLDS),
         "gan_epochs": whole("--gan-epochs", 1, MAX_EPOCHS),
         "classifier_epochs": whole("--classifier-epochs", 1, MAX_EPOCHS),
+        "epochs": whole("--epochs", 1, MAX_EPOCHS), "minutes": real("--minutes", 0, lo_open=True),
         "n_directions": whole("--directions", 2, 100_000),
         "init_scale": real("--init-scale", 0, lo_open=True),
         "eval_samples": whole("--eval-samples", 1, MAX_TRAINING_STEPS),

@@ -92,6 +92,18 @@ def in_space(bundle, space: str = "z", truncation: float = 1.0, layers: Optional
     return bundle.in_space(Space(space, float(truncation), groups, bool(by_layer)))
 
 
+def in_space_unless_run(bundle, run, space: str = "z", truncation: float = 1.0, layers: Optional[str] = None):
+    """:func:`in_space` for a command that takes ``--run`` too: a run brings its own recorded space."""
+    from corrkit.errors import CorrkitError
+
+    if run is None:
+        return in_space(bundle, space, truncation, layers)
+    if (space, float(truncation), layers) != ("z", 1.0, None):
+        raise CorrkitError("--space, --truncation and --layers are the run's (recorded with it); give them "
+                           "without --run, or re-run apcr in that space")
+    return bundle
+
+
 def execution(ray: Optional[str] = None, **options):
     """The :class:`~corrkit._core.execution.Execution` of a command's options, checked before any work.
 

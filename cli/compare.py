@@ -32,6 +32,7 @@ def compare_command(
     delta: float = typer.Option(DELTA), seed: int = typer.Option(SEED), device: str = c.DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json, per-method runs and PNGs."),
     ray: Optional[str] = c.RayOpt, workers: Optional[int] = c.WorkersOpt, verbose: bool = c.VerboseOpt,
+    space: str = c.SpaceOpt, truncation: float = c.TruncationOpt, layers: Optional[str] = c.LayersOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Score coordinate, random, SeFa, GANSpace, InterFaceGAN and your direction sets with the same APCR machinery."""
@@ -46,6 +47,7 @@ def compare_command(
         raise CorrkitError("--directions takes NAME=FILE")
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
                               inputs, generator_output_name, classifier_output_name)
+    bundle = c.in_space(bundle, space, truncation, layers)
     with c.progress_bar(not json_out) as progress:
         s = compare(bundle, dict(pairs), with_sefa=sefa, with_ganspace=ganspace,
                     with_interfacegan=interfacegan, samples_per_class=samples_per_class, steps=steps,

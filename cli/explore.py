@@ -26,6 +26,7 @@ def explore_command(
     port: int = typer.Option(8765, help="TCP port."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default; an IP address)."),
     check: bool = typer.Option(False, "--check", help="Load the model and run, print what would be served, exit."),
+    space: str = c.SpaceOpt, truncation: float = c.TruncationOpt, layers: Optional[str] = c.LayersOpt,
 ):
     """Serve a page (offline, on loopback) with sliders along the top directions of a class, the image and all
     class probabilities redrawn on every move, a traversal strip, and export of the codes and the strip."""
@@ -37,6 +38,7 @@ def explore_command(
     run = path if path is not None and is_run(path) else None
     bundle = c.run_or_given_bundle(run, None if run else path, generator, classifier, classes, generator_range,
                                    classifier_range, output, inputs, generator_output_name, classifier_output_name)
+    bundle = c.in_space_unless_run(bundle, run, space, truncation, layers)
     explorer = Explorer(bundle, run=APCRResult.load(run) if run else None, run_dir=run, device=device)
     if check:
         return c.echo_json(explorer.info())

@@ -54,6 +54,36 @@ def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written b
     c.echo_json(card["metrics"])
 
 
+@app.command("train-style")
+@c.handles_errors
+@c.checks_options("export train-style")
+def train_style(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder (a killed run resumes)."),
+                epochs: int = typer.Option(30), minutes: float = typer.Option(80.0, help="Time box: no epoch starts "
+                                                                               "after this much training time."),
+                data_dir: Optional[Path] = typer.Option(None, help="Fashion-MNIST IDX folder.")):
+    """Train the built-in style-based generator (mapping + synthesis) on Fashion-MNIST (seeded, resumable)."""
+    need_torch()
+    from corrkit.export.train_style import main
+
+    main(str(work), epochs=epochs, minutes=minutes, data_dir=data_dir)
+
+
+@app.command("bundle-style")
+@c.handles_errors
+@c.checks_options("export bundle-style")
+def bundle_style(work: Path = typer.Option(Path("build/train"), help="Folder written by `corrkit export train-style`."),
+                 out: Optional[Path] = typer.Option(None, help="Bundle folder (default: build/bundle_style). "
+                                                    "`--out corrkit/bundle_style` in a checkout refreshes the "
+                                                    "shipped one."),
+                 data_dir: Optional[Path] = typer.Option(None)):
+    """Select the style generator, export mapping and synthesis to ONNX (validated) and write the card."""
+    need_torch()
+    from corrkit.export.bundle_style import OUT, build
+
+    card = build(work, out or OUT, data_dir)
+    c.echo_json(card["metrics"])
+
+
 @app.command("model")
 @c.handles_errors
 @c.checks_options("export model")

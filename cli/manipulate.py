@@ -36,6 +36,7 @@ def manipulate_command(
     run: Optional[Path] = c.RunOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for manipulate.json and PNG grids."),
     device: str = c.DeviceOpt,
+    space: str = c.SpaceOpt, truncation: float = c.TruncationOpt, layers: Optional[str] = c.LayersOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Push codes of a class along its top-, bottom- and random-k dims; report drops and flip rates."""
@@ -47,6 +48,7 @@ def manipulate_command(
 
     bundle = c.run_or_given_bundle(run, model, generator, classifier, classes, generator_range, classifier_range,
                                    output, inputs, generator_output_name, classifier_output_name)
+    bundle = c.in_space_unless_run(bundle, run, space, truncation, layers)
     classes = None if class_.lower() == "all" else [class_index(class_, bundle.classes)]
     kept = [class_index(k, bundle.classes) for k in keep.split(",")] if keep else None
     with c.progress_bar(not json_out) as progress:

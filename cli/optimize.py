@@ -39,6 +39,7 @@ def optimize_command(
                                   "probes of v shared by all codes."),
     threads: Optional[int] = typer.Option(None, help="onnxruntime threads (default: all cores)."),
     device: str = c.DeviceOpt,
+    space: str = c.SpaceOpt, truncation: float = c.TruncationOpt, layers: Optional[str] = c.LayersOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Find w* per class without torch: gradient descent with antithetic zeroth-order gradients."""
@@ -47,6 +48,7 @@ def optimize_command(
 
     bundle = c.resolve_bundle(model, generator, classifier, classes, generator_range, classifier_range, output,
                               inputs, generator_output_name, classifier_output_name)
+    bundle = c.in_space(bundle, space, truncation, layers)
     own = bundle.path / WEIGHTS_FILE if bundle.path else None
     against = against or (own if own is not None and own.is_file() else None)
     if against is not None:  # read before the work: a bad file must not cost a finished run its report

@@ -33,6 +33,7 @@ def translate_command(
     run: Optional[Path] = c.RunOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for translate.json and PNG grids."),
     device: str = c.DeviceOpt,
+    space: str = c.SpaceOpt, truncation: float = c.TruncationOpt, layers: Optional[str] = c.LayersOpt,
     json_out: bool = c.JsonOpt,
 ):
     """Translate codes of one class into another; the success matrix over all pairs."""
@@ -43,6 +44,7 @@ def translate_command(
 
     bundle = c.run_or_given_bundle(run, model, generator, classifier, classes, generator_range, classifier_range,
                                    output, inputs, generator_output_name, classifier_output_name)
+    bundle = c.in_space_unless_run(bundle, run, space, truncation, layers)
     if (source is None) != (target is None) or (all_pairs and source is not None):
         raise CorrkitError("give --source and --target together, or --all (the default) alone")
     pairs = None if source is None else [(class_index(source, bundle.classes), class_index(target, bundle.classes))]

@@ -265,3 +265,22 @@ def test_torch_dcgan_through_the_engine(tmp_path):
     assert plain.rewrites == {}
     p, want = fast.probabilities(z), plain.probabilities(z)
     np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
+
+
+def test_the_openvino_shape_rewrites_every_stride_2_layer_with_depth_to_space(rng):
+    """``--mode bf16``'s generator form: DepthToSpace interleaves, the 4x4-input layer too, still exact."""
+    from corrkit._core.engine import rewritten
+
+    plain = _dcgan_graph(rng)
+    new, counts = rewritten(plain, backend="openvino")
+    assert counts == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 3}
+    ops = [n.op_type for n in new.graph.node]
+    assert ops.count("DepthToSpace") == 3 and "ConvTranspose" not in ops
+    z = rng.standard_normal((4, 12)).astype(np.float32)
+    _same(new, plain, z, "z")
+    ov = pytest.importorskip("openvino")
+    from corrkit._core.openvino import Session
+
+    got = Session(new, precision="fp32", threads=1, chunk=4).run(None, {"z": z})[0]
+    want = _run(plain, z, "z")
+    assert ov is not None and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

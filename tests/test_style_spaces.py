@@ -282,3 +282,63 @@ def test_the_grouped_form_is_the_same_function_but_does_not_export_at_a_symbolic
         np.testing.assert_allclose(grouped(z).numpy(), scaling(z).numpy(), atol=1e-5)
     with pytest.raises(Exception, match="unknown shape"):
         sg.export_style(tmp_path, fused=True)
+
+
+def test_w_ganspace_is_the_pca_of_mapped_prior_samples(twin):
+    from corrkit.methods.ganspace import ganspace
+
+    view = twin.in_space(Space("w+", 0.9, ((1,),)))
+    got = ganspace(view, samples=500, seed=4)
+    w = twin.in_space(Space("w", 0.9)).draw(np.random.default_rng(4), 500).astype(np.float64)
+    vals, vecs = np.linalg.eigh(np.cov(w, rowvar=False))  # an independent PCA: the covariance's eigenvectors
+    vals, vecs = vals[::-1], vecs[:, ::-1].T
+    np.testing.assert_allclose(got.explained_variance, vals / vals.sum(), rtol=1e-6)
+    for k in range(NW):
+        assert abs(float(got.directions[k] @ vecs[k])) > 1 - 1e-6
+    with pytest.raises(Exception, match="--layer"):
+        ganspace(view, layer="x")
+
+
+def test_compare_in_w_plus_lifts_every_set_to_the_chosen_layers(twin, tmp_path):
+    from corrkit.methods.compare import compare
+    from corrkit.methods.sequential import APCRResult
+    from corrkit.methods.sefa import style_sefa
+
+    view = twin.in_space(Space("w+", 1.0, ((0, 2),)))
+    s = compare(view, {"mine": np.eye(NW, dtype=np.float32)[:2]}, samples_per_class=3, steps=1, out=tmp_path / "c")
+    assert set(s["methods"]) == {"coordinate", "random", "sefa", "ganspace", "interfacegan", "mine"}
+    assert s["params"]["space"] == "w+" and s["params"]["layers"] == [[0, 2]]
+    sefa_run = APCRResult.load(tmp_path / "c" / "sefa")
+    assert sefa_run.directions.shape == (NW, L * NW)
+    want = lift(style_sefa(view, [0, 2]).directions, view.style)
+    np.testing.assert_allclose(sefa_run.directions, want, atol=1e-6)
+    blocks = sefa_run.directions.reshape(NW, L, NW)
+    assert not blocks[:, 1].any() and blocks[:, 0].any() and blocks[:, 2].any()  # layer 1 never moves
+    mine = APCRResult.load(tmp_path / "c" / "mine")
+    ref = apcr_from_grid(grid_probs(lambda c: np_probs_ws(c.reshape(-1, L, NW)), mine.latents, mine.directions, 1,
+                                    s["params"]["delta"]), mine.labels, C, 1)
+    have = mine.counts > 0
+    np.testing.assert_allclose(mine.apcr[:, have], ref["apcr"][:, have], rtol=1e-5, atol=1e-7)
+
+
+def test_compare_in_z_of_a_style_bundle_offers_no_w_methods(twin):
+    from corrkit.methods.compare import compare
+
+    s = compare(twin, samples_per_class=2, steps=1, with_interfacegan=False)
+    assert set(s["methods"]) == {"coordinate", "random"} and s["params"]["space"] == "z"
+
+
+def test_every_intervening_command_takes_the_space(twin, tmp_path):
+    cli = [sys.executable, "-m", "corrkit.cli"]
+    for cmd in (["compare", str(twin.path), "--samples-per-class", "2", "--steps", "1", "--no-interfacegan"],
+                ["optimize", str(twin.path), "--iterations", "2", "--samples-per-class", "2", "--out",
+                 str(tmp_path / "w.npz")],
+                ["translate", str(twin.path), "--source", "0", "--target", "1", "--top-k", "2"],
+                ["manipulate", str(twin.path), "--class", "0", "--top-k", "2"]):
+        done = subprocess.run(cli + cmd + ["--space", "w", "--truncation", "0.8", "--json"], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, (cmd[0], done.stderr)
+        bad = subprocess.run(cli + cmd + ["--space", "w", "--layers", "0"], capture_output=True, text=True)
+        assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr, cmd[0]
+    w = np.load(tmp_path / "w.npz", allow_pickle=False)
+    assert w["w"].shape == (C, NW)

@@ -105,12 +105,17 @@ def default_batch_size(model, device: str, memory_budget_mb: int | None = None) 
     return int(np.clip(budget // bytes_per_point(model), 16, 16384))
 
 
-def rewritten(model, phase_form: bool = True):
-    """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each."""
+def rewritten(model, phase_form: bool = True, backend: str = "onnxruntime"):
+    """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each.
+
+    ``backend="openvino"`` shapes the ConvTranspose phase form for OpenVINO's kernels
+    (DepthToSpace interleave, every layer: :func:`~corrkit._core.rewrite_transpose.transpose_rewrites`).
+    """
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
-    model, done = transpose_rewrites(model, phase_form=phase_form)
+    kw = {"interleave": "depth_to_space", "min_side": 1} if backend == "openvino" else {}
+    model, done = transpose_rewrites(model, phase_form=phase_form, **kw)
     model, n_sub = subpixel_phase_form(model)
     model, n_split = thin_conv_split(model, max_out=4)
     done.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})
@@ -130,6 +135,10 @@ def _bf16_session(model, parts, threads: int, options, providers, rewrite: bool)
     """``(session, rewrites)`` for ``--mode bf16``: the generator part on OpenVINO bf16, the classifier
     part on onnxruntime fp32 (:class:`corrkit._core.openvino.Pipeline`); a graph ``parts`` could not
     split (a user's fused model) runs whole in bf16, and ``rewrites`` is then ``None``.
+
+    The generator part gets the phase form shaped for OpenVINO (``backend="openvino"``); the
+    classifier's onnxruntime threads do not spin after a call, since OpenVINO's threads take
+    the cores next (spinning cost the pipeline 28% at 64 px, benchmarks/RESULTS.md).
     """
     from corrkit._core.openvino import Pipeline, Session, check_available
 
@@ -138,9 +147,10 @@ def _bf16_session(model, parts, threads: int, options, providers, rewrite: bool)
         return Session(model, precision="bf16", threads=threads), None
     g, q, boundary = parts
     done = {}
-    if rewrite:  # OpenVINO's own deconvolutions beat the phase form (benchmarks/RESULTS.md)
-        (g, done_g), (q, done_q) = rewritten(g, phase_form=False), rewritten(q, phase_form=True)
+    if rewrite:
+        (g, done_g), (q, done_q) = rewritten(g, backend="openvino"), rewritten(q)
         done = {k: done_g.get(k, 0) + done_q.get(k, 0) for k in {*done_g, *done_q}}
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return Pipeline(Session(g, precision="bf16", threads=threads), _ort_session(q, options, providers), boundary), done
 
 
@@ -202,7 +212,7 @@ class Engine:
 
             parts = split_at_classifier(model)
         if can_rewrite:
-            model, self.rewrites = rewritten(model, phase_form=mode != "bf16")
+            model, self.rewrites = rewritten(model, backend="openvino" if mode == "bf16" else "onnxruntime")
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()

@@ -414,17 +414,21 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     return _apply(m, replace, drop, new_inits), len(replace)
 
 
-def transpose_rewrites(model, phase_form: bool = True):
+def transpose_rewrites(model, phase_form: bool = True, interleave: str = "grouped_transpose",
+                       min_side: int = MIN_PHASE_SIDE):
     """The three rewrites in order (fold first, so the others see folded weights): ``(model, counts)``.
 
-    ``phase_form=False`` keeps stride-2 ConvTransposes whole: OpenVINO (``--mode bf16``) has
-    its own deconvolution kernels, and the phase form halves its speed (1,204 vs 527
-    points/s at 64 px, 374 vs 201 at 256 px, benchmarks/RESULTS.md).
+    ``phase_form=False`` keeps stride-2 ConvTransposes whole. ``interleave`` and ``min_side``
+    are :func:`conv_transpose_phase_form`'s: onnxruntime's CPU kernels want the grouped
+    transpose from 8x8 inputs up; OpenVINO (``--mode bf16``) wants DepthToSpace on every
+    layer, because its one-hot grouped deconvolution is slow while its convolutions run on
+    AMX (benchmarks/RESULTS.md).
     """
     counts = {}
     steps = [("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
     if phase_form:
-        steps.append(("conv_transpose_phase_form", conv_transpose_phase_form))
+        steps.append(("conv_transpose_phase_form",
+                      lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side)))
     for name, fn in steps:
         model, k = fn(model)
         if k:

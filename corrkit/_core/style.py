@@ -157,6 +157,21 @@ def space_directions(bundle, directions: np.ndarray | None) -> tuple[np.ndarray 
     return lift(d, style), False
 
 
+def direction_dim(bundle) -> int:
+    """Size of the directions a method finds for ``bundle``'s space: ``Nw`` in W and W+ (lifted to
+    the layers by :func:`space_directions`), else the latent size."""
+    style = getattr(bundle, "style", None)
+    return style.w_dim if style is not None and style.space.name != "z" else bundle.latent_dim
+
+
+def w_view(bundle):
+    """A W+ view's bundle in W with the same truncation (where a method fits its directions); else itself."""
+    style = getattr(bundle, "style", None)
+    if style is None or style.space.name != "w+":
+        return bundle
+    return bundle.in_space(Space("w", style.space.truncation))
+
+
 def space_graph(mapping, synthesis, style: Style):
     """One ONNX graph: the space's code ``z [B, latent_dim]`` -> the synthesis network's image."""
     from onnx import compose, helper, numpy_helper

@@ -106,7 +106,7 @@ def load_style_folder(path: Path, meta: dict, classifier_output: str | None) -> 
 def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, generator_output_range=(-1, 1),
                         classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None,
                         force: bool = False, extra_files: dict[str, bytes] | None = None,
-                        provenance: dict | None = None) -> Bundle:
+                        provenance: dict | None = None, metrics: dict | None = None) -> Bundle:
     """A bundle folder from a mapping, a synthesis and a classifier ONNX (SPEC §12), as :func:`create_bundle`.
 
     ``w_avg`` (the mean ``w``, ``[Nw]``, for truncation) is an array or a ``.npy`` path.
@@ -135,7 +135,7 @@ def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, ge
         "provenance": provenance or {"created_by": "corrkit bundle create",
                                      **{k: str(Path(v).resolve()) for k, v in (("mapping", mapping),
                                         ("synthesis", synthesis), ("classifier", classifier))}},
-        "metrics": {},
+        "metrics": metrics or {},
     }
     models = {"mapping.onnx": st.mapping, "synthesis.onnx": st.synthesis, "classifier.onnx": b.classifier}
     return _write_bundle(out, models, card, force, extra_files,

@@ -94,9 +94,12 @@ def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
 
 
 def _sefa(bundle) -> np.ndarray:
-    from corrkit.methods.sefa import sefa
+    from corrkit.methods.sefa import sefa, style_sefa
 
-    return sefa(bundle).directions
+    if bundle.style is None:
+        return sefa(bundle).directions
+    groups = bundle.style.layer_groups()  # SeFa on the style layers the directions will move
+    return style_sefa(bundle, sorted({i for g in groups for i in g})).directions
 
 
 def _ganspace(bundle, seed: int) -> np.ndarray:
@@ -105,10 +108,17 @@ def _ganspace(bundle, seed: int) -> np.ndarray:
     return ganspace(bundle, seed=seed).directions
 
 
-def _interfacegan(bundle, seed: int, engine) -> np.ndarray:
+def _interfacegan(bundle, seed: int, engine, ex) -> np.ndarray:
+    from corrkit._core.style import w_view
     from corrkit.methods.interfacegan import interfacegan
 
-    return interfacegan(bundle, seed=seed, engine=engine).directions
+    fit = w_view(bundle)  # in W+: the SVMs are fitted on w, their normals lifted to the layers
+    return interfacegan(fit, seed=seed, engine=engine if fit is bundle else ex.engine(fit)).directions
+
+
+def _first_rows(k: int, n: int, groups: int):
+    """Rows of the first ``k`` of ``n`` directions in a grid of ``groups`` layer groups, group-major."""
+    return slice(0, k) if groups == 1 else np.concatenate([np.arange(g * n, g * n + k) for g in range(groups)])
 
 
 def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndarray] | None = None, *,
@@ -131,16 +141,21 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     """
     from corrkit._core.codesets import check_class_sets
 
+    from corrkit._core.style import direction_dim, space_directions
+
     ex = execution or Execution()
     check_seed(seed)
     check_steps(steps, delta)
     bundle = as_bundle(bundle)
-    n = bundle.latent_dim
-    check_class_sets(samples_per_class, THRESHOLD, bundle.n_classes, n)
+    n = direction_dim(bundle)  # in W and W+ every set is of W, lifted to the space's layers
+    check_class_sets(samples_per_class, THRESHOLD, bundle.n_classes, bundle.latent_dim)
     given: dict[str, tuple[np.ndarray, dict]] = {}
     for name in methods or {}:
         check_method_name(name)
-    found_here = ["coordinate", "random"] + ["sefa", "ganspace"] * (bundle.generator is not None)
+    # SeFa and GANSpace of a StyleGAN-family generator live in W: not offered in Z
+    in_z_of_style = bundle.style is not None and bundle.style.space.name == "z"
+    found_here = ["coordinate", "random"] + ["sefa", "ganspace"] * (bundle.generator is not None
+                                                                    and not in_z_of_style)
     found_here = [m for m in found_here if {"sefa": with_sefa, "ganspace": with_ganspace}.get(m, True)]
     found_here += ["interfacegan"] * with_interfacegan
     for name, src in (methods or {}).items():
@@ -150,13 +165,14 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
         given[name] = (check_directions(arr, n), extra)
     # Every set's size before the first runs: a refused one must not follow replaced results.
     sizes = [bundle.n_classes if m == "interfacegan" else n for m in found_here] + [len(d) for d, _ in given.values()]
+    per_layer = len(bundle.style.layer_groups()) if bundle.style is not None and bundle.style.space.by_layer else 1
     for k in sizes:
-        check_grid_size(samples_per_class * bundle.n_classes, k, steps, bundle.n_classes)
+        check_grid_size(samples_per_class * bundle.n_classes, k * per_layer, steps, bundle.n_classes)
     ex.require_extras()
     engine = ex.engine(bundle)
     finders = {"coordinate": lambda: np.eye(n, dtype=np.float32), "random": lambda: random_orthogonal(n, seed),
                "sefa": lambda: _sefa(bundle), "ganspace": lambda: _ganspace(bundle, seed),
-               "interfacegan": lambda: _interfacegan(bundle, seed, engine)}
+               "interfacegan": lambda: _interfacegan(bundle, seed, engine, ex)}
     sets: dict[str, tuple[np.ndarray, dict]] = {}
     for name in found_here:  # each with the seconds it took to find its directions
         t = time.perf_counter()
@@ -168,18 +184,20 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     t0 = time.perf_counter()
     try:
         for name, (d, extra) in sets.items():
-            r = apcr(bundle, directions=d, steps=steps, delta=delta, samples_per_class=samples_per_class, seed=seed,
-                     execution=ex, engine=engine, pool=pool, out=Path(out) / name if out is not None else None,
+            d, normalize = space_directions(bundle, d)
+            r = apcr(bundle, directions=d, normalize_directions=normalize, steps=steps, delta=delta,
+                     samples_per_class=samples_per_class, seed=seed, execution=ex, engine=engine, pool=pool, out=Path(out) / name if out is not None else None,
                      progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
             table[name] = {**summarize(r), **extra}
-            if name == "sefa" and sefa_top < len(d):
-                table[f"sefa_top{sefa_top}"] = summarize(r, slice(0, sefa_top))
+            if name == "sefa" and sefa_top * per_layer < len(d):
+                rows = _first_rows(sefa_top, len(d) // per_layer, per_layer)
+                table[f"sefa_top{sefa_top}"] = summarize(r, rows)
     finally:
         if pool is not None:
             pool.close()
     summary = {"classes": list(bundle.classes), "methods": table,
                "params": {"samples_per_class": samples_per_class, "steps": steps, "delta": delta, "seed": seed,
-                          "executor": ex.executor},
+                          "executor": ex.executor, **(bundle.style.space.record() if bundle.style else {})},
                "seconds": round(time.perf_counter() - t0, 2)}
     if out is not None:
         io.write_json(Path(out) / "compare.json", summary)

@@ -71,6 +71,26 @@ class GanspaceResult:
                   layer=np.array([self.layer]))
 
 
+def w_ganspace(bundle, *, samples: int = SAMPLES, components: int | None = None, seed: int = SEED) -> GanspaceResult:
+    """GANSpace on a StyleGAN-family bundle in W or W+: the principal components of ``w`` itself.
+
+    Härkönen et al. (2020, Section 2) do PCA of ``w = M(z)`` over prior samples for StyleGAN; the
+    directions are the components (in W; :func:`corrkit._core.style.space_directions` lifts them
+    to the chosen layers in W+). The samples are drawn in Z and mapped, with the space's truncation.
+    """
+    from sklearn.decomposition import PCA
+
+    from corrkit._core.style import w_view
+
+    w = w_view(bundle).draw(np.random.default_rng(seed), samples).astype(np.float64)
+    k = min(components or w.shape[1], w.shape[1], samples)
+    pca = PCA(n_components=k, svd_solver="full").fit(w)
+    d = pca.components_
+    d = d * np.sign(d[np.arange(k), np.abs(d).argmax(1)])[:, None]  # largest entry positive
+    return GanspaceResult(d.astype(np.float32), pca.explained_variance_ratio_.astype(np.float64),
+                          "w (the mapping network's output)", int(samples))
+
+
 def runnable_generator(source):
     """The generator of ``source`` (a Bundle, a bundle folder, a generator ``.onnx`` or None) in corrkit's one form.
 
@@ -204,6 +224,11 @@ def ganspace(source=None, *, layer: str | None = None, samples: int = SAMPLES, c
     check_seed(seed)
     if components is not None:
         check_whole(components, "--components", 1)
+    style = getattr(source, "style", None)
+    if style is not None and style.space.name != "z":
+        if layer is not None:
+            raise CorrkitError("--layer picks an activation for GANSpace in Z; in W and W+ the PCA is of w itself")
+        return w_ganspace(source, samples=samples, components=components, seed=seed)
     model = runnable_generator(source)
     n = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     name, why = (layer, "given") if layer is not None else default_layer(model)

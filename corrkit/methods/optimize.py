@@ -194,7 +194,8 @@ def optimize(bundle=None, settings: OptimizeSettings | None = None, *, engine=No
     w, w_last, losses, took = descend(sets, settings, bundle.n_classes, n, make_grad, classes, report)
     return OptimizedWeights(w=w, loss=losses, classes=list(bundle.classes), counts=sets.counts, w_last=w_last,
                             settings=dict(settings.to_dict(), device=engine.device, provider=engine.provider,
-                                          class_seconds=took, probe_basis=basis_from),
+                                          class_seconds=took, probe_basis=basis_from,
+                                          **(bundle.style.space.record() if bundle.style else {})),
                             seconds=time.perf_counter() - t0)
 
 

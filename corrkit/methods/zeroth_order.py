@@ -129,6 +129,9 @@ def probe_basis(bundle) -> tuple[np.ndarray | None, str]:
     """
     from corrkit.methods.sefa import sefa
 
+    style = getattr(bundle, "style", None)
+    if style is not None and style.space.name != "w":  # style-layer SeFa is a basis of W only
+        return None, f"none (SeFa of a mapping/synthesis bundle is a basis of W, not of {style.space.name.upper()})"
     try:
         found = sefa(bundle)
     except CorrkitError as exc:
