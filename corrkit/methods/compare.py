@@ -186,7 +186,8 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
         for name, (d, extra) in sets.items():
             d, normalize = space_directions(bundle, d)
             r = apcr(bundle, directions=d, normalize_directions=normalize, steps=steps, delta=delta,
-                     samples_per_class=samples_per_class, seed=seed, execution=ex, engine=engine, pool=pool, out=Path(out) / name if out is not None else None,
+                     samples_per_class=samples_per_class, seed=seed, execution=ex, engine=engine, pool=pool,
+                     out=Path(out) / name if out is not None else None,
                      progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
             table[name] = {**summarize(r), **extra}
             if name == "sefa" and sefa_top * per_layer < len(d):
