@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -174,7 +175,13 @@ def _rules() -> dict:
     from corrkit.methods.manipulate import MAX_ALPHA_STEPS
     from corrkit.methods.objective import ESTIMATORS, MAX_ITERATIONS, MAX_PERTURBATIONS, OBJECTIVES
 
-    model = given("MODEL", "any", "give a bundle folder or an .onnx model")
+    readable = given("MODEL", "any", "give a bundle folder, an .onnx model or builtin:style")
+
+    def model(v):
+        from corrkit._core.bundle import BUILTIN_NAMES
+
+        if not (str(v) in BUILTIN_NAMES and not Path(v).exists()):
+            readable(v)
     return {
         # inputs
         "model": model, "path": model,

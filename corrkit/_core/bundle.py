@@ -25,6 +25,9 @@ from corrkit._core.onnx_files import (_check_rank2, _latent_input, external_file
 from corrkit.errors import BundleError
 
 BUILTIN = Path(__file__).parents[1] / "bundle"
+BUILTIN_STYLE = Path(__file__).parents[1] / "bundle_style"
+# Names of the shipped bundles, usable wherever a bundle folder is (``corrkit apcr builtin:style``).
+BUILTIN_NAMES = {"builtin": BUILTIN, "builtin:dcgan": BUILTIN, "builtin:style": BUILTIN_STYLE}
 OUTPUT_KINDS = ("logits", "probabilities")
 
 
@@ -351,7 +354,12 @@ def as_bundle(bundle: "Bundle | str | os.PathLike | None") -> Bundle:
 
 
 def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str | None = None) -> Bundle:
-    """Load the built-in bundle (``None``), a bundle folder, or a fused ``.onnx`` file."""
+    """Load the built-in bundle (``None``), a bundle folder, or a fused ``.onnx`` file.
+
+    ``builtin:style`` names the shipped style-based (mapping/synthesis) bundle, ``builtin`` the DCGAN's.
+    """
+    if path is not None and str(path) in BUILTIN_NAMES and not Path(path).exists():
+        path = BUILTIN_NAMES[str(path)]
     path = builtin_path() if path is None else Path(path)
     if not path.exists():
         raise BundleError(f"{path} does not exist; give a bundle folder or an .onnx model")
