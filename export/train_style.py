@@ -45,6 +45,7 @@ class StyleGANSettings:
     mixing: float = 0.9
     seed: int = 0
     bf16: bool = True
+    batches: int | None = None  # per epoch (default: the whole training set); tests use a few
 
 
 def mixed_ws(G: Generator, n: int, mixing: float) -> torch.Tensor:
@@ -88,7 +89,7 @@ def train_style_gan(work: Path, s: StyleGANSettings, data_dir=None) -> tuple[Gen
         G.train(); D.train()
         order = torch.from_numpy(np.random.default_rng([s.seed, epoch]).permutation(len(xtr)))
         torch.manual_seed(s.seed * 1000 + epoch)
-        n_batches = len(xtr) // s.batch_size
+        n_batches = min(len(xtr) // s.batch_size, s.batches or len(xtr))
         for b in range(n_batches):
             real = xtr[order[b * s.batch_size:(b + 1) * s.batch_size]]
             ones, zeros = torch.ones(len(real), 1), torch.zeros(len(real), 1)

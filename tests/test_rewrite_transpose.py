@@ -284,3 +284,21 @@ def test_the_openvino_shape_rewrites_every_stride_2_layer_with_depth_to_space(rn
     got = Session(new, precision="fp32", threads=1, chunk=4).run(None, {"z": z})[0]
     want = _run(plain, z, "z")
     assert ov is not None and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_int8_calibration_takes_as_many_samples_as_fit_its_memory(monkeypatch):
+    """A hand-counted graph: z [B, 6] -> MatMul [B, 50] -> Relu [B, 50] -> MatMul [B, 3]: 400 bytes a row
+    of intermediates (the two [B, 50] tensors); the output is not held."""
+    from corrkit._core import quantize
+
+    inits = {"a": np.ones((6, 50), np.float32), "b": np.ones((50, 3), np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "b"], ["y"])]
+    m = _model(nodes, inits, ["B", 6])
+    assert quantize.activation_bytes_per_row(m) == 400
+    monkeypatch.setattr(quantize, "CALIBRATION_BYTES", 400 * 100)
+    assert quantize.calibration_rows(m) == 100
+    monkeypatch.setattr(quantize, "CALIBRATION_BYTES", 400 * 5)
+    assert quantize.calibration_rows(m) == 32  # never under 32
+    monkeypatch.setattr(quantize, "CALIBRATION_BYTES", 400 * 10_000)
+    assert quantize.calibration_rows(m) == 512  # never over 512
