@@ -51,6 +51,9 @@ def create(
     synthesis: Optional[Path] = typer.Option(None, "--synthesis", help="... and its synthesis network ONNX "
                                              "(ws [B, L, Nw] or w [B, Nw] -> image)."),
     w_avg: Optional[Path] = typer.Option(None, "--w-avg", help="Mean w (.npy [Nw]) for --truncation."),
+    split_at: Optional[str] = typer.Option(None, "--split-at", help="With --generator: the name of its w tensor "
+                                           "(w [B, Nw] or ws [B, L, Nw]); the graph is cut there into a mapping "
+                                           "and a synthesis network (a mapping/synthesis bundle)."),
 ):
     """Turn a user's ONNX generator (or mapping + synthesis) and classifier into a bundle, checking shapes
     and output kind."""
@@ -59,6 +62,16 @@ def create(
     from corrkit.errors import CorrkitError
 
     names = [s.strip() for s in classes.split(",")] if classes else None
+    if split_at is not None:
+        if generator is None or mapping is not None or synthesis is not None:
+            raise CorrkitError("--split-at cuts the graph of --generator; give it with --generator only")
+        import tempfile
+
+        from corrkit._core.style_bundle import split_generator
+
+        scratch = tempfile.TemporaryDirectory(prefix="corrkit-split-")
+        mapping, synthesis = split_generator(generator, split_at, scratch.name)
+        generator = None
     if (mapping is None) != (synthesis is None) or (mapping is None) == (generator is None):
         raise CorrkitError("give --generator, or --mapping and --synthesis (a StyleGAN-family pair), with "
                            "--classifier")

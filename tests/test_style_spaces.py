@@ -342,3 +342,37 @@ def test_every_intervening_command_takes_the_space(twin, tmp_path):
         assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr, cmd[0]
     w = np.load(tmp_path / "w.npz", allow_pickle=False)
     assert w["w"].shape == (C, NW)
+
+
+def test_a_single_generator_graph_is_split_at_its_named_ws(tmp_path):
+    """A StyleGAN2 exported whole (z -> image) as a user would, cut at the broadcast ws tensor."""
+    torch = pytest.importorskip("torch")
+    import onnx
+
+    from corrkit._core.conventions import cpu_session
+    from tests import stylegan2 as sg
+
+    e = sg.export_style(tmp_path / "raw")
+    whole = tmp_path / "whole.onnx"
+    sg._export(e.generator, (torch.randn(2, sg.TINY.z_dim),), whole, ["z"], ["image"])
+    ws_name = next(n.output[0] for n in onnx.load(str(whole)).graph.node if n.op_type == "Expand")
+    out = tmp_path / "split"
+    done = subprocess.run([sys.executable, "-m", "corrkit.cli", "bundle", "create", "--generator", str(whole),
+                           "--split-at", ws_name, "--classifier", str(e.classifier), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    b = load_bundle(out)
+    assert (b.style.z_dim, b.style.w_dim, b.style.n_layers, b.style.per_layer) == (sg.TINY.z_dim, sg.TINY.w_dim,
+                                                                                  sg.TINY.n_layers, True)
+    z = np.random.default_rng(0).standard_normal((5, sg.TINY.z_dim)).astype(np.float32)
+    ws = np.random.default_rng(1).standard_normal((5, sg.TINY.n_layers, sg.TINY.w_dim)).astype(np.float32)
+    m, s = cpu_session(onnx.load(str(out / "mapping.onnx"))), cpu_session(b.runnable_synthesis())
+    with torch.no_grad():
+        want_w = e.generator.mapping(torch.from_numpy(z)).numpy()
+        want_img = e.generator.synthesis(torch.from_numpy(ws)).numpy()
+    np.testing.assert_allclose(m.run(None, {m.get_inputs()[0].name: z})[0], want_w, atol=1e-5)  # ws[:, 0]
+    np.testing.assert_allclose(s.run(None, {s.get_inputs()[0].name: ws})[0], want_img, atol=1e-5)
+    bad = subprocess.run([sys.executable, "-m", "corrkit.cli", "bundle", "create", "--generator", str(whole),
+                          "--split-at", "nope", "--classifier", str(e.classifier), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and "nope" in bad.stderr

@@ -140,3 +140,57 @@ def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, ge
     models = {"mapping.onnx": st.mapping, "synthesis.onnx": st.synthesis, "classifier.onnx": b.classifier}
     return _write_bundle(out, models, card, force, extra_files,
                          {"w_avg.npy": st.w_avg} if st.w_avg is not None else None)
+
+
+def split_generator(generator, w_name: str, folder) -> tuple[Path, Path]:
+    """``(mapping.onnx, synthesis.onnx)`` in ``folder``: one generator graph cut at its tensor ``w_name``.
+
+    ``w_name`` is the generator's ``w [B, Nw]`` (the synthesis then takes one ``w``: Z and W) or
+    the per-layer ``ws [B, L, Nw]`` a StyleGAN broadcasts it to (W+ too; the mapping then ends
+    with ``ws[:, 0]``, checked on prior samples to be one ``w`` repeated). The parts are
+    ``onnx.utils.Extractor``'s; the cut's shape is read by running the mapping part on two
+    prior samples. Refused when the image also depends on ``z`` by another path (the synthesis
+    would need an input besides ``w_name``): then ``w_name`` is not where the generator splits.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from corrkit._core.conventions import cpu_session
+    from corrkit._core.onnx_files import _dims
+
+    model = load_onnx(generator, "generator")
+    inferred = onnx.shape_inference.infer_shapes(model)
+    if w_name not in {o for n in inferred.graph.node for o in n.output}:
+        raise BundleError(f"--split-at {w_name!r} is no tensor of {generator} (a node output); give the name of "
+                          f"its w (netron shows the names)")
+    z, image = model.graph.input[0].name, model.graph.output[0].name
+    ex = onnx.utils.Extractor(inferred)
+    mapping, synthesis = ex.extract_model([z], [w_name]), ex.extract_model([w_name], [image])
+    if z in {i for n in synthesis.graph.node for i in n.input}:
+        raise BundleError(f"the image of {generator} reads {z!r} by another path than {w_name!r}; split at the "
+                          f"tensor every path from z goes through")
+    dims = [d if isinstance(d, int) and d > 0 else 2 for d in _dims(model.graph.input[0])]
+    probe = cpu_session(mapping).run(None, {z: np.random.default_rng(0).standard_normal(dims).astype(np.float32)})[0]
+    if probe.ndim == 3:
+        if not np.array_equal(probe, np.repeat(probe[:, :1], probe.shape[1], axis=1)):
+            raise BundleError(f"{w_name!r} holds different w per layer for one z; split at the w every layer "
+                              f"shares (or at its broadcast ws)")
+        mapping.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int64), "corrkit/first_layer"))
+        mapping.graph.node.append(helper.make_node("Gather", [w_name, "corrkit/first_layer"], ["w"], axis=1))
+        del mapping.graph.output[:]
+        mapping.graph.output.append(helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, ["batch",
+                                                                                              probe.shape[2]]))
+    elif probe.ndim != 2:
+        raise BundleError(f"{w_name!r} has shape {list(probe.shape)} on a batch of {dims[0]}; expected w [B, Nw] "
+                          f"or ws [B, L, Nw]")
+    shape = ["batch", *probe.shape[1:]]
+    for part, vi in ((mapping, mapping.graph.output[0]), (synthesis, synthesis.graph.input[0])):
+        del part.graph.value_info[:]  # shapes are inferred again on load
+        if part is synthesis or probe.ndim == 2:
+            vi.CopyFrom(helper.make_tensor_value_info(vi.name, onnx.TensorProto.FLOAT, shape))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "mapping.onnx", folder / "synthesis.onnx"
+    for part, p in zip((mapping, synthesis), paths):
+        onnx.save(part, str(p))
+    return paths
