@@ -252,7 +252,8 @@ def _rules() -> dict:
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,
         "space": choice("--space", ("z", "w", "w+")), "truncation": real("--truncation"),
         "layers": unchecked, "by_layer": unchecked,
-        "mapping": given("--mapping"), "synthesis": given("--synthesis"), "w_avg": given("--w-avg"), "split_at": unchecked,
+        "mapping": given("--mapping"), "synthesis": given("--synthesis"), "w_avg": given("--w-avg"),
+        "split_at": unchecked,
         # corrkit explore
         ("explore", "port"): whole("--port", 1, 65535), ("explore", "host"): explore_host,
         ("explore", "check"): unchecked,
