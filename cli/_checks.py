@@ -253,7 +253,7 @@ def _rules() -> dict:
         "space": choice("--space", ("z", "w", "w+")), "truncation": real("--truncation"),
         "layers": unchecked, "by_layer": unchecked,
         "mapping": given("--mapping"), "synthesis": given("--synthesis"), "w_avg": given("--w-avg"),
-        "split_at": unchecked,
+        "split_at": unchecked, "class_input": unchecked,
         # corrkit explore
         ("explore", "port"): whole("--port", 1, 65535), ("explore", "host"): explore_host,
         ("explore", "check"): unchecked,

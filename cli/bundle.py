@@ -51,6 +51,10 @@ def create(
     synthesis: Optional[Path] = typer.Option(None, "--synthesis", help="... and its synthesis network ONNX "
                                              "(ws [B, L, Nw] or w [B, Nw] -> image)."),
     w_avg: Optional[Path] = typer.Option(None, "--w-avg", help="Mean w (.npy [Nw]) for --truncation."),
+    class_input: Optional[str] = typer.Option(None, "--class-input", help="With --mapping: the name of its class "
+                                              "input (an index of the classifier's classes, or a one-hot row); "
+                                              "the code z then ends with one coordinate per class, whose argmax "
+                                              "is the class."),
     split_at: Optional[str] = typer.Option(None, "--split-at", help="With --generator: the name of its w tensor "
                                            "(w [B, Nw] or ws [B, L, Nw]); the graph is cut there into a mapping "
                                            "and a synthesis network (a mapping/synthesis bundle)."),
@@ -72,6 +76,8 @@ def create(
         scratch = tempfile.TemporaryDirectory(prefix="corrkit-split-")
         mapping, synthesis = split_generator(generator, split_at, scratch.name)
         generator = None
+    if class_input is not None and mapping is None:
+        raise CorrkitError("--class-input names an input of --mapping; give it with --mapping and --synthesis")
     if (mapping is None) != (synthesis is None) or (mapping is None) == (generator is None):
         raise CorrkitError("give --generator, or --mapping and --synthesis (a StyleGAN-family pair), with "
                            "--classifier")
@@ -81,7 +87,7 @@ def create(
         b = create_style_bundle(mapping, synthesis, classifier, out, classes=names, classifier_output=output,
                                 generator_output_range=c.parse_range(generator_range, "--generator-range"),
                                 classifier_input_range=c.parse_range(classifier_range, "--classifier-range"),
-                                w_avg=w_avg, force=force)
+                                w_avg=w_avg, force=force, class_input=class_input)
         st = b.style
         return typer.echo(f"bundle written to {out} (Nz={st.z_dim}, Nw={st.w_dim}, L={st.n_layers}, "
                           f"C={b.n_classes}, {b.classifier_output})")

@@ -376,3 +376,53 @@ def test_a_single_generator_graph_is_split_at_its_named_ws(tmp_path):
                           "--split-at", "nope", "--classifier", str(e.classifier), "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "nope" in bad.stderr
+
+
+E = rng0.normal(size=(C, NW)).astype(np.float32)  # a class embedding of the conditional twin
+
+
+def _conditional_mapping(path, kind: str):
+    """onnx.helper twin of ``w = tanh(z A + a + E[c])``: ``c`` an int64 index [B] or a float one-hot [B, C]."""
+    from onnx import TensorProto, helper
+
+    f = TensorProto.FLOAT
+    if kind == "index":
+        nodes, cin = [helper.make_node("Gather", ["E", "c"], ["e"], axis=0)], helper.make_tensor_value_info(
+            "c", TensorProto.INT64, ["batch"])
+    else:
+        nodes, cin = [helper.make_node("MatMul", ["c", "E"], ["e"])], helper.make_tensor_value_info("c", f, ["batch", C])
+    nodes = [helper.make_node("MatMul", ["z", "A"], ["za"]), helper.make_node("Add", ["za", "a"], ["zb"])] + nodes + [
+        helper.make_node("Add", ["zb", "e"], ["ze"]), helper.make_node("Tanh", ["ze"], ["w"])]
+    return _save(nodes, [helper.make_tensor_value_info("z", f, ["batch", NZ]), cin],
+                 [helper.make_tensor_value_info("w", f, ["batch", NW])], {"A": A, "a": a, "E": E}, path)
+
+
+@pytest.mark.parametrize("kind", ["index", "onehot"])
+def test_a_class_conditional_mapping_draws_its_class_from_the_last_coordinates(tmp_path, kind):
+    m = _conditional_mapping(tmp_path / "cm.onnx", kind)
+    _, s, q = twin_models(tmp_path)
+    out = tmp_path / "b"
+    done = subprocess.run([sys.executable, "-m", "corrkit.cli", "bundle", "create", "--mapping", str(m), "--synthesis",
+                           str(s), "--classifier", str(q), "--class-input", "c", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    b = load_bundle(out)
+    assert b.latent_dim == NZ + C and b.style.class_input == "c" and b.style.cond_kind == kind
+    assert json.loads((out / "bundle.json").read_text())["style"]["class_input"] == {"name": "c", "classes": C,
+                                                                                   "kind": kind}
+    zc = np.random.default_rng(3).standard_normal((500, NZ + C)).astype(np.float32)
+    want_w = np.tanh(zc[:, :NZ] @ A + a + E[zc[:, NZ:].argmax(1)])
+    got_w = b.in_space(Space("w")).draw(np.random.default_rng(3), 500)
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-5, atol=1e-6)
+    assert np.bincount(zc[:, NZ:].argmax(1), minlength=C).min() > 500 / C * 0.7  # every class drawn
+    view = b.in_space(Space("w+", 1.0, ((0, 2),)))
+    dirs, normalize = space_directions(view, None)
+    r = apcr(view, directions=dirs, normalize_directions=normalize, samples_per_class=4, steps=1, threshold=0.4)
+    ref = apcr_from_grid(grid_probs(lambda c: np_probs_ws(c.reshape(-1, L, NW)), r.latents, r.directions, 1,
+                                    1.0), r.labels, C, 1)
+    have = r.counts > 0
+    np.testing.assert_allclose(r.apcr[:, have], ref["apcr"][:, have], rtol=1e-5, atol=1e-7)
+    from corrkit._core.engine import Engine
+
+    z_probs = Engine(b, device="cpu", autotune=False).probabilities(zc[:8])  # Z: the class coordinates ride along
+    np.testing.assert_allclose(z_probs, np_probs_ws(np.repeat(want_w[:8, None], L, axis=1)), rtol=1e-5, atol=1e-6)

@@ -74,6 +74,11 @@ class Bundle:
 
             self._loaded[role] = space_graph(self._runnable(self.style.mapping, "mapping"),
                                              self._runnable(self.style.synthesis, "synthesis"), self.style)
+        if role not in self._loaded and role == "mapping" and self.style is not None and self.style.class_input:
+            from corrkit._core.style import load_conditional_mapping
+
+            raw = load_conditional_mapping(path, self.style.class_input, self.style.n_cond)[0]
+            self._loaded[role], self.forms[role] = free_batch(float32_boundary(raw))
         if role not in self._loaded:
             model, how = free_batch(float32_boundary(load_onnx(path, role, self.io.get(role))))
             self.forms[role] = how

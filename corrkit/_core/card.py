@@ -81,6 +81,9 @@ def _problem(meta) -> str | None:
         for key in ("z_dim", "w_dim", "n_layers"):
             if key in style and not (_is_int(style[key]) and style[key] >= 1):
                 return f"style.{key} must be a whole number >= 1, got {style[key]!r:.80}"
+        cond = style.get("class_input")
+        if cond is not None and not (isinstance(cond, dict) and isinstance(cond.get("name"), str) and cond["name"]):
+            return f"style.class_input must be {{name: the mapping's class input, classes, kind}}, got {cond!r:.80}"
     roles = ("generator", "classifier", "model")
     inputs, outputs = meta.get("inputs"), meta.get("outputs")
     if inputs is not None and not (isinstance(inputs, dict) and all(

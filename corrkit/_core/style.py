@@ -60,6 +60,11 @@ class Style:
     per_layer: bool  # the synthesis takes ws [B, L, Nw] (else one w [B, Nw] for every layer)
     w_avg: np.ndarray | None = None
     space: Space = Space()
+    # A class-conditional mapping: its class input's name, class count K and kind ("index": integer
+    # [B] or [B, 1]; "onehot": float [B, K]). z_dim then counts K more coordinates (conditional_mapping).
+    class_input: str | None = None
+    n_cond: int = 0
+    cond_kind: str = "index"
 
     @property
     def latent_dim(self) -> int:
@@ -155,6 +160,88 @@ def space_directions(bundle, directions: np.ndarray | None) -> tuple[np.ndarray 
         return directions, True
     d = np.eye(style.w_dim, dtype=np.float32) if directions is None else directions
     return lift(d, style), False
+
+
+def conditional_mapping(model, class_input: str, n_cond: int):
+    """A class-conditional mapping ``(z, c) -> w`` as one-input ``zc [B, Nz + K] -> w``: ``(model, kind, K)``.
+
+    ``K`` is the one-hot input's width, or ``n_cond`` for an index input.
+
+    The last ``K`` coordinates of the code choose the class by their argmax (fed to the class
+    input as an index, or as a one-hot row). Drawn ``N(0, I)`` like the rest, they give every class
+    the same chance (the argmax of ``K`` iid normals is uniform), so codes are still drawn in Z
+    as ``N(0, I)`` (SPEC §12); in Z an intervention may move them, and a class changes where the
+    argmax flips; in W and W+ the class is part of ``w``.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {t.name for t in model.graph.initializer}
+    ins = [vi for vi in model.graph.input if vi.name not in inits]
+    cls = next((vi for vi in ins if vi.name == class_input), None)
+    others = [vi for vi in ins if vi.name != class_input]
+    if cls is None or len(others) != 1:
+        names = ", ".join(vi.name for vi in ins)
+        raise BundleError(f"--class-input {class_input!r}: the mapping's inputs are {names}; name its class "
+                          f"input (the other one is z)")
+    z = others[0]
+    elem = cls.type.tensor_type.elem_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in cls.type.tensor_type.shape.dim]
+    zdims = [d.dim_value if d.HasField("dim_value") else None for d in z.type.tensor_type.shape.dim]
+    n_z = zdims[1] if len(zdims) >= 2 else None
+    integer = elem in (TensorProto.INT64, TensorProto.INT32)
+    if integer and len(dims) in (1, 2) and (len(dims) == 1 or dims[1] == 1):
+        kind = "index"
+    elif elem == TensorProto.FLOAT and len(dims) == 2 and dims[1]:
+        kind, n_cond = "onehot", dims[1]
+    else:
+        raise BundleError(f"class input {class_input!r} has shape {dims}; expected an integer [B] or [B, 1] "
+                          f"index or a float [B, K] one-hot row")
+    if n_z is None or len(zdims) not in (2, 4) or not n_cond or n_cond < 2:
+        raise BundleError(f"the mapping's z has shape {zdims} and {n_cond} classes; expected z [B, Nz] and K >= 2")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    const = lambda name, v: g.initializer.append(numpy_helper.from_array(np.asarray(v), name))  # noqa: E731
+    const("cz/z_start", np.array([0], np.int64)); const("cz/z_end", np.array([n_z], np.int64))
+    const("cz/c_end", np.array([n_z + n_cond], np.int64)); const("cz/axis", np.array([1], np.int64))
+    nodes = [helper.make_node("Slice", ["zc", "cz/z_start", "cz/z_end", "cz/axis"], ["cz/z"]),
+             helper.make_node("Slice", ["zc", "cz/z_end", "cz/c_end", "cz/axis"], ["cz/u"]),
+             helper.make_node("ArgMax", ["cz/u"], ["cz/k"], axis=1, keepdims=0)]
+    if len(zdims) == 4:
+        const("cz/z_shape", np.array([-1, n_z, 1, 1], np.int64))
+        nodes.append(helper.make_node("Reshape", ["cz/z", "cz/z_shape"], [z.name]))
+    else:
+        nodes.append(helper.make_node("Identity", ["cz/z"], [z.name]))
+    if kind == "index":
+        last = "cz/k" if len(dims) == 1 else "cz/k1"
+        if len(dims) == 2:
+            const("cz/k_shape", np.array([-1, 1], np.int64))
+            nodes.append(helper.make_node("Reshape", ["cz/k", "cz/k_shape"], ["cz/k1"]))
+        nodes.append(helper.make_node("Cast", [last], [class_input], to=elem))
+    else:
+        const("cz/depth", np.array(n_cond, np.int64)); const("cz/values", np.array([0.0, 1.0], np.float32))
+        nodes.append(helper.make_node("OneHot", ["cz/k", "cz/depth", "cz/values"], [class_input], axis=-1))
+    old = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + old)
+    keep = [vi for vi in g.input if vi.name in inits]
+    del g.input[:]
+    g.input.extend([helper.make_tensor_value_info("zc", TensorProto.FLOAT, ["batch", n_z + n_cond])] + keep)
+    return m, kind, n_cond
+
+
+def load_conditional_mapping(path, class_input: str, n_cond: int):
+    """:func:`conditional_mapping` of the ONNX file at ``path`` (checked as :func:`load_onnx` checks)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BundleError(f"mapping {path} is not a valid ONNX model ({first[:200]})") from None
+    return conditional_mapping(model, class_input, n_cond)
 
 
 def direction_dim(bundle) -> int:

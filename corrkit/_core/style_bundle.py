@@ -43,16 +43,26 @@ def _check_w_avg(w_avg, w_dim: int) -> np.ndarray | None:
 
 def from_style(mapping, synthesis, classifier, *, classes=None, generator_output_range=(-1, 1),
                classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None, n_layers: int | None = None,
-               meta=None, path=None) -> Bundle:
+               meta=None, path=None, class_input: str | None = None) -> Bundle:
     """Check a mapping/synthesis/classifier triple (SPEC §12) and describe it as a :class:`Bundle` in Z.
 
     The mapping takes ``z [B, Nz]`` (or ``[B, Nz, 1, 1]``) to ``w [B, Nw]``; the synthesis
     takes ``ws [B, L, Nw]`` (or one ``w [B, Nw]``) to an image the classifier reads.
     ``w_avg`` (``[Nw]``) enables truncation. Use :meth:`Bundle.in_space` for W and W+.
+    ``class_input`` names a class-conditional mapping's class input (an index for the
+    classifier's classes, or a one-hot row): the code then ends with one coordinate per
+    class, whose argmax is the class (:func:`corrkit._core.style.conditional_mapping`).
     """
     mapping, synthesis, classifier = Path(mapping), Path(synthesis), Path(classifier)
-    m, s, q = (load_onnx(f, role) for f, role in ((mapping, "mapping"), (synthesis, "synthesis"),
-                                                  (classifier, "classifier")))
+    s, q = (load_onnx(f, role) for f, role in ((synthesis, "synthesis"), (classifier, "classifier")))
+    n_cls = _check_rank2(io_shapes(q)[1], "classifier output", classifier)
+    kind, n_cond = "index", 0
+    if class_input:
+        from corrkit._core.style import load_conditional_mapping
+
+        m, kind, n_cond = load_conditional_mapping(mapping, class_input, n_cls)
+    else:
+        m = load_onnx(mapping, "mapping")
     (m_in, m_out), (s_in, s_out), (q_in, q_out) = io_shapes(m), io_shapes(s), io_shapes(q)
     n_z = _latent_input(m_in, mapping)
     n_w = _check_rank2(m_out, "mapping output", mapping)
@@ -67,7 +77,7 @@ def from_style(mapping, synthesis, classifier, *, classes=None, generator_output
         raise BundleError(f"{len(classes)} class names given, but the classifier has {c} outputs")
     declared = _check_output_kind(classifier_output)
     style = Style(mapping=mapping, synthesis=synthesis, z_dim=n_z, w_dim=n_w, n_layers=layers, per_layer=per_layer,
-                  w_avg=_check_w_avg(w_avg, n_w))
+                  w_avg=_check_w_avg(w_avg, n_w), class_input=class_input or None, n_cond=n_cond, cond_kind=kind)
     b = Bundle(
         latent_dim=n_z, n_classes=c, classes=classes, classifier_output=declared, generator=synthesis,
         classifier=classifier, path=path, style=style,
@@ -95,7 +105,8 @@ def load_style_folder(path: Path, meta: dict, classifier_output: str | None) -> 
                    generator_output_range=meta.get("generator_output_range", (-1, 1)),
                    classifier_input_range=meta.get("classifier_input_range", (-1, 1)),
                    classifier_output=classifier_output or meta.get("classifier_output", "auto"), w_avg=w_avg,
-                   n_layers=spec.get("n_layers"), meta=meta, path=path)
+                   n_layers=spec.get("n_layers"), meta=meta, path=path,
+                   class_input=(spec.get("class_input") or {}).get("name"))
     for key, got in (("z_dim", b.style.z_dim), ("w_dim", b.style.w_dim), ("latent_dim", b.style.z_dim)):
         want = spec.get(key) if key != "latent_dim" else meta.get(key)
         if want is not None and int(want) != got:
@@ -106,7 +117,8 @@ def load_style_folder(path: Path, meta: dict, classifier_output: str | None) -> 
 def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, generator_output_range=(-1, 1),
                         classifier_input_range=(-1, 1), classifier_output="auto", w_avg=None,
                         force: bool = False, extra_files: dict[str, bytes] | None = None,
-                        provenance: dict | None = None, metrics: dict | None = None) -> Bundle:
+                        provenance: dict | None = None, metrics: dict | None = None,
+                        class_input: str | None = None) -> Bundle:
     """A bundle folder from a mapping, a synthesis and a classifier ONNX (SPEC §12), as :func:`create_bundle`.
 
     ``w_avg`` (the mean ``w``, ``[Nw]``, for truncation) is an array or a ``.npy`` path.
@@ -121,13 +133,16 @@ def create_style_bundle(mapping, synthesis, classifier, out, *, classes=None, ge
         except (OSError, ValueError) as exc:
             raise BundleError(f"--w-avg {w_avg} cannot be read as a .npy array ({exc})") from None
     b = from_style(mapping, synthesis, classifier, classes=classes, generator_output_range=generator_output_range,
-                   classifier_input_range=classifier_input_range, classifier_output=classifier_output, w_avg=w_avg)
+                   classifier_input_range=classifier_input_range, classifier_output=classifier_output, w_avg=w_avg,
+                   class_input=class_input)
     st = b.style
     card = {
         "format": 1, "latent_dim": st.z_dim, "latent_distribution": "normal", "classes": b.classes,
         "style": {"mapping": "mapping.onnx", "synthesis": "synthesis.onnx",
                   "w_avg": "w_avg.npy" if st.w_avg is not None else None,
-                  "z_dim": st.z_dim, "w_dim": st.w_dim, "n_layers": st.n_layers},
+                  "z_dim": st.z_dim, "w_dim": st.w_dim, "n_layers": st.n_layers,
+                  **({"class_input": {"name": st.class_input, "classes": st.n_cond, "kind": st.cond_kind}}
+                     if st.class_input else {})},
         "image_shape": list(b.image_shape) if b.image_shape else None,
         "generator_output_range": list(b.generator_output_range),
         "classifier_input_range": list(b.classifier_input_range),
