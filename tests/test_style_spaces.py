@@ -387,10 +387,11 @@ def _conditional_mapping(path, kind: str):
 
     f = TensorProto.FLOAT
     if kind == "index":
-        nodes, cin = [helper.make_node("Gather", ["E", "c"], ["e"], axis=0)], helper.make_tensor_value_info(
-            "c", TensorProto.INT64, ["batch"])
+        nodes = [helper.make_node("Gather", ["E", "c"], ["e"], axis=0)]
+        cin = helper.make_tensor_value_info("c", TensorProto.INT64, ["batch"])
     else:
-        nodes, cin = [helper.make_node("MatMul", ["c", "E"], ["e"])], helper.make_tensor_value_info("c", f, ["batch", C])
+        nodes = [helper.make_node("MatMul", ["c", "E"], ["e"])]
+        cin = helper.make_tensor_value_info("c", f, ["batch", C])
     nodes = [helper.make_node("MatMul", ["z", "A"], ["za"]), helper.make_node("Add", ["za", "a"], ["zb"])] + nodes + [
         helper.make_node("Add", ["zb", "e"], ["ze"]), helper.make_node("Tanh", ["ze"], ["w"])]
     return _save(nodes, [helper.make_tensor_value_info("z", f, ["batch", NZ]), cin],
