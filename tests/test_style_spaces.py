@@ -342,6 +342,11 @@ def test_every_intervening_command_takes_the_space(twin, tmp_path):
         assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr, cmd[0]
     w = np.load(tmp_path / "w.npz", allow_pickle=False)
     assert w["w"].shape == (C, NW)
+    pytest.importorskip("starlette")
+    done = subprocess.run(cli + ["explore", str(twin.path), "--space", "w+", "--layers", "1", "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["latent_dim"] == L * NW
 
 
 def test_a_single_generator_graph_is_split_at_its_named_ws(tmp_path):

@@ -108,23 +108,29 @@ class Explorer:
         folder = Path(b.path) if b.path is not None else None
         if folder is None and b.generator is not None and (Path(b.generator).parent / "bundle.json").is_file():
             folder = Path(b.generator).parent  # a run's recorded models: their bundle folder's shipped directions
-        out["sefa"] = Source("sefa", "SeFa", lambda: _sefa(b))
+        style_z = b.style is not None and b.style.space.name == "z"  # SeFa/GANSpace of a StyleGAN live in W
+        if not style_z:
+            out["sefa"] = Source("sefa", "SeFa", lambda: _sefa(b))
         if folder is not None and (folder / "vb_directions.npz").is_file():
             out["vb"] = Source("vb", "Voynov–Babenko (shipped)", lambda: _unit_rows(folder / "vb_directions.npz"))
         if folder is not None and (folder / "optimized_weights.npz").is_file():
             out["wstar"] = Source("wstar", "w* (optimised, one per class)",
                                   lambda: _unit_rows(folder / "optimized_weights.npz", "w"), per_class=True)
-        out["ganspace"] = Source("ganspace", "GANSpace (found on first use)", lambda: _ganspace(b))
+        if not style_z:
+            out["ganspace"] = Source("ganspace", "GANSpace (found on first use)", lambda: _ganspace(b))
         out["interfacegan"] = Source("interfacegan", "InterFaceGAN (found on first use)",
                                      lambda: self._interfacegan(), per_class=True)
         out["axes"] = Source("axes", "latent axes", lambda: np.eye(n, dtype=np.float32))
         return out
 
     def _interfacegan(self) -> np.ndarray:
+        from corrkit._core.style import space_directions, w_view
         from corrkit.methods.interfacegan import interfacegan
 
+        fit = w_view(self.bundle)  # in W+: fitted on w, lifted to the space's layers
         with self.lock:  # it runs the engine
-            return interfacegan(self.bundle, engine=self.engine).directions
+            d = interfacegan(fit, engine=self.engine if fit is self.bundle else None).directions
+        return space_directions(self.bundle, d)[0]
 
     def info(self) -> dict:
         b = self.bundle
@@ -340,15 +346,21 @@ def _npy(a: np.ndarray) -> bytes:
 
 
 def _sefa(bundle) -> np.ndarray:
-    from corrkit.methods.sefa import sefa
+    """SeFa in the bundle's space: a StyleGAN's on the style layers the space moves, lifted in W+."""
+    from corrkit._core.style import space_directions
+    from corrkit.methods.sefa import sefa, style_sefa
 
-    return sefa(bundle).directions
+    if bundle.style is None:
+        return sefa(bundle).directions
+    layers = sorted({i for g in bundle.style.layer_groups() for i in g})
+    return space_directions(bundle, style_sefa(bundle, layers).directions)[0]
 
 
 def _ganspace(bundle) -> np.ndarray:
+    from corrkit._core.style import space_directions
     from corrkit.methods.ganspace import ganspace
 
-    return ganspace(bundle).directions
+    return space_directions(bundle, ganspace(bundle).directions)[0]
 
 
 def _intervals(run, run_dir) -> tuple[np.ndarray | None, np.ndarray | None]:
