@@ -432,3 +432,14 @@ def test_a_class_conditional_mapping_draws_its_class_from_the_last_coordinates(t
 
     z_probs = Engine(b, device="cpu", autotune=False).probabilities(zc[:8])  # Z: the class coordinates ride along
     np.testing.assert_allclose(z_probs, np_probs_ws(np.repeat(want_w[:8, None], L, axis=1)), rtol=1e-5, atol=1e-6)
+
+
+def test_by_layer_rows_are_labelled_with_their_layer_group(twin):
+    from corrkit.viz.tables import direction_labels
+
+    view = twin.in_space(Space("w+", 1.0, ((0, 1), (2,)), True))
+    dirs, normalize = space_directions(view, None)
+    r = apcr(view, directions=dirs, normalize_directions=normalize, samples_per_class=2, steps=1, threshold=0.3)
+    assert direction_labels(r) == [f"{i}@L0-1" for i in range(NW)] + [f"{i}@L2" for i in range(NW)]
+    plain = apcr(twin.in_space(Space("w")), samples_per_class=2, steps=1, threshold=0.3)
+    assert direction_labels(plain) == [str(i) for i in range(NW)]

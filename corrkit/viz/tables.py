@@ -15,15 +15,29 @@ from corrkit._core.defaults import TOP_K
 MISSING = "—"  # a number corrkit cannot stand behind (a class without codes) is shown as missing
 
 
+def direction_labels(result) -> list[str]:
+    """A label per direction row: its index, or ``i@L0-1`` for direction ``i`` on layer group 0-1 of a
+    ``--by-layer`` run (rows group-major, SPEC §12)."""
+    rec = (result.bundle_card or {}).get("style") or {}
+    k = len(result.directions)
+    groups = rec.get("layers") if rec.get("by_layer") else None
+    if not groups or k % len(groups):
+        return [str(i) for i in range(k)]
+    per = k // len(groups)
+    names = [f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups]
+    return [f"{i % per}@L{names[i // per]}" for i in range(k)]
+
+
 def apcr_table(result, top_k: int = TOP_K) -> None:
     """:class:`~corrkit.methods.sequential.APCRResult`: the top directions per class, and int8 fidelity if measured."""
     sets = result.controlling_set(min(top_k, len(result.directions)))
     t = Table(title=f"Top {sets.shape[1]} directions per class by APCR "
                     f"({result.points:,} points, {result.seconds:.1f} s, {result.provider})")
     t.add_column("class"); t.add_column("n", justify="right"); t.add_column("directions (APCR)")
+    label = direction_labels(result)
     for j, name in enumerate(result.classes):
         t.add_row(name, str(result.counts[j]), MISSING if result.counts[j] == 0 else
-                  "  ".join(f"{i} ({result.apcr[i, j]:.2f})" for i in sets[j]))
+                  "  ".join(f"{label[i]} ({result.apcr[i, j]:.2f})" for i in sets[j]))
     Console().print(t)
     fid = result.params.get("fidelity")
     if fid:
