@@ -77,3 +77,12 @@ def test_style_training_resumes_to_the_same_weights(tmp_path):
     assert rec["epochs_run"] == 2 and (tmp_path / "b" / "style_gen_epoch02.pt").is_file()
     boxed, rec = train_style_gan(tmp_path / "c", StyleGANSettings(**{**s.__dict__, "minutes": 1e-9}))
     assert rec["epochs_run"] == 1  # the time box stops it after the first epoch
+
+
+@shipped
+def test_shipped_style_model_card_is_the_one_the_build_code_writes():
+    pytest.importorskip("torch")
+    from corrkit.export.bundle_style import model_card
+
+    card = json.loads((BUILTIN_STYLE / "bundle.json").read_text())
+    assert (BUILTIN_STYLE / "MODEL_CARD.md").read_text() == model_card(card)
