@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +23,12 @@ from corrkit._core.data import CLASSES, file_hashes, load_split
 from corrkit._core.metrics import frechet_distance
 from corrkit.export.bundle import N_EVAL, _features, _git_version, evaluate
 from corrkit.export.models import Classifier
-from corrkit.export.style_models import FASHION, Generator
+from corrkit.export.style_models import FASHION, Generator, export_onnx as _export
 from corrkit.export.train import classifier_accuracy, to_unit
 from corrkit.export.weights import DIR, load_into
 
 BUILTIN_STYLE = BUILTIN.parent / "bundle_style"
 OUT = Path("build/bundle_style")  # `out=BUILTIN_STYLE` refreshes the shipped one
-
-
-def _export(module, args, path: Path, input_names, output_names) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=input_names,
-                          output_names=output_names,
-                          dynamic_axes={n: {0: "batch"} for n in list(input_names) + list(output_names)})
-    return path
 
 
 def _validate(g: Generator, mapping: Path, synthesis: Path) -> dict:

@@ -208,6 +208,19 @@ class Generator(nn.Module):
 
 
 
+def export_onnx(module, args, path, input_names, output_names):
+    """``module`` to ONNX at ``path`` with ``torch.onnx.export`` (TorchScript exporter, opset 17), the batch
+    of every named input and output symbolic: how the style networks here are exported."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=input_names,
+                          output_names=output_names,
+                          dynamic_axes={n: {0: "batch"} for n in list(input_names) + list(output_names)})
+    return path
+
+
 FASHION = StyleConfig(resolution=28, base=7, z_dim=64, w_dim=64, n_mlp=4,
                       channels={7: 128, 14: 64, 28: 32}, image_channels=1)
 """The built-in style bundle's generator: 28x28 grey Fashion-MNIST, 6 style layers (7, 14, 28 px)."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from corrkit.export.style_models import (CONFIG_256, TINY, EqualLinear, Generator, Mapping,  # noqa: F401
                                          ModulatedConv, StyleConfig, StyledConv, Synthesis, ToRGB)
+from corrkit.export.style_models import export_onnx as _export
 
 
 class Classifier(nn.Module):
@@ -59,17 +60,6 @@ def calibrated(cls: Classifier, gen: Generator, samples: int = 512, spread: floa
     cls.fc.bias -= logits.mean(0)
     cls.sharpness = spread / float((logits - logits.mean(0)).std())
     return cls
-
-
-def _export(module, args, path: Path, input_names, output_names) -> Path:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=input_names,
-                          output_names=output_names,
-                          dynamic_axes={n: {0: "batch"} for n in list(input_names) + list(output_names)})
-    return path
 
 
 def export_style(folder: Path, cfg: StyleConfig = TINY, seed: int = 0, n_classes: int = 3,
