@@ -19,7 +19,7 @@ import numpy as np
 
 from corrkit._core import io
 from corrkit._core.fuse import compose, wrap_fused
-from corrkit._core.style import Style
+from corrkit._core.style import Style, load_conditional_mapping
 from corrkit._core.onnx_files import (_check_rank2, _latent_input, external_files, io_shapes, load_onnx, role_inputs,
                                       sha256, split_inputs)
 from corrkit.errors import BundleError
@@ -74,13 +74,12 @@ class Bundle:
 
             self._loaded[role] = space_graph(self._runnable(self.style.mapping, "mapping"),
                                              self._runnable(self.style.synthesis, "synthesis"), self.style)
-        if role not in self._loaded and role == "mapping" and self.style is not None and self.style.class_input:
-            from corrkit._core.style import load_conditional_mapping
-
-            raw = load_conditional_mapping(path, self.style.class_input, self.style.n_cond)[0]
-            self._loaded[role], self.forms[role] = free_batch(float32_boundary(raw))
         if role not in self._loaded:
-            model, how = free_batch(float32_boundary(load_onnx(path, role, self.io.get(role))))
+            if role == "mapping" and self.style.class_input:  # (z, c) -> w as one input: style.conditional_mapping
+                raw = load_conditional_mapping(path, self.style.class_input, self.style.n_cond)[0]
+            else:
+                raw = load_onnx(path, role, self.io.get(role))
+            model, how = free_batch(float32_boundary(raw))
             self.forms[role] = how
             self._loaded[role] = flat_latent(model) if role in ("generator", "mapping") else model
         copy = onnx.ModelProto()
@@ -359,10 +358,7 @@ def as_bundle(bundle: "Bundle | str | os.PathLike | None") -> Bundle:
 
 
 def load_bundle(path: str | os.PathLike | None = None, *, classifier_output: str | None = None) -> Bundle:
-    """Load the built-in bundle (``None``), a bundle folder, or a fused ``.onnx`` file.
-
-    ``builtin:style`` names the shipped style-based (mapping/synthesis) bundle, ``builtin`` the DCGAN's.
-    """
+    """Load the built-in bundle (``None`` or ``builtin``), ``builtin:style``, a bundle folder, or a fused ``.onnx``."""
     if path is not None and str(path) in BUILTIN_NAMES and not Path(path).exists():
         path = BUILTIN_NAMES[str(path)]
     path = builtin_path() if path is None else Path(path)
