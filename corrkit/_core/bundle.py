@@ -25,8 +25,7 @@ from corrkit._core.onnx_files import (_check_rank2, _latent_input, external_file
 from corrkit.errors import BundleError
 
 BUILTIN = Path(__file__).parents[1] / "bundle"
-BUILTIN_STYLE = Path(__file__).parents[1] / "bundle_style"
-# Names of the shipped bundles, usable wherever a bundle folder is (``corrkit apcr builtin:style``).
+BUILTIN_STYLE = Path(__file__).parents[1] / "bundle_style"  # names: usable wherever a bundle folder is
 BUILTIN_NAMES = {"builtin": BUILTIN, "builtin:dcgan": BUILTIN, "builtin:style": BUILTIN_STYLE}
 OUTPUT_KINDS = ("logits", "probabilities")
 
