@@ -228,7 +228,7 @@ def _rules() -> dict:
         "n_prior": whole("--n-prior", 0, MAX_PRIOR), "folds": whole("--folds", 2, MAX_FOLDS),
         "gan_epochs": whole("--gan-epochs", 1, MAX_EPOCHS),
         "classifier_epochs": whole("--classifier-epochs", 1, MAX_EPOCHS),
-        "epochs": whole("--epochs", 1, MAX_EPOCHS), "minutes": real("--minutes", 0, lo_open=True),
+        "epochs": whole("--epochs", 1, MAX_EPOCHS), "minutes": real("--minutes", 0, 7 * 24 * 60, lo_open=True),
         "n_directions": whole("--directions", 2, 100_000),
         "init_scale": real("--init-scale", 0, lo_open=True),
         "eval_samples": whole("--eval-samples", 1, MAX_TRAINING_STEPS),

@@ -40,13 +40,15 @@ FILE_OUT = {"sefa", "optimize", "report", "export optimize", "ganspace", "interf
 # Export commands: an invalid option always given (the second when the first is the one being fuzzed).
 GUARDS = {
     "export train": [("gan_epochs", "0"), ("classifier_epochs", "0")],
+    "export train-style": [("epochs", "0"), ("minutes", "0")],
     "export bundle": [("work", "MISSING"), ("data_dir", "MISSING")],
+    "export bundle-style": [("work", "MISSING"), ("data_dir", "MISSING")],
     "export optimize": [("seed", "-1"), ("iterations", "0")],
     "export discover": [("seed", "-1"), ("steps", "0")],
     "export invert": [("seed", "-1"), ("steps", "0")],
     "export model": [("latent_shape", "0"), ("generator", "no-factory")],
 }
-OUTPUTS = {"out", "export train work"}  # fuzzed with paths in the case's own folder, not among the inputs
+OUTPUTS = {"out", "export train work", "export train-style work"}  # fuzzed with paths in the case's own folder, not among the inputs
 runner = CliRunner()
 _cases = itertools.count()
 
