@@ -48,7 +48,8 @@ GUARDS = {
     "export invert": [("seed", "-1"), ("steps", "0")],
     "export model": [("latent_shape", "0"), ("generator", "no-factory")],
 }
-OUTPUTS = {"out", "export train work", "export train-style work"}  # fuzzed with paths in the case's own folder, not among the inputs
+# fuzzed with paths in the case's own folder, not among the inputs
+OUTPUTS = {"out", "export train work", "export train-style work"}
 runner = CliRunner()
 _cases = itertools.count()
 
