@@ -59,6 +59,29 @@ def evaluate(g: Generator, q: Classifier, reference: torch.Tensor, seed: int = E
     }
 
 
+def select_generator(candidates: list[Path], load, q: Classifier, x_train: torch.Tensor, hint: str,
+                     targets: bool = True) -> tuple[str, dict]:
+    """``(best checkpoint stem, selection record)``: the lowest Fréchet distance to ``x_train``.
+
+    With ``targets``, only among those meeting the class-share and confidence targets (all when
+    none does). ``load(path)`` builds the generator of a checkpoint.
+    """
+    if not candidates:
+        raise FileNotFoundError(f"no generator checkpoints {hint}")
+    selection = {}
+    for path in candidates:
+        m = evaluate(load(path).eval(), q, x_train)
+        selection[path.stem] = {"frechet_to_train": round(m["frechet_distance"], 3),
+                                "mean_confidence": round(m["mean_confidence"], 4)}
+        if targets:
+            selection[path.stem]["meets_targets"] = (min(m["class_shares"]) >= 0.04 and max(m["class_shares"]) <= 0.16
+                                                     and m["mean_confidence"] >= 0.8)
+        print(f"{path.stem}: FD(train) {m['frechet_distance']:.3f} conf {m['mean_confidence']:.3f} "
+              f"shares {min(m['class_shares']):.3f}..{max(m['class_shares']):.3f}", flush=True)
+    pool = [k for k, v in selection.items() if v.get("meets_targets")] or list(selection)
+    return min(pool, key=lambda k: selection[k]["frechet_to_train"]), selection
+
+
 def _git_version() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -78,20 +101,8 @@ def build(work: str | Path, out: str | Path = OUT, data_dir=None) -> dict:
     train, test = load_split("train", data_dir), load_split("test", data_dir)
     x_train = to_unit(train.images[np.random.default_rng(0).permutation(60000)[:N_EVAL]])
     x_test = to_unit(test.images)
-    candidates = sorted(work.glob("gen_epoch*.pt"))
-    if not candidates:
-        raise FileNotFoundError(f"no generator checkpoints in {work}; run `corrkit export train` first")
-    selection = {}
-    for path in candidates:
-        g = load_into(Generator(), path).eval()
-        m = evaluate(g, q, x_train)
-        ok = min(m["class_shares"]) >= 0.04 and max(m["class_shares"]) <= 0.16 and m["mean_confidence"] >= 0.8
-        selection[path.stem] = {"frechet_to_train": round(m["frechet_distance"], 3), "meets_targets": ok,
-                                "mean_confidence": round(m["mean_confidence"], 4)}
-        print(f"{path.stem}: FD(train) {m['frechet_distance']:.3f} conf {m['mean_confidence']:.3f} "
-              f"shares {min(m['class_shares']):.3f}..{max(m['class_shares']):.3f}", flush=True)
-    pool = [k for k, v in selection.items() if v["meets_targets"]] or list(selection)
-    best = min(pool, key=lambda k: selection[k]["frechet_to_train"])
+    best, selection = select_generator(sorted(work.glob("gen_epoch*.pt")), lambda p: load_into(Generator(), p), q,
+                                       x_train, f"in {work}; run `corrkit export train` first")
     g = load_into(Generator(), work / f"{best}.pt").eval()
     metrics = evaluate(g, q, x_test)
     f_train, _ = _features(q, to_unit(train.images[:N_EVAL]))

@@ -21,7 +21,7 @@ from corrkit._core import io
 from corrkit._core.bundle import BUILTIN
 from corrkit._core.data import CLASSES, file_hashes, load_split
 from corrkit._core.metrics import frechet_distance
-from corrkit.export.bundle import N_EVAL, _features, _git_version, evaluate
+from corrkit.export.bundle import N_EVAL, _features, _git_version, evaluate, select_generator
 from corrkit.export.models import Classifier
 from corrkit.export.style_models import FASHION, Generator, export_onnx as _export
 from corrkit.export.train import classifier_accuracy, to_unit
@@ -57,17 +57,9 @@ def build(work: str | Path, out: str | Path = OUT, data_dir=None) -> dict:
     train, test = load_split("train", data_dir), load_split("test", data_dir)
     x_train = to_unit(train.images[np.random.default_rng(0).permutation(60000)[:N_EVAL]])
     x_test = to_unit(test.images)
-    candidates = sorted(work.glob("style_gen_epoch*.pt"))
-    if not candidates:
-        raise FileNotFoundError(f"no style generator checkpoints in {work}; run `corrkit export train-style` first")
-    selection = {}
-    for path in candidates:
-        m = evaluate(load_into(Generator(FASHION), path).eval(), q, x_train)
-        selection[path.stem] = {"frechet_to_train": round(m["frechet_distance"], 3),
-                                "mean_confidence": round(m["mean_confidence"], 4)}
-        print(f"{path.stem}: FD(train) {m['frechet_distance']:.3f} conf {m['mean_confidence']:.3f} "
-              f"shares {min(m['class_shares']):.3f}..{max(m['class_shares']):.3f}", flush=True)
-    best = min(selection, key=lambda k: selection[k]["frechet_to_train"])
+    best, selection = select_generator(sorted(work.glob("style_gen_epoch*.pt")),
+                                       lambda p: load_into(Generator(FASHION), p), q, x_train,
+                                       f"in {work}; run `corrkit export train-style` first", targets=False)
     g = load_into(Generator(FASHION), work / f"{best}.pt").eval()
     metrics = evaluate(g, q, x_test)
     f_train, _ = _features(q, to_unit(train.images[:N_EVAL]))

@@ -59,6 +59,23 @@ def _resume_state(ckpt: Path) -> dict | None:
         return None
 
 
+def resume_gan(ckpt: Path, G: nn.Module, D: nn.Module, oG, oD, what: str) -> tuple[int, float]:
+    """``(epochs done, training seconds)`` of a GAN checkpoint loaded into the four; ``(0, 0.0)`` without one."""
+    st = _resume_state(ckpt)
+    if st is None:
+        return 0, 0.0
+    G.load_state_dict(st["G"]); D.load_state_dict(st["D"])
+    oG.load_state_dict(st["oG"]); oD.load_state_dict(st["oD"])
+    _log(f"{what}: resuming after epoch {st['epoch']}")
+    return st["epoch"], st["wall"]
+
+
+def save_gan(ckpt: Path, G: nn.Module, D: nn.Module, oG, oD, epochs: int, wall: float) -> None:
+    """The checkpoint :func:`resume_gan` reads, written atomically."""
+    save_state({"G": G.state_dict(), "D": D.state_dict(), "oG": oG.state_dict(), "oD": oD.state_dict(),
+                "epoch": epochs, "wall": wall}, ckpt)
+
+
 def _log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
@@ -126,13 +143,7 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
     D = Discriminator().to(memory_format=torch.channels_last)
     oG = torch.optim.Adam(G.parameters(), lr=s.lr, betas=(s.beta1, 0.999))
     oD = torch.optim.Adam(D.parameters(), lr=s.lr, betas=(s.beta1, 0.999))
-    start, wall = 0, 0.0
-    st = _resume_state(ckpt)
-    if st is not None:
-        G.load_state_dict(st["G"]); D.load_state_dict(st["D"])
-        oG.load_state_dict(st["oG"]); oD.load_state_dict(st["oD"])
-        start, wall = st["epoch"], st["wall"]
-        _log(f"gan: resuming after epoch {start}")
+    start, wall = resume_gan(ckpt, G, D, oG, oD, "gan")
     bce = nn.BCEWithLogitsLoss()
     for epoch in range(start, s.epochs):
         t0 = time.time()
@@ -155,8 +166,7 @@ def train_gan(work: Path, s: GANSettings, data_dir=None) -> tuple[Generator, dic
                 _log(f"gan epoch {epoch + 1} batch {b}/{n_batches} d {d_loss.item():.3f} g {g_loss.item():.3f}")
         wall += time.time() - t0
         save_state(G.state_dict(), work / f"gen_epoch{epoch + 1:02d}.pt")
-        save_state({"G": G.state_dict(), "D": D.state_dict(), "oG": oG.state_dict(), "oD": oD.state_dict(),
-                     "epoch": epoch + 1, "wall": wall}, ckpt)
+        save_gan(ckpt, G, D, oG, oD, epoch + 1, wall)
         _log(f"gan epoch {epoch + 1}/{s.epochs} done, {time.time() - t0:.0f}s")
     G.eval()
     return G, {"settings": asdict(s), "wall_seconds": wall}

@@ -29,7 +29,7 @@ from torch import nn
 from corrkit._core.data import load_split
 from corrkit.export.models import Discriminator
 from corrkit.export.style_models import FASHION, Generator
-from corrkit.export.train import _log, _resume_state, to_unit
+from corrkit.export.train import _log, resume_gan, save_gan, to_unit
 from corrkit.export.weights import save_state
 
 
@@ -73,13 +73,7 @@ def train_style_gan(work: Path, s: StyleGANSettings, data_dir=None) -> tuple[Gen
     D = Discriminator().to(memory_format=torch.channels_last)
     oG = torch.optim.Adam(G.parameters(), lr=s.lr_g, betas=tuple(s.betas_g))
     oD = torch.optim.Adam(D.parameters(), lr=s.lr_d, betas=tuple(s.betas_d))
-    start, wall = 0, 0.0
-    st = _resume_state(ckpt)
-    if st is not None:
-        G.load_state_dict(st["G"]); D.load_state_dict(st["D"])
-        oG.load_state_dict(st["oG"]); oD.load_state_dict(st["oD"])
-        start, wall = st["epoch"], st["wall"]
-        _log(f"style gan: resuming after epoch {start}")
+    start, wall = resume_gan(ckpt, G, D, oG, oD, "style gan")
     bce = nn.BCEWithLogitsLoss()
     for epoch in range(start, s.epochs):
         if wall >= 60 * s.minutes:
@@ -106,8 +100,7 @@ def train_style_gan(work: Path, s: StyleGANSettings, data_dir=None) -> tuple[Gen
         G.eval()
         G.mapping.update_w_avg()
         save_state(G.state_dict(), work / f"style_gen_epoch{epoch + 1:02d}.pt")
-        save_state({"G": G.state_dict(), "D": D.state_dict(), "oG": oG.state_dict(), "oD": oD.state_dict(),
-                    "epoch": epoch + 1, "wall": wall}, ckpt)
+        save_gan(ckpt, G, D, oG, oD, epoch + 1, wall)
         _log(f"style gan epoch {epoch + 1}/{s.epochs} done, {time.time() - t0:.0f}s")
     G.eval()
     return G, {"settings": asdict(s), "wall_seconds": wall, "epochs_run": len(list(work.glob("style_gen_epoch*.pt")))}
