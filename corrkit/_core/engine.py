@@ -105,7 +105,7 @@ def default_batch_size(model, device: str, memory_budget_mb: int | None = None) 
     return int(np.clip(budget // bytes_per_point(model), 16, 16384))
 
 
-def rewritten(model, phase_form: bool = True, backend: str = "onnxruntime"):
+def rewritten(model, backend: str = "onnxruntime"):
     """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each.
 
     ``backend="openvino"`` shapes the ConvTranspose phase form for OpenVINO's kernels
@@ -115,7 +115,7 @@ def rewritten(model, phase_form: bool = True, backend: str = "onnxruntime"):
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
     kw = {"interleave": "depth_to_space", "min_side": 1} if backend == "openvino" else {}
-    model, done = transpose_rewrites(model, phase_form=phase_form, **kw)
+    model, done = transpose_rewrites(model, **kw)
     model, n_sub = subpixel_phase_form(model)
     model, n_split = thin_conv_split(model, max_out=4)
     done.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})

@@ -73,6 +73,10 @@ class Style:
     def layer_groups(self) -> tuple[tuple[int, ...], ...]:
         return self.space.layers if self.space.layers is not None else (tuple(range(self.n_layers)),)
 
+    def moved_layers(self) -> list[int]:
+        """Every style layer a direction of this space moves (the union of the groups), sorted."""
+        return sorted({i for g in self.layer_groups() for i in g})
+
 
 def parse_layers(text: str | None, n_layers: int) -> tuple[tuple[int, ...], ...] | None:
     """``"0-3,8"`` as layer groups ``((0, 1, 2, 3), (8,))``; ``None``/empty for every layer.

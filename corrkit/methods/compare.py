@@ -93,15 +93,6 @@ def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
     return arr, extra
 
 
-def _sefa(bundle) -> np.ndarray:
-    from corrkit.methods.sefa import sefa, style_sefa
-
-    if bundle.style is None:
-        return sefa(bundle).directions
-    groups = bundle.style.layer_groups()  # SeFa on the style layers the directions will move
-    return style_sefa(bundle, sorted({i for g in groups for i in g})).directions
-
-
 def _ganspace(bundle, seed: int) -> np.ndarray:
     from corrkit.methods.ganspace import ganspace
 
@@ -142,6 +133,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     from corrkit._core.codesets import check_class_sets
 
     from corrkit._core.style import direction_dim, space_directions
+    from corrkit.methods.sefa import sefa_in_space
 
     ex = execution or Execution()
     check_seed(seed)
@@ -171,7 +163,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     ex.require_extras()
     engine = ex.engine(bundle)
     finders = {"coordinate": lambda: np.eye(n, dtype=np.float32), "random": lambda: random_orthogonal(n, seed),
-               "sefa": lambda: _sefa(bundle), "ganspace": lambda: _ganspace(bundle, seed),
+               "sefa": lambda: sefa_in_space(bundle), "ganspace": lambda: _ganspace(bundle, seed),
                "interfacegan": lambda: _interfacegan(bundle, seed, engine, ex)}
     sets: dict[str, tuple[np.ndarray, dict]] = {}
     for name in found_here:  # each with the seconds it took to find its directions

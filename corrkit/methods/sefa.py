@@ -227,6 +227,15 @@ def sefa(source=None, layers: list[int] | None = None) -> SefaResult:
     return _factorise(a, layer)
 
 
+def sefa_in_space(bundle) -> np.ndarray:
+    """SeFa directions for ``bundle``'s space: the generator's (plain), or the style-layer SeFa of the
+    layers the space moves (a mapping/synthesis bundle; directions of W, lifted by
+    :func:`corrkit._core.style.space_directions`)."""
+    if bundle.style is None:
+        return sefa(bundle).directions
+    return style_sefa(bundle, bundle.style.moved_layers()).directions
+
+
 def _factorise(a: np.ndarray, layer: str) -> SefaResult:
     """SPEC §7 on the map ``a`` [M, N]: rows unit-normed, eigenvectors of ``aᵀa`` by descending eigenvalue."""
     if not np.isfinite(a).all():

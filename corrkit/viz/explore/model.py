@@ -348,12 +348,9 @@ def _npy(a: np.ndarray) -> bytes:
 def _sefa(bundle) -> np.ndarray:
     """SeFa in the bundle's space: a StyleGAN's on the style layers the space moves, lifted in W+."""
     from corrkit._core.style import space_directions
-    from corrkit.methods.sefa import sefa, style_sefa
+    from corrkit.methods.sefa import sefa_in_space
 
-    if bundle.style is None:
-        return sefa(bundle).directions
-    layers = sorted({i for g in bundle.style.layer_groups() for i in g})
-    return space_directions(bundle, style_sefa(bundle, layers).directions)[0]
+    return space_directions(bundle, sefa_in_space(bundle))[0]
 
 
 def _ganspace(bundle) -> np.ndarray:
