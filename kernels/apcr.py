@@ -9,6 +9,13 @@ code). A batch is a contiguous range ``[p0, p0 + B)``. The kernel adds the batch
 contributions into float64 sums; each direction ``i`` owns its own slots and a
 direction's slots are always filled in ascending ``p`` order, so the sums are the
 same bit for bit whatever the batch size or thread count.
+
+Beside the sums over codes the kernel keeps what the error bars need (SPEC §11):
+each code's own APCR sum ``contrib_sum [K, M]`` (``sum_k |S_j(z^(i,k)) - S_j(z)| / S_j(z)``
+for the code's class ``j``; APCR is its class mean over ``2m``) and the sums of squares of
+the own-class score ``curves_sq_sum [K, 2m+1, C]`` (the spread of a score curve). A
+code's slots are written by the batches that hold its points only, so shards fold them
+exactly like the other sums.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from corrkit.kernels._config import CACHE, FASTMATH
 # a parallel region's fork/join (measured 6 ms with Numba's omp layer beside
 # onnxruntime's threads on this 2-core machine), and the cores belong to onnxruntime.
 @njit(fastmath=FASTMATH, cache=CACHE)
-def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum, down_sum):
+def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum, down_sum, contrib_sum,
+                curves_sq_sum):
     n_rows = probs.shape[0]
     n_cls = probs.shape[1]
     per_code = n_dirs * 2 * m
     c_lo = p0 // per_code
     c_hi = (p0 + n_rows - 1) // per_code
+    per_code_sums = contrib_sum.shape[1] > 0
     for i in range(n_dirs):
         for c in range(c_lo, c_hi + 1):
             j = labels[c]
@@ -43,21 +52,30 @@ def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum
                 kk = s if s < m else s + 1  # curve index k + m, skipping k = 0
                 for q in range(n_cls):
                     curves_sum[i, kk, j, q] += probs[r, q]
-                d = np.float64(probs[r, j]) - b_j
+                p_j = np.float64(probs[r, j])
+                d = p_j - b_j
                 apcr_sum[i, j] += abs(d) / b_j
+                if per_code_sums:
+                    contrib_sum[i, c] += abs(d) / b_j
+                    curves_sq_sum[i, kk, j] += p_j * p_j
                 if s < m:
                     down_sum[i, j] += d
                 else:
                     up_sum[i, j] += d
 
 
-def new_sums(n_dirs: int, m: int, n_classes: int) -> dict[str, np.ndarray]:
-    """Zeroed float64 accumulators for a grid of ``n_dirs`` directions and ``2m+1`` steps."""
+def new_sums(n_dirs: int, m: int, n_classes: int, n_codes: int = 0) -> dict[str, np.ndarray]:
+    """Zeroed float64 accumulators for a grid of ``n_dirs`` directions, ``2m+1`` steps and ``n_codes`` codes.
+
+    ``n_codes = 0`` keeps no per-code sums (``contrib_sum`` is ``[K, 0]``): the class means only.
+    """
     return {
         "curves_sum": np.zeros((n_dirs, 2 * m + 1, n_classes, n_classes)),
         "apcr_sum": np.zeros((n_dirs, n_classes)),
         "up_sum": np.zeros((n_dirs, n_classes)),
         "down_sum": np.zeros((n_dirs, n_classes)),
+        "contrib_sum": np.zeros((n_dirs, n_codes)),
+        "curves_sq_sum": np.zeros((n_dirs, 2 * m + 1, n_classes if n_codes else 0)),
     }
 
 
@@ -92,15 +110,26 @@ def accumulate(sums: dict[str, np.ndarray], probs: np.ndarray, p0: int, base: np
         return
     if p0 < 0 or p0 + len(probs) > len(labels) * n_dirs * 2 * m:
         raise ValueError(f"rows {p0}..{p0 + len(probs)} fall outside the grid")
+    contrib = sums.get("contrib_sum")
+    if contrib is None:
+        contrib = np.zeros((n_dirs, 0))
+    sq = sums.get("curves_sq_sum")
+    if contrib.shape[1] and (contrib.shape != (n_dirs, len(labels)) or sq is None
+                             or sq.shape != (n_dirs, n_steps, n_cls)):
+        raise ValueError(f"per-code sums {contrib.shape} do not fit [K, M] = [{n_dirs}, {len(labels)}]")
+    if sq is None or not contrib.shape[1]:
+        sq = np.zeros((n_dirs, n_steps, 0))
     _accumulate(probs, int(p0), base, labels, n_dirs, m, curves, sums["apcr_sum"], sums["up_sum"],
-                sums["down_sum"])
+                sums["down_sum"], contrib, sq)
 
 
 def finalize(sums: dict[str, np.ndarray], base: np.ndarray, labels: np.ndarray, m: int) -> dict[str, np.ndarray]:
     """Turn sums into ``curves [K, 2m+1, C, C]``, ``apcr``, ``up``, ``down [K, C]`` (float64).
 
     Means are over the codes of each class (and over steps for APCR, up, down);
-    a class with no codes gets NaN.
+    a class with no codes gets NaN. With per-code sums, also ``contributions [K, M]``
+    (each code's own APCR: ``apcr[:, j]`` is their mean over the codes of class ``j``) and
+    ``curves_sd [K, 2m+1, C]`` (the standard deviation over a class's codes of its own score).
     """
     curves_sum = sums["curves_sum"]
     n_dirs, _, n_cls, _ = curves_sum.shape
@@ -114,4 +143,16 @@ def finalize(sums: dict[str, np.ndarray], base: np.ndarray, labels: np.ndarray, 
         apcr = sums["apcr_sum"] * inv[None, :] / (2 * m)
         up = sums["up_sum"] * inv[None, :] / m
         down = sums["down_sum"] * inv[None, :] / m
-    return {"curves": curves, "apcr": apcr, "up": up, "down": down, "counts": counts.astype(np.int64)}
+    out = {"curves": curves, "apcr": apcr, "up": up, "down": down, "counts": counts.astype(np.int64)}
+    contrib = sums.get("contrib_sum")
+    if contrib is not None and contrib.shape[1]:
+        out["contributions"] = contrib / (2 * m)
+        own = np.einsum("iskk->isk", curves)  # mean own-class score [K, 2m+1, C]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sq = sums["curves_sq_sum"] * inv[None, None, :]
+            base_sq = np.zeros(n_cls)
+            sel = labels >= 0
+            np.add.at(base_sq, labels[sel], base[sel, labels[sel]].astype(np.float64) ** 2)
+            sq[:, m] = (base_sq * inv)[None]
+            out["curves_sd"] = np.sqrt(np.maximum(sq - own ** 2, 0.0))
+    return out

@@ -69,6 +69,26 @@ def apcr_from_grid(probs: np.ndarray, labels: np.ndarray, n_classes: int, m: int
                 "down": down / counts}
 
 
+def per_code_from_grid(probs: np.ndarray, labels: np.ndarray, n_classes: int, m: int) -> dict:
+    """SPEC §11 per-code quantities from the full grid ``[M, K, 2m+1, C]``, by explicit loops: each code's
+    own APCR ``contributions [K, M]`` and the own-class score's standard deviation ``curves_sd [K, 2m+1, C]``."""
+    n_codes, n_dirs = probs.shape[:2]
+    contrib = np.zeros((n_dirs, n_codes))
+    sd = np.full((n_dirs, 2 * m + 1, n_classes), np.nan)
+    for c in range(n_codes):
+        j = labels[c]
+        for i in range(n_dirs):
+            base = probs[c, i, m, j]
+            contrib[i, c] = sum(abs(probs[c, i, s, j] - base) / base for s in range(2 * m + 1) if s != m) / (2 * m)
+    for j in range(n_classes):
+        codes = [c for c in range(n_codes) if labels[c] == j]
+        for i in range(n_dirs):
+            for s in range(2 * m + 1):
+                if codes:
+                    sd[i, s, j] = np.std([probs[c, i, s, j] for c in codes])
+    return {"contributions": contrib, "curves_sd": sd}
+
+
 def flat_grid_probs(probs: np.ndarray, m: int) -> np.ndarray:
     """``[M, K, 2m+1, C]`` -> the library's flat grid order (k = 0 removed) ``[M*K*2m, C]``."""
     keep = [s for s in range(2 * m + 1) if s != m]

@@ -52,3 +52,35 @@ def test_seeded_and_deterministic():
     b = bootstrap_apcr(x, np.zeros(10, np.int64), 1, seed=7)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_a_run_keeps_contributions_and_reports_their_intervals(tmp_path):
+    """End to end on the built-in bundle: the kernel's per-code contributions average to the run's APCR,
+    summary.json's intervals are the bootstrap of those contributions, and they survive a save and load."""
+    import json
+
+    from corrkit.methods.sequential import APCRResult, apcr
+
+    run = apcr(None, directions=np.eye(100, dtype=np.float32)[:12], samples_per_class=3, steps=1, out=tmp_path)
+    assert run.contributions.shape == (12, len(run.labels))
+    for j in range(10):
+        np.testing.assert_allclose(run.contributions[:, run.labels == j].mean(1), run.apcr[:, j], rtol=1e-12)
+    want = bootstrap_apcr(run.contributions, run.labels, 10, top=10, point=run.apcr)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    for j, name in enumerate(run.classes):
+        rows = s["intervals"]["top"][name]
+        assert [r["direction"] for r in rows] == [t["direction"] for t in s["top"][name]] == want["top"][j].tolist()
+        np.testing.assert_allclose([r["lo"] for r in rows], want["lo"][want["top"][j], j], atol=1e-6)
+        np.testing.assert_allclose([r["inclusion"] for r in rows], want["inclusion"][j])
+    loaded = APCRResult.load(tmp_path)
+    assert np.array_equal(loaded.contributions, run.contributions) and np.array_equal(loaded.apcr_hi, run.apcr_hi)
+
+
+def test_one_code_per_class_run_says_unbounded(tmp_path):
+    import json
+
+    from corrkit.methods.sequential import apcr
+
+    apcr(None, directions=np.eye(100, dtype=np.float32)[:4], samples_per_class=1, steps=1, out=tmp_path)
+    rows = [r for v in json.loads((tmp_path / "summary.json").read_text())["intervals"]["top"].values() for r in v]
+    assert all(r["lo"] == 0 and r["hi"] is None and r["inclusion"] is None for r in rows)

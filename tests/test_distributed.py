@@ -22,7 +22,8 @@ KW = dict(samples_per_class=2, steps=2, delta=0.75, seed=3)
 
 def on_cpu(**kw) -> Execution:
     return Execution(device="cpu", batch_size=16, shard_points=32, **kw)
-ARRAYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions")
+ARRAYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions", "contributions",
+          "curves_sd")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -132,12 +132,15 @@ def test_directions_ranked_by_the_runs_apcr(served):
         assert [row["index"] for row in rows] == order.tolist()
         assert [row["apcr"] for row in rows] == run.apcr[order, 5].tolist()
         assert [row["up"] for row in rows] == run.up[order, 5].tolist()
-        assert all("apcr_lo" not in row for row in rows)  # this run has no intervals
+        # the run's own bootstrap intervals (SPEC §11), end to end
+        assert [row["apcr_lo"] for row in rows] == run.apcr_lo[order, 5].tolist()
+        assert [row["apcr_hi"] for row in rows] == run.apcr_hi[order, 5].tolist()
+        assert all(lo <= a <= hi for lo, a, hi in zip(run.apcr_lo[order, 5], run.apcr[order, 5], run.apcr_hi[order, 5]))
     status, r = client.call("/api/directions?source=wstar&class=2")
     assert r["directions"][0]["index"] == 2 and r["directions"][0]["label"] == "w*(Pullover)"
 
 
-def test_intervals_shown_when_the_run_has_them(run_dir, tmp_path):
+def test_intervals_of_an_older_run_read_from_bootstrap_npz(run_dir, tmp_path):
     import shutil
 
     from corrkit._core import io as cio
@@ -145,6 +148,8 @@ def test_intervals_shown_when_the_run_has_them(run_dir, tmp_path):
     from corrkit.viz.explore.model import Explorer
 
     run = APCRResult.load(run_dir)
+    run.contributions = None  # a run saved before per-code contributions were kept
+    assert run.apcr_lo is None
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     lo, hi = run.apcr * 0.8, run.apcr * 1.3

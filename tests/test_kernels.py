@@ -34,13 +34,30 @@ def test_accumulate_matches_numpy_twin_for_any_batch(rng, batch):
     np.testing.assert_array_equal(got["counts"], np.bincount(labels, minlength=n_cls))
 
 
+@pytest.mark.parametrize("batch", [1, 5, 10_000])
+def test_per_code_sums_match_numpy_twin(rng, batch):
+    m, n_cls = 2, 4
+    probs, labels = _random_case(rng, n_codes=9, m=m, n_cls=n_cls)
+    base = probs[:, 0, m, :]
+    flat = naive.flat_grid_probs(probs, m)
+    sums = kern.new_sums(probs.shape[1], m, n_cls, len(labels))
+    for p0 in range(0, len(flat), batch):
+        kern.accumulate(sums, flat[p0:p0 + batch], p0, base, labels, m)
+    got = kern.finalize(sums, base, labels, m)
+    want = naive.per_code_from_grid(probs.astype(np.float64), labels, n_cls, m)
+    np.testing.assert_allclose(got["contributions"], want["contributions"], rtol=1e-6)
+    np.testing.assert_allclose(got["curves_sd"], want["curves_sd"], rtol=1e-5, atol=1e-6)
+    for j in np.unique(labels):  # APCR is the class mean of the contributions
+        np.testing.assert_allclose(got["contributions"][:, labels == j].mean(1), got["apcr"][:, j], rtol=1e-12)
+
+
 def test_accumulate_is_bitwise_independent_of_batch_size(rng):
     m = 3
     probs, labels = _random_case(rng, n_codes=11, n_dirs=6, m=m, n_cls=5)
     base, flat = probs[:, 0, m, :], naive.flat_grid_probs(probs, m)
     results = []
     for batch in (1, 7, 64, len(flat)):
-        sums = kern.new_sums(6, m, 5)
+        sums = kern.new_sums(6, m, 5, len(labels))
         for p0 in range(0, len(flat), batch):
             kern.accumulate(sums, flat[p0:p0 + batch], p0, base, labels, m)
         results.append(sums)

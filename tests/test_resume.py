@@ -44,5 +44,5 @@ def test_kill_and_resume_is_exact(tmp_path):
                        text=True)
     assert r.returncode == 0, r.stderr
     a, b = np.load(killed / "apcr.npz"), np.load(clean / "apcr.npz")
-    for key in ("apcr", "curves", "up", "down", "counts", "latents", "labels"):
+    for key in ("apcr", "curves", "up", "down", "counts", "latents", "labels", "contributions", "curves_sd"):
         assert np.array_equal(a[key], b[key]), key

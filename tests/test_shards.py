@@ -46,7 +46,7 @@ def _shard_parts(bundle, run, dirs, size):
 
 
 def _fold(parts, dirs):
-    total = kern.new_sums(len(dirs), 2, 10)
+    total = kern.new_sums(len(dirs), 2, 10, parts[0]["contrib_sum"].shape[1])
     for part in parts:
         shards.fold(total, part)
     return total
@@ -56,7 +56,7 @@ def test_apcr_is_the_in_order_fold_of_its_shards(bundle, run, dirs):
     parts = _shard_parts(bundle, run, dirs, 32)
     assert len(parts) == run.params["executor"]["shards"] == 15
     fin = kern.finalize(_fold(parts, dirs), run.base, run.labels, 2)
-    for key in ("apcr", "curves", "up", "down"):
+    for key in ("apcr", "curves", "up", "down", "contributions"):
         assert np.array_equal(fin[key], getattr(run, key)), key
 
 

@@ -45,6 +45,8 @@ RUN_ARRAYS = {
     "counts": ("int", "C"), "latents": ("float", "MN"), "labels": ("int", "M"), "base": ("float", "MC"),
     "directions": ("float", "KN"), "classes": ("str", "C"),
 }
+# Kept since error bars landed (SPEC §11); optional, so runs saved before them still load.
+OPTIONAL_ARRAYS = {"contributions": ("float", "KM"), "curves_sd": ("float", "KSC")}
 _KINDS = {"float": lambda dt: np.issubdtype(dt, np.floating), "int": lambda dt: np.issubdtype(dt, np.integer),
           "str": lambda dt: dt.kind == "U"}
 
@@ -60,8 +62,10 @@ def _is_number(v, lo: float = -np.inf) -> bool:
 def _arrays_problem(a: Mapping) -> str | None:
     """What is wrong with an APCR run's arrays (names, kinds, shapes, labels, counts, finite values), or ``None``."""
     sizes: dict[str, int] = {}
-    for name, (kind, dims) in RUN_ARRAYS.items():
+    for name, (kind, dims) in {**RUN_ARRAYS, **OPTIONAL_ARRAYS}.items():
         if name not in a:
+            if name in OPTIONAL_ARRAYS:
+                continue
             return f"apcr.npz has no array `{name}`"
         v = a[name]
         if not _KINDS[kind](v.dtype):
@@ -89,6 +93,15 @@ def _arrays_problem(a: Mapping) -> str | None:
         return "`curves` holds NaN or infinite values for a class with codes"
     if (a["apcr"][:, seen] < 0).any():
         return "`apcr` holds negative values (APCR is a mean of absolute changes)"
+    if "contributions" in a:
+        x = a["contributions"]
+        if not np.isfinite(x).all() or (x < 0).any():
+            return "`contributions` holds negative, NaN or infinite values"
+        for j in np.flatnonzero(seen):
+            if not np.allclose(x[:, labels == j].mean(axis=1), a["apcr"][:, j], rtol=1e-9, atol=1e-12):
+                return "`contributions` do not average to `apcr` over each class's codes"
+    if "curves_sd" in a and not ((a["curves_sd"][:, :, seen] >= 0).all()):
+        return "`curves_sd` holds negative or NaN values for a class with codes"
     return None
 
 
@@ -123,6 +136,29 @@ def top_lists(apcr, counts, classes, k: int) -> dict:
     sets = top_k(apcr, k)
     return {classes[j]: None if counts[j] == 0 else
             [{"direction": int(i), "apcr": float(apcr[i, j])} for i in sets[j]] for j in range(len(classes))}
+
+
+def interval_lists(boot: Mapping, classes) -> dict:
+    """``summary.json``'s ``intervals``: per class, for each of its top-``k`` directions, the 95%
+    percentile-bootstrap interval of its APCR and its inclusion probability (SPEC §11).
+
+    ``hi`` is ``None`` (unbounded) and ``inclusion`` ``None`` for a class with one code; a class
+    without codes has ``None`` instead of a list.
+    """
+    from corrkit._core import defaults
+
+    def number(v):
+        return None if not np.isfinite(v) else round(float(v), 6)
+
+    per_class = {}
+    for j, name in enumerate(classes):
+        if boot["top"][j, 0] < 0:
+            per_class[name] = None
+            continue
+        per_class[name] = [{"direction": int(i), "lo": number(boot["lo"][i, j]), "hi": number(boot["hi"][i, j]),
+                            "inclusion": number(boot["inclusion"][j, r])} for r, i in enumerate(boot["top"][j])]
+    return {"method": "percentile bootstrap over each class's codes", "level": defaults.BOOTSTRAP_LEVEL,
+            "samples": defaults.BOOTSTRAP_SAMPLES, "seed": defaults.BOOTSTRAP_SEED, "top": per_class}
 
 
 def _summary_problem(s: Mapping, a: Mapping) -> str | None:
@@ -170,6 +206,8 @@ def _summary_problem(s: Mapping, a: Mapping) -> str | None:
         want = top_lists(a["apcr"], a["counts"], classes, lengths.pop())
         if json.dumps(want) != json.dumps(top):
             return "`top` differs from the controlling sets of apcr.npz's APCR"
+    if s.get("intervals") is not None and not isinstance(s["intervals"], dict):
+        return "`intervals` is not an object"
     return None
 
 

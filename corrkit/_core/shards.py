@@ -27,7 +27,7 @@ from corrkit._core.grid import Grid
 from corrkit.kernels import apcr as kern
 
 DEFAULT_SHARD_BATCHES = 16
-SUM_KEYS = ("curves_sum", "apcr_sum", "up_sum", "down_sum")
+SUM_KEYS = ("curves_sum", "apcr_sum", "up_sum", "down_sum", "contrib_sum", "curves_sq_sum")
 
 
 def shard_size(batch_size: int, shard_points: int | None = None) -> int:
@@ -70,13 +70,14 @@ def shard_sums(
     progress: Callable[[int], None] | None = None,
     buf: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Float64 sums (:func:`corrkit.kernels.apcr.new_sums`) of grid points ``p0 .. p1 - 1``, from zero.
+    """Float64 sums (:func:`corrkit.kernels.apcr.new_sums`, per-code sums included) of grid points
+    ``p0 .. p1 - 1``, from zero.
 
     Batches of ``engine.batch_size`` rows start at ``p0``; ``progress(p)`` is called
     with the next grid index after each batch; ``buf`` (float32 ``[batch, N]``) is reused if given.
     """
     grid = task.grid
-    sums = kern.new_sums(len(grid.directions), grid.steps, task.base.shape[1])
+    sums = kern.new_sums(len(grid.directions), grid.steps, task.base.shape[1], len(task.labels))
     if buf is None:
         buf = np.empty((engine.batch_size, grid.latents.shape[1]), np.float32)
     for q0 in range(p0, p1, engine.batch_size):

@@ -21,7 +21,7 @@ from corrkit._core import defaults
 
 def bootstrap_apcr(contrib: np.ndarray, labels: np.ndarray, n_classes: int, *, top: int = defaults.TOP_K,
                    samples: int = defaults.BOOTSTRAP_SAMPLES, seed: int = defaults.BOOTSTRAP_SEED,
-                   level: float = defaults.BOOTSTRAP_LEVEL) -> dict[str, np.ndarray]:
+                   level: float = defaults.BOOTSTRAP_LEVEL, point: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Intervals of APCR and inclusion probabilities of each class's top-``top`` directions.
 
     Parameters
@@ -32,6 +32,9 @@ def bootstrap_apcr(contrib: np.ndarray, labels: np.ndarray, n_classes: int, *, t
         Class of each code (``-1``: in no class, ignored).
     n_classes, top, samples, seed, level :
         ``C``; the ``k`` of the top-``k``; ``B``; the generator seed; the interval's coverage.
+    point : float [K, C], optional
+        The run's APCR (its kernel sums, equal to the contributions' class means to rounding):
+        reported and ranked (:func:`corrkit.kernels.ranking.top_k`) as the run's own top-``k``.
 
     Returns
     -------
@@ -40,6 +43,8 @@ def bootstrap_apcr(contrib: np.ndarray, labels: np.ndarray, n_classes: int, *, t
     descending) and ``inclusion`` [C, k] (share of resamples in which each stays in the top ``k``).
     A class with no codes has NaN everywhere and ``top`` -1.
     """
+    from corrkit.kernels.ranking import top_k
+
     contrib = np.asarray(contrib, dtype=np.float64)
     labels = np.asarray(labels)
     if contrib.ndim != 2 or labels.shape != (contrib.shape[1],):
@@ -59,8 +64,8 @@ def bootstrap_apcr(contrib: np.ndarray, labels: np.ndarray, n_classes: int, *, t
         n = x.shape[1]
         if n == 0:
             continue
-        apcr[:, j] = x.mean(axis=1)
-        tops[j] = np.argsort(-apcr[:, j], kind="stable")[:k]
+        apcr[:, j] = x.mean(axis=1) if point is None else point[:, j]
+        tops[j] = top_k(apcr[:, j:j + 1], k)[0]
         if n < 2:
             lo[:, j], hi[:, j] = 0.0, np.inf
             continue

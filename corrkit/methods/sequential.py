@@ -35,6 +35,8 @@ from corrkit._core.codesets import CodeSets, check_class_sets, class_sets
 
 CHECKPOINT = "checkpoint.npz"
 RESULT_KEYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions", "classes")
+# SPEC §11: kept since error bars landed; a run saved before them loads without (its intervals are missing).
+PER_CODE_KEYS = ("contributions", "curves_sd")
 
 
 @dataclass
@@ -51,6 +53,11 @@ class APCRResult:
     directions : float32 [K, N]
     classes : list of str
     params : dict; provider : str; points : int; seconds : float
+    contributions : float64 [K, M], optional
+        Each code's own APCR (``apcr[:, j]`` is the mean over class ``j``'s codes), from which
+        the bootstrap intervals come (SPEC §11); ``None`` for a run saved before them.
+    curves_sd : float64 [K, 2m+1, C], optional
+        Standard deviation over each class's codes of its own score along the curve.
     """
 
     apcr: np.ndarray
@@ -70,6 +77,35 @@ class APCRResult:
     bundle_card: dict = field(default_factory=dict)
     resumed_from: int = 0
     apcr_sha256: str | None = None  # of the saved apcr.npz, once saved or loaded
+    contributions: np.ndarray | None = None
+    curves_sd: np.ndarray | None = None
+    _boot: dict | None = field(default=None, repr=False, compare=False)
+
+    def intervals(self, top: int = defaults.TOP_K) -> dict[str, np.ndarray] | None:
+        """SPEC §11 percentile bootstrap of every APCR value and each class's top-``top`` inclusion
+        probabilities (:func:`corrkit.methods.bootstrap.bootstrap_apcr`; seeded, so a function of the
+        run), or ``None`` when the run kept no per-code contributions."""
+        from corrkit.methods.bootstrap import bootstrap_apcr
+
+        if self.contributions is None:
+            return None
+        k = min(int(top), len(self.directions))
+        if self._boot is None or self._boot["top"].shape[1] != k:
+            self._boot = bootstrap_apcr(self.contributions, self.labels, len(self.classes), top=k,
+                                        point=self.apcr)
+        return self._boot
+
+    @property
+    def apcr_lo(self) -> np.ndarray | None:
+        """The lower end of each APCR value's 95% interval ``[K, C]`` (``None``: no per-code contributions)."""
+        b = self.intervals()
+        return None if b is None else b["lo"]
+
+    @property
+    def apcr_hi(self) -> np.ndarray | None:
+        """The upper end (``inf`` for a class with one code: one code cannot bound a mean)."""
+        b = self.intervals()
+        return None if b is None else b["hi"]
 
     def controlling_set(self, k: int = 10) -> np.ndarray:
         """``[C, k]``: the top-``k`` directions per class by APCR (``C_j^seq``)."""
@@ -99,6 +135,8 @@ class APCRResult:
             "counts": self.counts.tolist(),
             "classes": list(self.classes),
             "top": runs.top_lists(self.apcr, self.counts, list(self.classes), k),
+            **({"intervals": runs.interval_lists(self.intervals(k), list(self.classes))}
+               if self.contributions is not None else {}),
             **({"apcr_sha256": self.apcr_sha256} if self.apcr_sha256 else {}),
         }
 
@@ -113,7 +151,8 @@ class APCRResult:
         self.apcr_sha256 = io.write_npz(
             out / "apcr.npz", apcr=self.apcr, curves=self.curves, up=self.up, down=self.down, counts=self.counts,
             latents=self.latents, labels=self.labels, base=self.base, directions=self.directions,
-            classes=np.array(self.classes))
+            classes=np.array(self.classes),
+            **{k: getattr(self, k) for k in PER_CODE_KEYS if getattr(self, k) is not None})
         io.write_json(out / "summary.json", self.summary())
 
     @classmethod
@@ -136,7 +175,7 @@ class APCRResult:
         if hashlib.sha256(data).hexdigest() != s["apcr_sha256"]:
             raise CorrkitError(f"{npz} does not match {summary} (the run was interrupted while saving, or a file "
                                "was changed); rerun the same `corrkit apcr` command to finish it")
-        arrays = read_npz(npz, "run result", RESULT_KEYS, data=data,  # the bytes that were hashed
+        arrays = read_npz(npz, "run result", RESULT_KEYS + PER_CODE_KEYS, data=data,  # the bytes that were hashed
                           fix="rerun `corrkit apcr` with --out to make it again")
         check_apcr_run(arrays, s, run_dir)  # names, dtypes, shapes, labels, counts; summary types and numbers
         return cls(**{k: v for k, v in arrays.items() if k != "classes"},
@@ -230,11 +269,11 @@ def _checkpoint_problem(ck: dict, n_dirs: int, steps: int, n_classes: int, laten
     """What is wrong with a checkpoint of this run, or ``None``."""
     if "digest" not in ck or str(ck["digest"]) != _digest({k: v for k, v in ck.items() if k != "digest"}):
         return "content hash does not match"
-    shapes = {k: v.shape for k, v in kern.new_sums(n_dirs, steps, n_classes).items()}
-    for key in ("latents", "labels", "base", "counts", "p_next", "seconds", "draws", *shapes):
+    for key in ("latents", "labels", "base", "counts", "p_next", "seconds", "draws", *shards.SUM_KEYS):
         if key not in ck:
             return f"{key} missing"
     m = len(ck["labels"])
+    shapes = {k: v.shape for k, v in kern.new_sums(n_dirs, steps, n_classes, m).items()}
     want = {**shapes, "latents": (m, latent_dim), "labels": (m,), "base": (m, n_classes), "counts": (n_classes,),
             "p_next": (), "seconds": (), "draws": ()}
     for key, shape in want.items():
@@ -341,12 +380,12 @@ def _run(bundle, engine, pool, params, directions, latents, out, ex: Execution, 
     report = progress or (lambda *a: None)
     if ck is not None:
         sets = CodeSets(ck["latents"], ck["labels"], ck["base"], ck["counts"], int(ck["draws"]))
-        sums = {k: ck[k].copy() for k in kern.new_sums(1, 1, 1)}
+        sums = {k: ck[k].copy() for k in shards.SUM_KEYS}
         p_next, elapsed = int(ck["p_next"]), float(ck["seconds"])
     else:
         sets = class_sets(engine, bundle.n_classes, params["samples_per_class"], params["threshold"],
                           params["seed"], latents, progress=lambda d, t: report("codes", d, t))
-        sums = kern.new_sums(len(directions), steps, bundle.n_classes)
+        sums = kern.new_sums(len(directions), steps, bundle.n_classes, len(sets.labels))
         p_next, elapsed = 0, 0.0
     resumed_from = p_next
     grid = Grid(sets.latents, directions, int(steps), float(delta))
@@ -379,6 +418,7 @@ def _run(bundle, engine, pool, params, directions, latents, out, ex: Execution, 
         params["fidelity"]["seconds"] = round(time.perf_counter() - t1, 2)
     result = APCRResult(
         apcr=fin["apcr"], curves=fin["curves"], up=fin["up"], down=fin["down"], counts=sets.counts,
+        contributions=fin["contributions"], curves_sd=fin["curves_sd"],
         latents=sets.latents, labels=sets.labels, base=sets.base, directions=directions,
         classes=list(bundle.classes), params=params, provider=engine.provider if pool is None else pool.provider,
         points=total + sets.draws, seconds=seconds, bundle_card=bundle.card(),

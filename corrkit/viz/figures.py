@@ -186,7 +186,8 @@ def render_run(run_dir: str | os.PathLike, *, skip: Sequence[str] = (), bundle=N
         r = APCRResult.load(run_dir)
         classes, axes, delta = r.classes, is_axes(r.directions), float(r.params.get("delta", DELTA))
         draw = {
-            "curves.png": lambda: score_curves(r.curves, r.apcr, classes, delta=delta, axes=axes),
+            "curves.png": lambda: score_curves(r.curves, r.apcr, classes, delta=delta, axes=axes,
+                                                 curves_sd=r.curves_sd, counts=r.counts),
             "apcr_hist.png": lambda: apcr_histograms(r.apcr, classes),
             "apcr_heatmap.png": lambda: apcr_heatmap(r.apcr, classes, axes=axes),
         }

@@ -81,7 +81,7 @@ def direction_name(i: int, axes: bool = True) -> str:
 
 
 def score_curves(curves, apcr, classes=None, *, delta: float = DELTA, top: int = 3, axes: bool = True,
-                 out=None) -> bytes:
+                 curves_sd=None, counts=None, out=None) -> bytes:
     """Paper Fig. 3: mean ``S_j`` along the top-``top`` directions of each class ``j``.
 
     Parameters
@@ -92,8 +92,12 @@ def score_curves(curves, apcr, classes=None, *, delta: float = DELTA, top: int =
     apcr : float [K, C]
     delta : float
         Step length; the x axis is ``k * delta``.
+    curves_sd : float [K, 2m+1, C], optional, with counts : int [C]
+        The spread over each class's codes of its own score: each line gets a band of
+        its mean's 95% normal interval, ``± 1.96 sd / sqrt(n - 1)`` (classes with one code get none).
     """
     curves, apcr = _check(curves, 4, "curves"), _check(apcr, 2, "apcr")
+    band = curves_sd is not None and counts is not None
     k_dirs, n_steps, c = curves.shape[:3]
     names = _classes(classes, c)
     m = (n_steps - 1) // 2
@@ -108,8 +112,13 @@ def score_curves(curves, apcr, classes=None, *, delta: float = DELTA, top: int =
             ax.set_visible(False)
             continue
         for r, i in enumerate(np.argsort(-apcr[:, j], kind="stable")[:top]):
-            ax.plot(x, curves[i, :, j, j], marker="o", ms=3, lw=1.6, color=palette[r % len(palette)],
+            color = palette[r % len(palette)]
+            ax.plot(x, curves[i, :, j, j], marker="o", ms=3, lw=1.6, color=color,
                     label=f"{direction_name(int(i), axes)} ({apcr[i, j]:.2f})")
+            if band and counts[j] > 1:
+                half = 1.96 * np.asarray(curves_sd)[i, :, j] / np.sqrt(counts[j] - 1)
+                ax.fill_between(x, curves[i, :, j, j] - half, curves[i, :, j, j] + half, color=color, alpha=0.18,
+                                lw=0)
         ax.axvline(0, color="0.6", lw=0.8, ls=":")
         ax.set_title(names[j], fontsize=10)
         ax.set_ylim(-0.02, 1.02)
@@ -119,7 +128,8 @@ def score_curves(curves, apcr, classes=None, *, delta: float = DELTA, top: int =
         ax.set_xlabel("step k·δ")
     for ax in axs[:, 0]:
         ax.set_ylabel("mean S_j")
-    fig.suptitle("Class score along the strongest directions of each class", fontsize=12)
+    fig.suptitle("Class score along the strongest directions of each class"
+                 + (" (bands: 95% interval of the mean)" if band else ""), fontsize=12)
     return _finish(fig, out)
 
 

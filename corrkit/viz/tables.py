@@ -35,15 +35,35 @@ def apcr_table(result, top_k: int = TOP_K) -> None:
                     f"({result.points:,} points, {result.seconds:.1f} s, {result.provider})")
     t.add_column("class"); t.add_column("n", justify="right"); t.add_column("directions (APCR)")
     label = direction_labels(result)
+    boot = result.intervals(sets.shape[1])
     for j, name in enumerate(result.classes):
         t.add_row(name, str(result.counts[j]), MISSING if result.counts[j] == 0 else
-                  "  ".join(f"{label[i]} ({result.apcr[i, j]:.2f})" for i in sets[j]))
+                  "  ".join(f"{label[i]} ({_with_interval(result.apcr[i, j], boot, i, j, r)})"
+                            for r, i in enumerate(sets[j])))
     Console().print(t)
+    if boot is not None:
+        Console().print(f"[lo, hi]: 95% percentile-bootstrap interval of APCR over each class's codes; %: share of "
+                        f"resamples in which the direction stays in the top {sets.shape[1]} (SPEC §11)", markup=False)
     fid = result.params.get("fidelity")
     if fid:
         ov = [k for k in fid if k.startswith("top")][0]
         Console().print(f"{result.params['mode']} fidelity vs fp32 ({fid['codes_per_class']} codes/class): "
                         f"max |dAPCR| {fid['max_abs_delta_apcr']:.4f}, {ov} per class {fid[ov]}")
+
+
+def interval_text(lo: float, hi: float, digits: int = 2) -> str:
+    """``[lo, hi]`` of a 95% interval; an unbounded end (one code cannot bound a mean) is ``∞``."""
+    ends = [f"{v:.{digits}f}" if np.isfinite(v) else "∞" for v in (lo, hi)]
+    return f"[{ends[0]}, {ends[1]}]"
+
+
+def _with_interval(value: float, boot, i: int, j: int, rank: int) -> str:
+    """``0.41 [0.37, 0.46] 97%``: an APCR value, its interval and its top-k inclusion probability."""
+    if boot is None:
+        return f"{value:.2f}"
+    p = boot["inclusion"][j, rank]
+    return f"{value:.2f} {interval_text(boot['lo'][i, j], boot['hi'][i, j])} " + (
+        f"{100 * p:.0f}%" if np.isfinite(p) else MISSING)
 
 
 def control_table(result) -> None:
