@@ -38,6 +38,20 @@ def whole(flag: str, lo: int = 1, hi: int | None = None) -> Rule:
     return lambda v: check_whole(v, flag, lo, hi)
 
 
+def whole_or_auto(flag: str, hi: int) -> Rule:
+    """``auto``, or a whole number ``1 .. hi`` written in digits (the option is text so that it can say ``auto``)."""
+    from corrkit._core.grid import check_whole
+
+    def rule(v):
+        if v == "auto":
+            return
+        text = str(v).strip()
+        if not text.isdigit():
+            raise CorrkitError(f"{flag} must be a whole number >= 1 or `auto` (got {v!r})")
+        check_whole(int(text), flag, 1, hi)
+    return rule
+
+
 def real(flag: str, lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False) -> Rule:
     from corrkit._core.grid import check_real
 
@@ -205,6 +219,8 @@ def _rules() -> dict:
         # numbers
         "seed": seed, ("latents", "seed"): whole("--seed", 0, MAX_SEED),
         "samples_per_class": whole("--samples-per-class", 1, MAX_SAMPLES_PER_CLASS),
+        ("apcr", "samples_per_class"): whole_or_auto("--samples-per-class", MAX_SAMPLES_PER_CLASS),
+        "max_samples_per_class": whole("--max-samples-per-class", 1, MAX_SAMPLES_PER_CLASS),
         "threshold": real("--threshold", 0, 1, hi_open=True),
         "steps": grid_steps,
         ("manipulate", "steps"): whole("--steps", 1, MAX_ALPHA_STEPS),

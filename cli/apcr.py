@@ -23,7 +23,10 @@ def apcr_command(
     classifier_range: str = c.ClsRangeOpt, output: Optional[str] = c.OutputOpt,
     inputs: Optional[List[str]] = c.InputOpt, generator_output_name: Optional[str] = c.GenOutputNameOpt,
     classifier_output_name: Optional[str] = c.ClsOutputNameOpt,
-    samples_per_class: int = typer.Option(D.SAMPLES_PER_CLASS, help="Codes per class set (n)."),
+    samples_per_class: str = typer.Option(str(D.SAMPLES_PER_CLASS), help="Codes per class set (n), or `auto`: "
+                                          "32, 64, ... until every top-k member stays in the top k in >= 90% of "
+                                          "bootstrap resamples (or --max-samples-per-class)."),
+    max_samples_per_class: int = typer.Option(256, help="With `--samples-per-class auto`: the most codes per class."),
     threshold: float = typer.Option(D.THRESHOLD, help="Minimum class probability of a code (tau)."),
     seed: int = typer.Option(D.SEED, help="Seed of the prior samples."),
     latents: Optional[Path] = typer.Option(None, help="User codes .npy [M, N] float32 instead of prior samples."),
@@ -64,8 +67,13 @@ def apcr_command(
     lat = load_array(latents, "latents") if latents else None
     dirs = load_array(directions, "directions") if directions else None
     dirs, normalize = space_directions(bundle, dirs)
+    kw = dict(directions=dirs, steps=steps, delta=delta, threshold=threshold, seed=seed, latents=lat, out=out,
+              execution=ex, normalize_directions=normalize)
     with c.progress_bar(not json_out) as progress:
-        result = apcr(bundle, directions=dirs, steps=steps, delta=delta, samples_per_class=samples_per_class,
-                      threshold=threshold, seed=seed, latents=lat, out=out, progress=progress, execution=ex,
-                      normalize_directions=normalize)
+        if samples_per_class == "auto":
+            from corrkit.methods.auto import apcr_auto
+
+            result = apcr_auto(bundle, cap=max_samples_per_class, top=top_k, progress=progress, **kw)
+        else:
+            result = apcr(bundle, samples_per_class=int(samples_per_class), progress=progress, **kw)
     c.echo_json(result.summary(top_k)) if json_out else apcr_table(result, top_k)

@@ -1,6 +1,7 @@
 """SPEC §11 percentile bootstrap: coverage on contributions with a known mean, honest n = 1."""
 
 import numpy as np
+import pytest
 
 from corrkit.methods.bootstrap import bootstrap_apcr
 
@@ -84,3 +85,31 @@ def test_one_code_per_class_run_says_unbounded(tmp_path):
     apcr(None, directions=np.eye(100, dtype=np.float32)[:4], samples_per_class=1, steps=1, out=tmp_path)
     rows = [r for v in json.loads((tmp_path / "summary.json").read_text())["intervals"]["top"].values() for r in v]
     assert all(r["lo"] == 0 and r["hi"] is None and r["inclusion"] is None for r in rows)
+
+
+def test_share_intervals_cover_a_known_rate():
+    from corrkit.methods.bootstrap import resample_weights, share_intervals
+
+    rng = np.random.default_rng(5)
+    p, n, hit, hit_pooled = np.array([0.2, 0.6]), 40, np.zeros(2), 0
+    labels = np.repeat([0, 1], n)
+    for r in range(200):
+        flips = [rng.random(n) < p[0], rng.random(n) < p[1]]
+        each, pooled = share_intervals(flips, resample_weights(labels, 2, seed=r))
+        hit += [lo <= q <= hi for (lo, hi), q in zip(each, p)]
+        hit_pooled += pooled[0] <= p.mean() <= pooled[1]
+    assert (hit / 200 >= 0.9).all() and hit_pooled / 200 >= 0.9, (hit, hit_pooled)
+    each, pooled = share_intervals([np.ones(1), None], resample_weights(np.array([0]), 2))
+    assert each == [(0.0, 1.0), None] and pooled is None  # one code: [0, 1], and the pool has no interval
+
+
+def test_a_share_with_no_spread_gets_the_exact_interval_not_zero_width():
+    from corrkit.methods.bootstrap import resample_weights, share_intervals
+
+    labels = np.repeat([0, 1], [8, 20])
+    each, pooled = share_intervals([np.zeros(8), np.ones(20)], resample_weights(labels, 2))
+    # Clopper-Pearson at 0/8 and 20/20: 1 - 0.025**(1/8) = 0.369, 0.025**(1/20) = 0.832
+    assert each[0] == (0.0, pytest.approx(0.3694, abs=1e-4)) and each[1] == (pytest.approx(0.8316, abs=1e-4), 1.0)
+    assert pooled == (pytest.approx(20 * 0.8316 / 28, abs=1e-4), pytest.approx((8 * 0.3694 + 20) / 28, abs=1e-4))
+    each, pooled = share_intervals([np.zeros(8), np.zeros(20)], resample_weights(labels, 2))
+    assert pooled[0] == 0 and pooled[1] == pytest.approx((8 * each[0][1] + 20 * each[1][1]) / 28)

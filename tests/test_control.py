@@ -92,3 +92,32 @@ def test_cli_json_and_table(tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "missing.npz does not exist" in r.output
     r = runner.invoke(app, ["control", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "nowhere is not a folder" in r.output
+
+
+def _run_with_codes(per_class: int, noise: float, seed: int = 0) -> APCRResult:
+    """fake_run's APCR, now a mean of ``per_class`` codes whose contributions scatter by ``noise`` around it."""
+    dims = np.arange(N)[:, None]
+    apcr = 1.0 / (1.0 + ((dims - np.arange(C)[None]) % N))
+    labels = np.repeat(np.arange(C), per_class)
+    rng = np.random.default_rng(seed)
+    contrib = np.abs(apcr[:, labels] * (1 + noise * rng.standard_normal((N, len(labels)))))
+    mean = np.stack([contrib[:, labels == j].mean(1) for j in range(C)], axis=1)
+    return APCRResult(apcr=mean, curves=np.zeros((N, 3, C, C)), up=-mean, down=mean,
+                      counts=np.full(C, per_class), latents=np.zeros((len(labels), N), np.float32), labels=labels,
+                      base=np.eye(C, dtype=np.float32)[labels], directions=np.eye(N, dtype=np.float32),
+                      classes=NAMES, contributions=contrib)
+
+
+def test_ratio_intervals_narrow_for_a_clear_ranking_wide_for_a_noisy_one():
+    clear = control(_run_with_codes(20, 0.01), fake_weights(3), top_k=K)
+    np.testing.assert_allclose(clear.ratio, 0.7)
+    np.testing.assert_allclose(clear.ratio_interval, 0.7)  # no resample changes the top 10
+    assert clear.mean_interval == pytest.approx((0.7, 0.7))
+    noisy = control(_run_with_codes(20, 3.0), fake_weights(3), top_k=K)
+    width = noisy.ratio_interval[:, 1] - noisy.ratio_interval[:, 0]
+    assert (width > 0).sum() >= C // 2 and (noisy.ratio_interval[:, 0] <= noisy.ratio).all() \
+        and (noisy.ratio <= noisy.ratio_interval[:, 1]).all()
+    one = control(_run_with_codes(1, 0.5), fake_weights(3), top_k=K)  # one code per class: honest, not zero
+    assert (one.ratio_interval == [0.0, 1.0]).all() and one.mean_interval is None
+    js = one.to_json()["intersection_ratio"]
+    assert js["interval"][0] == [0.0, 1.0] and js["mean_interval"] is None

@@ -122,3 +122,15 @@ def test_pictures_on_builtin_bundle(bundle, tmp_path):
     np.testing.assert_allclose(edits[:, 1], generate(bundle, moved), atol=1e-5)
     res = manipulate(bundle, run=run, classes=[1], top_k=3, steps=2, out=tmp_path / "bare", execution=CPU)
     assert res.images == [] and sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["manipulate.json"]
+
+
+def test_flip_rate_intervals_in_json(tmp_path):
+    """SPEC §11: each flip rate and the pooled one carry a 95% interval that holds them, never zero width."""
+    from corrkit.methods.manipulate import manipulate
+    from corrkit.methods.sequential import apcr
+
+    run = apcr(None, samples_per_class=6, steps=1)
+    js = manipulate(None, run=run, top_k=3, alpha=0.5, steps=1).to_json()
+    for row in js["per_class"] + [js]:
+        for s, (lo, hi) in row["flip_rate_interval"].items():
+            assert lo <= row["flip_rate"][s] <= hi and hi > lo, (row.get("class"), s)

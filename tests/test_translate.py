@@ -91,3 +91,21 @@ def test_pictures_on_builtin_bundle(bundle, tmp_path):
     res = translate(bundle, run=run, top_k=3, steps=2, out=tmp_path, draw=image_grid, execution=CPU)
     assert res.images[-1].endswith("translate_easiest.png")
     assert json.loads((tmp_path / "translate.json").read_text())["alpha"] == res.alpha
+
+
+def test_success_intervals_bracket_each_success_and_are_never_zero_width(tmp_path):
+    """SPEC §11 on a real run: every measured pair's interval holds its success; a pair no code completes
+    (0.00) gets the exact binomial bound, not [0, 0]."""
+    import numpy as np
+
+    from corrkit.methods.sequential import apcr
+    from corrkit.methods.translate import translate
+
+    run = apcr(None, samples_per_class=6, steps=1)
+    res = translate(None, run=run, top_k=3, alpha=1.0, steps=1)
+    off = ~np.eye(10, dtype=bool)
+    lo, hi = res.success_interval[..., 0][off], res.success_interval[..., 1][off]
+    s = res.success[off]
+    assert ((lo <= s + 1e-12) & (s <= hi + 1e-12)).all() and (hi - lo > 0).all()
+    assert np.allclose(hi[s == 0], 1 - 0.025 ** (1 / 6))
+    assert res.mean_interval[0] <= s.mean() <= res.mean_interval[1]

@@ -53,26 +53,112 @@ def bootstrap_apcr(contrib: np.ndarray, labels: np.ndarray, n_classes: int, *, t
         raise ValueError(f"level must lie in (0, 1) and samples be >= 1 (got {level}, {samples})")
     n_dirs = contrib.shape[0]
     k = min(int(top), n_dirs)
-    rng = np.random.default_rng(seed)
     q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     apcr = np.full((n_dirs, n_classes), np.nan)
     lo, hi = apcr.copy(), apcr.copy()
     tops = np.full((n_classes, k), -1, np.int64)
     inclusion = np.full((n_classes, k), np.nan)
+    weights = resample_weights(labels, n_classes, samples=samples, seed=seed)
     for j in range(n_classes):
         x = contrib[:, labels == j]
-        n = x.shape[1]
-        if n == 0:
+        if x.shape[1] == 0:
             continue
         apcr[:, j] = x.mean(axis=1) if point is None else point[:, j]
         tops[j] = top_k(apcr[:, j:j + 1], k)[0]
-        if n < 2:
+        if weights[j] is None:
             lo[:, j], hi[:, j] = 0.0, np.inf
             continue
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=int(samples)).T / n  # [n, B]
-        means = x @ w  # [K, B]
+        means = x @ weights[j]  # [K, B]
         lo[:, j], hi[:, j] = np.percentile(means, q, axis=1)
         # a member stays in the top k while fewer than k directions beat it in that resample
         beaten = (means[None, :, :] > means[tops[j]][:, None, :]).sum(axis=1)  # [k, B]
         inclusion[j] = (beaten < k).mean(axis=1)
     return {"apcr": apcr, "lo": lo, "hi": hi, "top": tops, "inclusion": inclusion}
+
+
+def resample_weights(labels: np.ndarray, n_classes: int, *, samples: int = defaults.BOOTSTRAP_SAMPLES,
+                     seed: int = defaults.BOOTSTRAP_SEED) -> list[np.ndarray | None]:
+    """The resamples of every class's codes: per class ``j`` float64 ``[n_j, B]``, column ``b`` the
+    multinomial counts of resample ``b`` over its ``n_j`` codes (in run order) divided by ``n_j``, so
+    that ``values @ w`` is each resample's mean; ``None`` for a class with fewer than two codes.
+
+    Drawn class by class from one seeded generator, so every number of a run (APCR, the
+    intersection ratio, flip rates, translation successes) is resampled with the same resamples.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray | None] = []
+    for j in range(n_classes):
+        n = int((labels == j).sum())
+        out.append(None if n < 2 else rng.multinomial(n, np.full(n, 1.0 / n), size=int(samples)).T / n)
+    return out
+
+
+def percentiles(values: np.ndarray, level: float = defaults.BOOTSTRAP_LEVEL) -> tuple[float, float]:
+    """``(lo, hi)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of resampled values ``[B]``."""
+    lo, hi = np.percentile(np.asarray(values, np.float64), [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def constant_share_interval(value: float, n: int, level: float = defaults.BOOTSTRAP_LEVEL) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) interval of a share when all ``n`` codes had the same outcome.
+
+    Resampling such codes gives the same share every time, a zero-width interval that
+    would claim certainty (0 flips in 8 codes is not a flip rate of exactly 0). **Choice:** there
+    the exact binomial interval is given instead: ``[0, 1 - a^(1/n)]`` for no successes and
+    ``[a^(1/n), 1]`` for all, ``a = (1 - level) / 2``.
+    """
+    a = (1 - level) / 2
+    edge = a ** (1.0 / n)
+    return (0.0, 1.0 - edge) if value < 0.5 else (edge, 1.0)
+
+
+def share_interval(x: np.ndarray, w: np.ndarray, level: float = defaults.BOOTSTRAP_LEVEL):
+    """``((lo, hi), resampled shares [B])`` of 0/1 outcomes ``x [n]`` under resamples ``w [n, B]``."""
+    x = np.asarray(x, np.float64)
+    b = x @ w
+    if x.min() == x.max():
+        return constant_share_interval(float(x[0]), len(x), level), b
+    return percentiles(b, level), b
+
+
+def share_intervals(outcomes: list[np.ndarray | None], weights: list[np.ndarray | None],
+                    level: float = defaults.BOOTSTRAP_LEVEL):
+    """Intervals of per-class shares and of their pooled share, from the classes' resamples.
+
+    Parameters
+    ----------
+    outcomes : per class float or bool ``[n_j]`` (a code's 0/1 outcome, in run order), or ``None`` (not measured)
+    weights : :func:`resample_weights`
+
+    Returns
+    -------
+    ``(per_class, pooled)``: per class ``(lo, hi)`` or ``None`` (not measured), ``(0, 1)`` for a class
+    with one code (one code cannot bound a share); ``pooled`` the interval of the share over all
+    measured codes (resample ``b`` of every class together; when that has no spread, every class being
+    alike, the size-weighted mean of the classes' own intervals), ``None`` when a measured class has one code.
+    """
+    per_class, parts, total, complete = [], [], 0, True
+    for x, w in zip(outcomes, weights):
+        if x is None:
+            per_class.append(None)
+            continue
+        x = np.asarray(x, np.float64)
+        if w is None:
+            per_class.append((0.0, 1.0))
+            complete = False
+            continue
+        if len(x) != w.shape[0]:
+            raise ValueError(f"{len(x)} outcomes for a class whose resamples cover {w.shape[0]} codes")
+        span, b = share_interval(x, w, level)  # b [B]: each resample's share
+        per_class.append(span)
+        parts.append(b * len(x))
+        total += len(x)
+    if not (complete and parts):
+        return per_class, None
+    pooled = sum(parts) / total
+    if np.ptp(pooled) <= 1e-12:  # every class's codes alike: the classes' own intervals, weighted by size
+        sizes = [len(x) for x in outcomes if x is not None]
+        spans = [v for v in per_class if v is not None]
+        return per_class, tuple(float(sum(n * v[e] for n, v in zip(sizes, spans)) / total) for e in (0, 1))
+    return per_class, percentiles(pooled, level)

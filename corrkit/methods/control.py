@@ -59,6 +59,10 @@ class ControlResult:
     k: int
     paper: tuple | None = None
     weights_path: str = ""
+    # SPEC §11: 95% bootstrap intervals [C, 2] of each ratio (the APCR run's codes resampled, C_opt held) and of
+    # their mean; None when the run kept no per-code contributions
+    ratio_interval: np.ndarray | None = None
+    mean_interval: tuple | None = None
 
     @property
     def mean(self) -> float | None:
@@ -71,7 +75,11 @@ class ControlResult:
             "k": self.k,
             "classes": list(self.classes),
             "intersection_ratio": {"per_class": [float(r) if np.isfinite(r) else None for r in self.ratio],
-                                   "mean": self.mean},
+                                   "mean": self.mean,
+                                   **({"interval": [None if np.isnan(v[0]) else [float(v[0]), float(v[1])]
+                                                    for v in self.ratio_interval],
+                                       "mean_interval": None if self.mean_interval is None else
+                                       list(self.mean_interval)} if self.ratio_interval is not None else {})},
             "sets": {"seq": self.seq.tolist(), "opt": self.opt.tolist(),
                      "common": [sorted(set(a) & set(b)) for a, b in zip(self.seq.tolist(), self.opt.tolist())]},
             "weights": self.weights_path,
@@ -134,5 +142,30 @@ def control(run=None, weights=None, top_k: int = TOP_K, progress=None) -> Contro
     if np.asarray(weights.counts).shape == (c,):
         empty |= np.asarray(weights.counts) == 0
     ratio[empty] = np.nan
+    iv, mean_iv = ratio_intervals(run, opt, top_k, ~empty)
     return ControlResult(seq=seq, opt=opt, ratio=ratio, classes=list(run.classes), k=top_k, paper=paper,
-                         weights_path=str(path))
+                         weights_path=str(path), ratio_interval=iv, mean_interval=mean_iv)
+
+
+def ratio_intervals(run, opt: np.ndarray, k: int, measured: np.ndarray) -> tuple[np.ndarray | None, tuple | None]:
+    """SPEC §11: 95% intervals of ``IR_j`` and of their mean, ``C_j^seq`` re-ranked in every resample of the
+    run's codes (:func:`corrkit.methods.bootstrap.resample_weights`, the resamples of its APCR intervals),
+    ``C_j^opt`` held fixed. A class with one code gets ``[0, 1]`` and leaves the mean without one."""
+    from corrkit.methods.bootstrap import percentiles, resample_weights
+
+    if getattr(run, "contributions", None) is None:
+        return None, None
+    c = run.apcr.shape[1]
+    weights = resample_weights(run.labels, c)
+    iv = np.full((c, 2), np.nan)
+    draws, whole = [], True
+    for j in np.flatnonzero(measured):
+        if weights[j] is None:
+            iv[j], whole = (0.0, 1.0), False
+            continue
+        means = run.contributions[:, run.labels == j] @ weights[j]  # [K, B]
+        tops = np.argsort(-means, axis=0, kind="stable")[:k]  # C_j^seq of each resample [k, B]
+        b = np.isin(tops, opt[j]).sum(axis=0) / k
+        iv[j] = percentiles(b)
+        draws.append(b)
+    return iv, (percentiles(np.mean(draws, axis=0)) if draws and whole else None)

@@ -128,6 +128,9 @@ class ManipulationResult:
     per_class: list[Manipulation]
     images: list[str] = field(default_factory=list)
     keep: list[int] = field(default_factory=list)
+    # SPEC §11: 95% bootstrap intervals of the flip rates at ``alpha``, resampling each class's codes with the
+    # run's resamples: per class index -> set -> (lo, hi); "all" -> set -> (lo, hi) or None
+    flip_intervals: dict = field(default_factory=dict)
 
     @property
     def sets(self) -> tuple[str, ...]:
@@ -150,6 +153,8 @@ class ManipulationResult:
             kept = {"kept_change": {s: float(m.kept_change[s][-1]) for s in names}} if self.keep else {}
             return {"class": self.classes[m.j], "index": m.j, "n": len(m.base),
                     "flip_rate": {s: m.flip_rate(s) for s in names}, "drop": {s: m.drop(s) for s in names},
+                    **({"flip_rate_interval": {s: list(v) for s, v in self.flip_intervals[m.j].items()}}
+                       if m.j in self.flip_intervals else {}),
                     "sets": {s: m.sets[s].tolist() for s in SETS}, "signs": {s: m.signs[s].tolist() for s in SETS},
                     "flip_rate_by_alpha": {s: m.flipped[s].mean(axis=1).tolist() for s in names}, **kept}
 
@@ -157,7 +162,10 @@ class ManipulationResult:
                 **({"keep": [self.classes[k] for k in self.keep]} if self.keep else {})}
         if len(self.per_class) == 1:
             return {**head, **one(self.per_class[0]), "images": self.images}
-        return {**head, **self.overall(), "per_class": [one(m) for m in self.per_class], "images": self.images}
+        pooled = self.flip_intervals.get("all") or {}
+        return {**head, **self.overall(), "flip_rate_interval": {s: None if v is None else list(v)
+                                                                 for s, v in pooled.items()},
+                "per_class": [one(m) for m in self.per_class], "images": self.images}
 
 
 def load_run(run, bundle, progress=None):
@@ -272,7 +280,8 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
     if not per_class:
         raise CorrkitError("none of the chosen classes has codes in the run; lower the APCR run's --threshold")
     result = ManipulationResult(classes=list(bundle.classes), alpha=float(alpha), alphas=alphas, top_k=top_k,
-                                per_class=per_class, keep=keep)
+                                per_class=per_class, keep=keep, flip_intervals=flip_intervals(per_class, run.labels,
+                                                                                              bundle.n_classes, names))
     if out is not None:
         from corrkit._core import io
 
@@ -289,6 +298,25 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
                 result.images.append(str(path))
         io.write_json(out / "manipulate.json", result.to_json())
     return result
+
+
+def flip_intervals(per_class: list[Manipulation], labels: np.ndarray, n_classes: int, names) -> dict:
+    """95% intervals of each flip rate at ``alpha`` (SPEC §11): the codes of each class resampled with the
+    run's resamples (:func:`corrkit.methods.bootstrap.resample_weights`), the sets held fixed."""
+    from corrkit.methods.bootstrap import resample_weights, share_intervals
+
+    weights = resample_weights(labels, n_classes)
+    out: dict = {m.j: {} for m in per_class}
+    out["all"] = {}
+    for s in names:
+        outcomes = [None] * len(weights)
+        for m in per_class:
+            outcomes[m.j] = m.flipped[s][-1]
+        each, pooled = share_intervals(outcomes, weights)
+        for m in per_class:
+            out[m.j][s] = each[m.j]
+        out["all"][s] = pooled
+    return out
 
 
 def slug(name: str) -> str:

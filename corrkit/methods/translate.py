@@ -72,6 +72,10 @@ class TranslationResult:
     top_k: int
     pairs: list[tuple[int, int]]
     success_any_alpha: np.ndarray | None = None
+    # SPEC §11: 95% bootstrap interval of each success at ``alpha`` [C, C, 2] (NaN: not measured), and of the
+    # mean off-diagonal success; the source class's codes resampled with the run's resamples
+    success_interval: np.ndarray | None = None
+    mean_interval: tuple | None = None
     dims: dict = field(default_factory=dict)
     signs: dict = field(default_factory=dict)
     images: list[str] = field(default_factory=list)
@@ -108,6 +112,10 @@ class TranslationResult:
             "success_by_alpha": [nan_none(s) for s in self.success_by_alpha],
             "success_any_alpha": nan_none(self.success_any_alpha),
             "mean_off_diagonal": float(np.mean(off)) if off else None,
+            **({"success_interval": [[None if np.isnan(v[0]) else [float(v[0]), float(v[1])] for v in row]
+                                     for row in self.success_interval],
+                "mean_off_diagonal_interval": None if self.mean_interval is None else list(self.mean_interval)}
+               if self.success_interval is not None else {}),
             "easiest": [name(t) for t in ranked[:n_pairs]],
             "hardest": [name(t) for t in ranked[::-1][:n_pairs]],
             "pairs": [{"source": j, "target": tgt, "dims": self.dims[(j, tgt)].tolist(),
@@ -162,6 +170,7 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
         success[:, j, j] = reached[j, j] = 1.0
     result = TranslationResult(classes=list(bundle.classes), alphas=alphas, success_by_alpha=success, top_k=top_k,
                                pairs=pairs, success_any_alpha=reached)
+    outcome: dict[tuple[int, int], np.ndarray] = {}  # each code's success at alpha, for the intervals
     by_source: dict[int, list[int]] = {}
     for j, tgt in pairs:
         by_source.setdefault(j, []).append(tgt)
@@ -180,8 +189,10 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
         for r, tgt in enumerate(targets):
             success[:, j, tgt] = (top[r] == tgt).mean(axis=1)
             reached[j, tgt] = (top[r] == tgt).any(axis=0).mean()
+            outcome[(j, tgt)] = top[r][-1] == tgt
         if progress:
             progress("translate", done + 1, len(by_source))
+    result.success_interval, result.mean_interval = success_intervals(outcome, run.labels, c)
     if out is not None:
         from corrkit._core import io
 
@@ -190,6 +201,30 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
             _pictures(bundle, run, result, out, explicit, draw)
         io.write_json(out / "translate.json", result.to_json())
     return result
+
+
+def success_intervals(outcome: dict, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, tuple | None]:
+    """SPEC §11: ``[C, C, 2]`` 95% intervals of each measured pair's success (``[0, 1]`` for a source with one
+    code, NaN where not measured) and the interval of the mean off-diagonal success: resample ``b`` of every
+    source class at once, the run's resamples (:func:`corrkit.methods.bootstrap.resample_weights`)."""
+    from corrkit.methods.bootstrap import percentiles, resample_weights, share_interval
+
+    weights = resample_weights(labels, n_classes)
+    iv = np.full((n_classes, n_classes, 2), np.nan)
+    draws, whole = [], True
+    for (j, tgt), x in sorted(outcome.items()):
+        if weights[j] is None:
+            iv[j, tgt] = (0.0, 1.0)
+            whole = False
+            continue
+        iv[j, tgt], b = share_interval(x, weights[j])
+        draws.append(b)
+    mean = None
+    if draws and whole:
+        pooled = np.mean(draws, axis=0)
+        spans = np.array([iv[j, tgt] for j, tgt in sorted(outcome)])  # no spread: the pairs' own intervals
+        mean = tuple(map(float, spans.mean(axis=0))) if np.ptp(pooled) <= 1e-12 else percentiles(pooled)
+    return iv, mean
 
 
 def _pictures(bundle, run, result: TranslationResult, out: Path, explicit: bool, draw, rows: int = 4) -> None:

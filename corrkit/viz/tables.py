@@ -44,6 +44,12 @@ def apcr_table(result, top_k: int = TOP_K) -> None:
     if boot is not None:
         Console().print(f"[lo, hi]: 95% percentile-bootstrap interval of APCR over each class's codes; %: share of "
                         f"resamples in which the direction stays in the top {sets.shape[1]} (SPEC §11)", markup=False)
+    auto = result.params.get("auto")
+    if auto:
+        needed = ", ".join(f"{c} {n if n is not None else MISSING}" for c, n in auto["needed"].items())
+        Console().print(f"--samples-per-class auto: {' -> '.join(str(r['samples_per_class']) for r in auto['rounds'])}"
+                        f" codes per class in {auto['seconds']:.0f} s; stopped: {auto['stopped']}. First n with every "
+                        f"top-{auto['top']} inclusion >= {auto['target']:g}: {needed}", markup=False)
     fid = result.params.get("fidelity")
     if fid:
         ov = [k for k in fid if k.startswith("top")][0]
@@ -77,6 +83,10 @@ def control_table(result) -> None:
     t.add_column("mean", justify="right")
     t.add_row("corrkit", *[MISSING if not np.isfinite(r) else f"{r:.1f}" if result.k == PAPER_TABLE1_K else f"{r:.2f}"
                            for r in result.ratio], MISSING if result.mean is None else f"{result.mean:.2f}")
+    if result.ratio_interval is not None:
+        t.add_row("95% interval", *[MISSING if np.isnan(v[0]) else interval_text(*v, digits=1)
+                                    for v in result.ratio_interval],
+                  MISSING if result.mean_interval is None else interval_text(*result.mean_interval))
     if result.paper is not None:
         t.add_row("Li et al. Table 1", *[f"{r:.1f}" for r in result.paper], f"{PAPER_TABLE1_MEAN:.2f}")
     Console().print(t)
@@ -89,13 +99,22 @@ def manipulation_table(result) -> None:
     t = Table(title=f"Lowering S_j through {result.top_k} dims, alpha = {result.alpha:g}: flip rate (mean drop)")
     for col in ("class", "n", *SETS):
         t.add_column(col, justify="left" if col == "class" else "right")
+    iv = result.flip_intervals
+
+    def cell(rate, drop, where, s):
+        span = (iv.get(where) or {}).get(s)
+        return f"{rate:.2f} {interval_text(*span)} ({drop:.2f})" if span else f"{rate:.2f} ({drop:.2f})"
+
     for m in result.per_class:
-        t.add_row(result.classes[m.j], str(len(m.base)), *[f"{m.flip_rate(s):.2f} ({m.drop(s):.2f})" for s in SETS])
+        t.add_row(result.classes[m.j], str(len(m.base)), *[cell(m.flip_rate(s), m.drop(s), m.j, s) for s in SETS])
     if len(result.per_class) > 1:
         o = result.overall()
         t.add_row("all", str(sum(len(m.base) for m in result.per_class)),
-                  *[f"{o['flip_rate'][s]:.2f} ({o['drop'][s]:.2f})" for s in SETS])
+                  *[cell(o['flip_rate'][s], o['drop'][s], "all", s) for s in SETS])
     Console().print(t)
+    if iv:
+        Console().print("[lo, hi]: 95% bootstrap interval of the flip rate over each class's codes (SPEC §11)",
+                        markup=False)
 
 
 def translation_table(result, n_pairs: int = 10) -> None:
@@ -114,12 +133,20 @@ def translation_table(result, n_pairs: int = 10) -> None:
     ranked = result.ranked_pairs()
     off = ~np.eye(len(names), dtype=bool) & ~np.isnan(result.success)
     if off.any():
-        console.print(f"mean off the diagonal: {result.success[off].mean():.3f} at alpha {result.alpha:g}, "
-                      f"{result.success_any_alpha[off].mean():.3f} at some step up to it")
+        span = f" {interval_text(*result.mean_interval, digits=3)}" if result.mean_interval else ""
+        console.print(f"mean off the diagonal: {result.success[off].mean():.3f}{span} at alpha {result.alpha:g}, "
+                      f"{result.success_any_alpha[off].mean():.3f} at some step up to it", markup=False)
+    iv = result.success_interval
+
+    def one(j, tgt, s):
+        return f"{names[j]}→{names[tgt]} {s:.2f}" + (f" {interval_text(*iv[j, tgt])}" if iv is not None else "")
+
     if len(ranked) > 1:
-        fmt = lambda ps: ", ".join(f"{names[j]}→{names[tgt]} {s:.2f}" for j, tgt, s in ps)  # noqa: E731
-        console.print(f"easiest: {fmt(ranked[:n_pairs])}")
-        console.print(f"hardest: {fmt(ranked[::-1][:n_pairs])}")
+        fmt = lambda ps: ", ".join(one(*p) for p in ps)  # noqa: E731
+        console.print(f"easiest: {fmt(ranked[:n_pairs])}", markup=False)
+        console.print(f"hardest: {fmt(ranked[::-1][:n_pairs])}", markup=False)
+        if iv is not None:
+            console.print("[lo, hi]: 95% bootstrap interval over the source class's codes (SPEC §11)", markup=False)
 
 
 COMPARE_COLUMNS = ("strongest_apcr", "best_direction", "n_directions", "mean_strongest_apcr", "mean_selectivity",
