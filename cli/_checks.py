@@ -264,7 +264,7 @@ def _rules() -> dict:
         "inputs": input_values, "generator_output_name": unchecked, "classifier_output_name": unchecked,
         "output": unchecked, "class_": unchecked, "source": unchecked, "target": unchecked, "title": unchecked,
         "json_out": unchecked, "quick": unchecked, "sefa": unchecked, "traversals": unchecked, "render": unchecked,
-        "ganspace": unchecked, "interfacegan": unchecked,
+        "ganspace": unchecked, "interfacegan": unchecked, "shipped": unchecked,
         "force": unchecked, "bf16": unchecked, "all_pairs": unchecked, "verbose": unchecked,
         "space": choice("--space", ("z", "w", "w+")), "truncation": real("--truncation"),
         "layers": unchecked, "by_layer": unchecked,

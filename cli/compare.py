@@ -28,6 +28,8 @@ def compare_command(
     ganspace: bool = typer.Option(True, help="Include GANSpace directions from the generator (`corrkit ganspace`)."),
     interfacegan: bool = typer.Option(True, help="Include InterFaceGAN's per-class SVM normals "
                                       "(`corrkit interfacegan`)."),
+    shipped: bool = typer.Option(True, help="Include the direction sets the bundle folder ships (the built-in "
+                                 "bundle's Voynov–Babenko `vb` and optimised `wstar`)."),
     samples_per_class: int = typer.Option(COMPARE_SAMPLES_PER_CLASS), steps: int = typer.Option(STEPS),
     delta: float = typer.Option(DELTA), seed: int = typer.Option(SEED), device: str = c.DeviceOpt,
     out: Optional[Path] = typer.Option(None, help="Folder for compare.json, per-method runs and PNGs."),
@@ -50,8 +52,8 @@ def compare_command(
     bundle = c.in_space(bundle, space, truncation, layers)
     with c.progress_bar(not json_out) as progress:
         s = compare(bundle, dict(pairs), with_sefa=sefa, with_ganspace=ganspace,
-                    with_interfacegan=interfacegan, samples_per_class=samples_per_class, steps=steps,
-                    delta=delta, seed=seed, out=out, progress=progress, execution=ex)
+                    with_interfacegan=interfacegan, with_shipped=shipped, samples_per_class=samples_per_class,
+                    steps=steps, delta=delta, seed=seed, out=out, progress=progress, execution=ex)
     if out is not None:
         compare_figures(out, s, bundle)
     c.echo_json(s) if json_out else compare_table(s)

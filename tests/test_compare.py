@@ -74,3 +74,26 @@ def test_cli_writes_json_and_figures(tmp_path):
     for name in ("coordinate", "random", "sefa"):  # one traversal per run compare saved, none for sefa_top10
         assert (tmp_path / f"traversal_{name}.png").stat().st_size > 1000
     assert not (tmp_path / "traversal_sefa_top10.png").exists()
+
+
+def test_shipped_sets_join_by_default_with_intervals():
+    """The built-in bundle ships Voynov–Babenko directions and w*: compare scores them beside the rest, each
+    with the bootstrap interval of its strongest APCR (SPEC §11), and equal to a plain run on those rows."""
+    from corrkit._core.bundle import builtin_path
+    from corrkit._core.grid import load_array
+    from corrkit.methods.sequential import apcr
+
+    kw = dict(with_sefa=False, with_ganspace=False, with_interfacegan=False, samples_per_class=3, steps=1)
+    s = compare(None, **kw)
+    assert list(s["methods"]) == ["coordinate", "random", "vb", "wstar"]
+    w = load_array(builtin_path() / "optimized_weights.npz", "w", "w")
+    assert s["methods"]["wstar"]["n_directions"] == 10 and "rca" in s["methods"]["vb"]
+    plain = apcr(None, directions=w, samples_per_class=3, steps=1)
+    best = np.nanargmax(plain.apcr, axis=0)
+    np.testing.assert_allclose(s["methods"]["wstar"]["strongest_apcr"], plain.apcr[best, range(10)], atol=1e-5)
+    for m in s["methods"].values():
+        for v, (lo, hi) in zip(m["strongest_apcr"], m["strongest_apcr_interval"]):
+            assert lo <= v + 1e-5 and v <= hi + 1e-5
+        lo, hi = m["mean_strongest_apcr_interval"]
+        assert lo < m["mean_strongest_apcr"] < hi
+    assert list(compare(None, with_shipped=False, **kw)["methods"]) == ["coordinate", "random"]

@@ -55,14 +55,41 @@ def summarize(result: APCRResult, rows: slice | None = None) -> dict:
     has = np.isfinite(a).any(axis=0)
     strongest = np.where(has, np.nan_to_num(a, nan=-np.inf).max(axis=0), np.nan)
     best = np.nan_to_num(a, nan=-1).argmax(axis=0)
+    iv, mean_iv = _strongest_intervals(result, rows, best, has)
     return {
         "n_directions": int(a.shape[0]),
         "strongest_apcr": [float(np.round(v, 5)) if h else None for v, h in zip(strongest, has)],
         "mean_strongest_apcr": float(strongest[has].mean()) if has.any() else None,
+        **({"strongest_apcr_interval": iv, "mean_strongest_apcr_interval": mean_iv} if iv is not None else {}),
         "best_direction": [int(i) if h else None for i, h in zip(best, has)],
         "mean_selectivity": float(np.mean(sel[np.isfinite(sel)])) if np.isfinite(sel).any() else None,
         "median_selectivity": float(np.median(sel[np.isfinite(sel)])) if np.isfinite(sel).any() else None,
     }
+
+
+def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.ndarray):
+    """SPEC §11: per class the 95% bootstrap interval of its strongest direction's APCR, and of their mean
+    over classes (resample ``b`` of every class at once, the run's resamples); ``(None, None)`` for a run
+    without per-code contributions. A class with one code gets ``[0, None]`` and the mean none."""
+    from corrkit.methods.bootstrap import percentiles, resample_weights
+
+    if result.contributions is None:
+        return None, None
+    x = result.contributions if rows is None else result.contributions[rows]
+    weights = resample_weights(result.labels, result.apcr.shape[1])
+    iv, draws, whole = [], [], True
+    for j, (w, h) in enumerate(zip(weights, has)):
+        if not h:
+            iv.append(None)
+        elif w is None:
+            iv.append([0.0, None])
+            whole = False
+        else:
+            b = x[best[j], result.labels == j] @ w
+            draws.append(b)
+            iv.append([round(v, 5) for v in percentiles(b)])
+    mean = [round(v, 5) for v in percentiles(np.mean(draws, axis=0))] if draws and whole else None
+    return iv, mean
 
 
 def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
@@ -112,8 +139,27 @@ def _first_rows(k: int, n: int, groups: int):
     return slice(0, k) if groups == 1 else np.concatenate([np.arange(g * n, g * n + k) for g in range(groups)])
 
 
+def shipped_directions(bundle: Bundle, n: int) -> dict[str, str | np.ndarray]:
+    """Direction sets a bundle folder ships beside its models: ``vb`` (``vb_directions.npz``, Voynov–Babenko)
+    and ``wstar`` (``optimized_weights.npz``, one optimised ``w*`` per class), those whose rows have the
+    ``n`` entries of the bundle's space (the built-in bundle ships both, for Z)."""
+    from corrkit._core.grid import load_array
+
+    folder = Path(bundle.path) if getattr(bundle, "path", None) else None
+    got: dict[str, str | np.ndarray] = {}
+    if folder is None or not folder.is_dir():
+        return got
+    if (folder / "vb_directions.npz").is_file():
+        got["vb"] = str(folder / "vb_directions.npz")
+    if (folder / "optimized_weights.npz").is_file():
+        got["wstar"] = load_array(folder / "optimized_weights.npz", "w*", "w").astype(np.float32)
+    return {k: v for k, v in got.items()
+            if (load_array(v, "directions") if isinstance(v, str) else v).shape[-1] == n}
+
+
 def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndarray] | None = None, *,
             with_sefa: bool = True, sefa_top: int = 10, with_ganspace: bool = True, with_interfacegan: bool = True,
+            with_shipped: bool = True,
             samples_per_class: int = COMPARE_SAMPLES_PER_CLASS,
             steps: int = STEPS, delta: float = DELTA, seed: int = SEED, out: str | Path | None = None,
             progress=None, execution: Execution | None = None) -> dict:
@@ -124,8 +170,9 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
     and reported for all directions and for its top ``sefa_top``; ``ganspace`` likewise
     (:func:`corrkit.methods.ganspace.ganspace`, its defaults) and ``interfacegan`` (one SVM
     normal per class, :func:`corrkit.methods.interfacegan.interfacegan`, its defaults) when
-    ``with_interfacegan``. Each method found here reports ``seconds``, the time it took to find
-    its directions. With
+    ``with_interfacegan``; with ``with_shipped`` the sets the bundle folder ships
+    (:func:`shipped_directions`: ``vb``, ``wstar``) unless ``methods`` names them. Each method
+    found here reports ``seconds``, the time it took to find its directions. With
     ``execution.executor == "ray"`` one pool of warm Ray workers serves every method
     (see :func:`corrkit.methods.sequential.apcr`). With ``out``: ``compare.json`` and
     one ``corrkit apcr`` run folder per direction set, ``out/<method>``.
@@ -150,7 +197,9 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
                                                                     and not in_z_of_style)
     found_here = [m for m in found_here if {"sefa": with_sefa, "ganspace": with_ganspace}.get(m, True)]
     found_here += ["interfacegan"] * with_interfacegan
-    for name, src in (methods or {}).items():
+    shipped = shipped_directions(bundle, n) if with_shipped and bundle.style is None else {}
+    methods = {**{k: v for k, v in shipped.items() if k not in (methods or {})}, **(methods or {})}
+    for name, src in methods.items():
         if name in found_here:
             raise GridError(f"method name {name!r} is taken; pick another")
         arr, extra = load_directions(src) if isinstance(src, (str, Path)) else (np.asarray(src), {})
@@ -181,7 +230,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
                      samples_per_class=samples_per_class, seed=seed, execution=ex, engine=engine, pool=pool,
                      out=Path(out) / name if out is not None else None,
                      progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
-            table[name] = {**summarize(r), **extra}
+            table[name] = {**summarize(r), **extra, "apcr_seconds": round(r.seconds, 3)}
             if name == "sefa" and sefa_top * per_layer < len(d):
                 rows = _first_rows(sefa_top, len(d) // per_layer, per_layer)
                 table[f"sefa_top{sefa_top}"] = summarize(r, rows)

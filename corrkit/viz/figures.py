@@ -87,7 +87,7 @@ def compare_figures(out: str | os.PathLike, summary: dict, bundle) -> list[Path]
     paths = [out / "compare.png"]
     try:
         method_comparison({k: v["strongest_apcr"] for k, v in summary["methods"].items()}, summary["classes"],
-                          out=paths[0])
+                          out=paths[0], errors=_errors(summary))
         if bundle.generator is not None:
             for name in summary["methods"]:
                 if (out / name / "apcr.npz").is_file():  # sefa_top10 is a summary of the sefa run, not a run
@@ -127,7 +127,15 @@ def _translate_figure(d: dict, classes) -> bytes:
 
 def _compare_figure(d: dict, classes) -> bytes:
     """``compare.json`` (:func:`corrkit.methods.compare.compare`): strongest APCR per class per method."""
-    return method_comparison({k: _per_class(v["strongest_apcr"], classes) for k, v in d["methods"].items()}, classes)
+    return method_comparison({k: _per_class(v["strongest_apcr"], classes) for k, v in d["methods"].items()}, classes,
+                             errors=_errors(d))
+
+
+def _errors(d: dict) -> dict | None:
+    """``{method: per-class (lo, hi)}`` of a ``compare.json``'s strongest-APCR intervals, when it has them."""
+    got = {k: v["strongest_apcr_interval"] for k, v in d.get("methods", {}).items()
+           if isinstance(v, dict) and isinstance(v.get("strongest_apcr_interval"), list)}
+    return got or None
 
 
 def _manipulate_figure(d: dict, classes) -> bytes:

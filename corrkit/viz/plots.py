@@ -202,11 +202,12 @@ def _bar_series(series: Mapping[str, Sequence[float]], what: str, each: str) -> 
 
 
 def _bar_axes(series: dict[str, np.ndarray], classes, *, inches_per_class: float, palette: Sequence | None = None,
-              mean_lines: bool = False):
+              mean_lines: bool = False, errors: Mapping | None = None):
     """Bars grouped by class, one per series and labelled with its mean; returns the figure and its axes.
 
     ``palette`` colours the series in turn (default: matplotlib's Set2); ``mean_lines`` adds a dashed line at
-    each series' mean in its colour.
+    each series' mean in its colour; ``errors`` ``{label: [C] of (lo, hi) or None}`` draws each bar's 95%
+    interval as a whisker (an unbounded end to the top of the axes).
     """
     c = len(next(iter(series.values())))
     names = _classes(classes, c)
@@ -220,8 +221,14 @@ def _bar_axes(series: dict[str, np.ndarray], classes, *, inches_per_class: float
     width = 0.8 / len(series)
     for s, (label, v) in enumerate(series.items()):
         color = palette[s % len(palette)]
-        ax.bar(np.arange(c) + (s - (len(series) - 1) / 2) * width, v, width * 0.95, color=color,
-               label=f"{label} (mean {v.mean():.2f})")
+        xs = np.arange(c) + (s - (len(series) - 1) / 2) * width
+        ax.bar(xs, v, width * 0.95, color=color, label=f"{label} (mean {v.mean():.2f})")
+        spans = (errors or {}).get(label)
+        if spans is not None:
+            for x, y, span in zip(xs, v, spans):
+                if span is not None and np.isfinite(y):
+                    lo, hi = span[0], span[1] if span[1] is not None else np.inf
+                    ax.vlines(x, lo, min(hi, 1e9), color="0.15", lw=1)
         if mean_lines:
             ax.axhline(v.mean(), color=color, ls="--", lw=1)
     ax.set_xticks(range(c), names, rotation=30, ha="right", fontsize=9)
@@ -288,24 +295,26 @@ def translation_matrix(success, classes=None, *, alpha: float | None = None, out
 
 
 def method_comparison(strongest: Mapping[str, Sequence[float]], classes=None, *, out=None,
-                      ylabel: str = "strongest APCR") -> bytes:
+                      ylabel: str = "strongest APCR", errors: Mapping | None = None) -> bytes:
     """SPEC §9: per direction method, the strongest APCR reached for each class.
 
     Parameters
     ----------
     strongest : {method: float [C]}
+    errors : {method: [C] of (lo, hi) or None}, optional
+        95% intervals (SPEC §11), drawn as whiskers.
     """
     if not strongest:
         raise CorrkitError("no methods to compare")
-    return grouped_bars(strongest, classes, ylabel=ylabel, title="Direction methods on one yardstick (SPEC §9)",
-                        out=out)
+    return grouped_bars(strongest, classes, ylabel=ylabel, title="Direction methods on one yardstick (SPEC §9)"
+                        + (", 95% intervals" if errors else ""), out=out, errors=errors)
 
 
 def grouped_bars(series: Mapping[str, Sequence[float]], classes=None, *, ylabel: str, title: str = "",
-                 out=None) -> bytes:
+                 out=None, errors: Mapping | None = None) -> bytes:
     """Bars grouped by class, one per series ``{label: float [C]}`` (direction methods, flip rate per set)."""
     series = _bar_series(series, "series", "method")
-    fig, ax = _bar_axes(series, classes, inches_per_class=0.9)
+    fig, ax = _bar_axes(series, classes, inches_per_class=0.9, errors=errors)
     ax.set_ylabel(ylabel)
     top = float(np.nanmax([np.nanmax(v) for v in series.values()]))
     ax.set_ylim(0, 1.2 * top if top > 0 else 1.0)  # headroom for the legend above the bars

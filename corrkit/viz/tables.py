@@ -150,20 +150,26 @@ def translation_table(result, n_pairs: int = 10) -> None:
 
 
 COMPARE_COLUMNS = ("strongest_apcr", "best_direction", "n_directions", "mean_strongest_apcr", "mean_selectivity",
-                   "median_selectivity")
+                   "median_selectivity", "strongest_apcr_interval", "mean_strongest_apcr_interval", "apcr_seconds")
 
 
 def compare_table(summary: dict) -> None:
     """What :func:`corrkit.methods.compare.compare` returned: one line per direction method.
 
-    Extra numbers a direction file carried (e.g. ``rca``) go to the last column.
+    ``seconds`` is what finding the directions took, ``APCR s`` the method's APCR run. Extra
+    numbers a direction file carried (e.g. ``rca``) go to the last column.
     """
-    print(f"{'method':16s} {'K':>4s} {'mean strongest APCR':>20s} {'mean selectivity':>17s} {'seconds':>8s}  extra")
+    print(f"{'method':16s} {'K':>4s} {'mean strongest APCR [95%]':>27s} {'mean selectivity':>17s} {'seconds':>8s} "
+          f"{'APCR s':>7s}  extra")
     for name, m in summary["methods"].items():
         extra = {k: v for k, v in m.items() if k not in COMPARE_COLUMNS and k != "seconds"}
         secs = f"{m['seconds']:8.2f}" if isinstance(m.get("seconds"), (int, float)) else f"{MISSING:>8s}"
-        print(f"{name:16s} {m['n_directions']:4d} {m['mean_strongest_apcr']:20.3f} "
-              f"{(m['mean_selectivity'] or float('nan')):17.2f} {secs}  "
+        run_s = f"{m['apcr_seconds']:7.1f}" if isinstance(m.get("apcr_seconds"), (int, float)) else f"{MISSING:>7s}"
+        iv = m.get("mean_strongest_apcr_interval")
+        strongest = MISSING if m['mean_strongest_apcr'] is None else f"{m['mean_strongest_apcr']:.3f}" + (
+            f" {interval_text(*iv, digits=3)}" if iv else "")
+        print(f"{name:16s} {m['n_directions']:4d} {strongest:>27s} "
+              f"{(m['mean_selectivity'] or float('nan')):17.2f} {secs} {run_s}  "
               + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()))
 
 
