@@ -216,6 +216,7 @@ def _rules() -> dict:
         ("report", "out"): out(kind="file"), ("export optimize", "out"): out(kind="file"),
         ("ganspace", "out"): out(kind="file"), ("interfacegan", "out"): out(kind="file"),
         ("export train", "work"): out("--work"), ("export train-style", "work"): out("--work"),
+        ("export attributes", "work"): out("--work"),
         # numbers
         "seed": seed, ("latents", "seed"): whole("--seed", 0, MAX_SEED),
         "samples_per_class": whole("--samples-per-class", 1, MAX_SAMPLES_PER_CLASS),

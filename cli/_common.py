@@ -60,8 +60,9 @@ ClsOutputNameOpt = typer.Option(None, "--classifier-output-name", help="The clas
 GenRangeOpt = typer.Option("-1,1", "--generator-range", help="Generator output range lo,hi.")
 ClsRangeOpt = typer.Option("-1,1", "--classifier-range", help="Classifier input range lo,hi.")
 OutputOpt = typer.Option(None, "--output", help="Classifier output kind: logits, probabilities or auto (read "
-                         "from prior samples; default: bundle.json's, else auto). A kind the outputs contradict is "
-                         "an error.")
+                         "from prior samples; default: bundle.json's, else auto), or sigmoid: independent attribute "
+                         "logits, each attribute scored present and absent (SPEC §11). A kind the outputs "
+                         "contradict is an error.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 RayOpt = typer.Option(None, "--ray", metavar="[ADDRESS]", show_default=False,

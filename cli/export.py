@@ -84,6 +84,23 @@ def bundle_style(work: Path = typer.Option(Path("build/train"), help="Folder wri
     c.echo_json(card["metrics"])
 
 
+@app.command("attributes")
+@c.handles_errors
+@c.checks_options("export attributes")
+def attributes(work: Path = typer.Option(Path("build/attributes"), help="Checkpoint folder (a killed run resumes)."),
+               out: Optional[Path] = typer.Option(None, help="Bundle folder (default: build/bundle_attributes). "
+                                                  "`--out corrkit/bundle_attributes` in a checkout refreshes the "
+                                                  "shipped one."),
+               epochs: int = typer.Option(4), data_dir: Optional[Path] = typer.Option(None)):
+    """Train the built-in multi-label attribute classifier (footwear, upper body, dark, large) and write the
+    attribute bundle beside the built-in generator (`classifier_output: sigmoid`)."""
+    need_torch()
+    from corrkit.export.attributes import OUT, build
+
+    card = build(work, out or OUT, data_dir, epochs)
+    c.echo_json(card["metrics"])
+
+
 @app.command("model")
 @c.handles_errors
 @c.checks_options("export model")

@@ -89,15 +89,35 @@ def classifier_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     return hits / len(x)
 
 
-def train_classifier(work: Path, s: ClassifierSettings, data_dir=None) -> tuple[Classifier, dict]:
-    """Train the small CNN; returns the model and its record (settings, accuracy, time)."""
+@torch.no_grad()
+def attribute_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> list[float]:
+    """Per attribute, the share of images whose ``logit > 0`` agrees with the 0/1 target ``y [n, A]``."""
+    model.eval()
+    hits = torch.zeros(y.shape[1])
+    for i in range(0, len(x), batch):
+        hits += ((model(x[i:i + batch]) > 0).float() == y[i:i + batch]).float().sum(0)
+    return (hits / len(x)).tolist()
+
+
+def train_classifier(work: Path, s: ClassifierSettings, data_dir=None, *, attributes=None) -> tuple[Classifier, dict]:
+    """Train the small CNN; returns the model and its record (settings, accuracy, time).
+
+    ``attributes``: a function of a data split giving float 0/1 targets ``[n, A]``; the CNN then
+    has ``A`` outputs, each an independent attribute's logit, trained with binary cross-entropy
+    (the ``classifier_output: sigmoid`` setting, SPEC §11), and the record holds per-attribute accuracy.
+    """
     work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / "classifier.ckpt"
+    ckpt = work / ("classifier.ckpt" if attributes is None else "attributes.ckpt")
     train, test = load_split("train", data_dir), load_split("test", data_dir)
-    xtr, ytr = to_unit(train.images), torch.from_numpy(train.labels.astype(np.int64))
-    xte, yte = to_unit(test.images), torch.from_numpy(test.labels.astype(np.int64))
+    if attributes is None:
+        ytr, yte = (torch.from_numpy(d.labels.astype(np.int64)) for d in (train, test))
+        loss_fn, accuracy, width = nn.CrossEntropyLoss(), classifier_accuracy, 10
+    else:
+        ytr, yte = (torch.from_numpy(np.asarray(attributes(d), np.float32)) for d in (train, test))
+        loss_fn, accuracy, width = nn.BCEWithLogitsLoss(), attribute_accuracy, ytr.shape[1]
+    xtr, xte = to_unit(train.images), to_unit(test.images)
     torch.manual_seed(s.seed)
-    model = Classifier()
+    model = Classifier(width)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs)
     start, wall = 0, 0.0
@@ -106,7 +126,6 @@ def train_classifier(work: Path, s: ClassifierSettings, data_dir=None) -> tuple[
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
         start, wall = state["epoch"], state["wall"]
         _log(f"classifier: resuming after epoch {start}")
-    loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, s.epochs):
         t0 = time.time()
         rng = np.random.default_rng([s.seed, epoch])
@@ -124,12 +143,12 @@ def train_classifier(work: Path, s: ClassifierSettings, data_dir=None) -> tuple[
             opt.zero_grad(); loss.backward(); opt.step()
         sched.step()
         wall += time.time() - t0
-        acc = classifier_accuracy(model, xte, yte)
-        _log(f"classifier epoch {epoch + 1}/{s.epochs} loss {loss.item():.3f} test acc {acc:.4f}")
+        acc = accuracy(model, xte, yte)
+        _log(f"classifier epoch {epoch + 1}/{s.epochs} loss {loss.item():.3f} test acc {acc}")
         save_state({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                      "epoch": epoch + 1, "wall": wall}, ckpt)
     model.eval()
-    record = {"settings": asdict(s), "test_accuracy": classifier_accuracy(model, xte, yte), "wall_seconds": wall}
+    record = {"settings": asdict(s), "test_accuracy": accuracy(model, xte, yte), "wall_seconds": wall}
     return model, record
 
 

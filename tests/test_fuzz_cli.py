@@ -41,6 +41,7 @@ FILE_OUT = {"sefa", "optimize", "report", "export optimize", "ganspace", "interf
 GUARDS = {
     "export train": [("gan_epochs", "0"), ("classifier_epochs", "0")],
     "export train-style": [("epochs", "0"), ("minutes", "0")],
+    "export attributes": [("epochs", "0"), ("data_dir", "MISSING")],
     "export bundle": [("work", "MISSING"), ("data_dir", "MISSING")],
     "export bundle-style": [("work", "MISSING"), ("data_dir", "MISSING")],
     "export optimize": [("seed", "-1"), ("iterations", "0")],
@@ -49,7 +50,7 @@ GUARDS = {
     "export model": [("latent_shape", "0"), ("generator", "no-factory")],
 }
 # fuzzed with paths in the case's own folder, not among the inputs
-OUTPUTS = {"out", "export train work", "export train-style work"}
+OUTPUTS = {"out", "export train work", "export train-style work", "export attributes work"}
 runner = CliRunner()
 _cases = itertools.count()
 

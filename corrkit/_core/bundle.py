@@ -19,6 +19,7 @@ import numpy as np
 
 from corrkit._core import io
 from corrkit._core.fuse import compose, wrap_fused
+from corrkit._core.grid import check_value_range as _check_range
 from corrkit._core.style import Style, load_conditional_mapping
 from corrkit._core.onnx_files import (_check_rank2, _latent_input, external_files, io_shapes, load_onnx, role_inputs,
                                       sha256, split_inputs)
@@ -26,8 +27,10 @@ from corrkit.errors import BundleError
 
 BUILTIN = Path(__file__).parents[1] / "bundle"
 BUILTIN_STYLE = Path(__file__).parents[1] / "bundle_style"  # names: usable wherever a bundle folder is
-BUILTIN_NAMES = {"builtin": BUILTIN, "builtin:dcgan": BUILTIN, "builtin:style": BUILTIN_STYLE}
-OUTPUT_KINDS = ("logits", "probabilities")
+BUILTIN_ATTRIBUTES = Path(__file__).parents[1] / "bundle_attributes"  # the generator with an attribute classifier
+BUILTIN_NAMES = {"builtin": BUILTIN, "builtin:dcgan": BUILTIN, "builtin:style": BUILTIN_STYLE,
+                 "builtin:attributes": BUILTIN_ATTRIBUTES}
+OUTPUT_KINDS = ("logits", "probabilities", "sigmoid")  # sigmoid: attribute logits (corrkit._core.attributes)
 
 
 def builtin_path() -> Path:
@@ -55,6 +58,7 @@ class Bundle:
     style: Style | None = None  # a mapping/synthesis pair (SPEC §12) and the space it is analysed in
     forms: dict = field(default_factory=dict)  # role -> "symbolic" | "freed" | "fixed" batch (conventions)
     io: dict = field(default_factory=dict)  # role -> {"inputs": {name: value}, "output": name} (bind_io)
+    attributes: list | None = None  # classifier_output sigmoid: the A attribute names (classes: the 2A concepts)
     _loaded: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # role -> runnable model
 
     def _runnable(self, path: Path, role: str):
@@ -199,7 +203,7 @@ class Bundle:
             "latent_dim": self.latent_dim,
             "latent_distribution": self.meta.get("latent_distribution", "normal"),
             "n_classes": self.n_classes,
-            "classes": list(self.classes),
+            "classes": list(self.attributes or self.classes),  # what the bundle is built from again
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "generator_output_range": list(self.generator_output_range),
             "classifier_input_range": list(self.classifier_input_range),
@@ -271,6 +275,9 @@ def settle_output_kind(bundle: "Bundle", declared: str, samples: int = 64, seed:
     raw = np.asarray(raw, np.float64)
     if not np.isfinite(raw).all():
         raise ModelOutputError("the model produced NaN or infinite outputs on prior samples")
+    if declared == "sigmoid":  # attribute logits: checked, and the bundle shows its 2A concepts
+        from corrkit._core.attributes import settle_sigmoid
+        return settle_sigmoid(bundle, raw)
     looks = "probabilities" if ((raw >= -PROB_TOL).all() and (np.abs(raw.sum(axis=1) - 1.0) <= PROB_TOL).all()) \
         else "logits"
     if declared in ("auto", looks):
@@ -281,16 +288,6 @@ def settle_output_kind(bundle: "Bundle", declared: str, samples: int = 64, seed:
                                "applied twice; declare --output probabilities (or auto)")
     raise ModelOutputError(f"the classifier outputs are not probabilities (a row sums to {raw.sum(axis=1)[0]:.4g} "
                            "on prior samples); if the model emits logits, declare it (--output logits, or auto)")
-
-
-def _check_range(r, what: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in r)
-    except (TypeError, ValueError):
-        raise BundleError(f"{what} must be two numbers [lo, hi], got {r!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise BundleError(f"{what} must satisfy lo < hi, got [{lo}, {hi}]")
-    return lo, hi
 
 
 def from_pair(generator, classifier, *, classes=None, generator_output_range=(-1, 1),
@@ -421,7 +418,7 @@ def create_bundle(generator, classifier, out, *, classes=None, generator_output_
                   classifier_input_range=classifier_input_range, classifier_output=classifier_output,
                   inputs=inputs, outputs=outputs)
     card = {
-        "format": 1, "latent_dim": b.latent_dim, "latent_distribution": "normal", "classes": b.classes,
+        "format": 1, "latent_dim": b.latent_dim, "latent_distribution": "normal", "classes": b.attributes or b.classes,
         "image_shape": list(b.image_shape) if b.image_shape else None,
         "generator_output_range": list(b.generator_output_range),
         "classifier_input_range": list(b.classifier_input_range),

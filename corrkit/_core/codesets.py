@@ -35,8 +35,19 @@ class CodeSets:
     draws: int
 
 
-def _select(probs: np.ndarray, n: int, tau: float, taken: list[list[int]], offset: int) -> None:
-    """Append to ``taken[j]`` (up to ``n``) the rows whose top class is ``j`` with probability ``>= tau``."""
+def _select(probs: np.ndarray, n: int, tau: float, taken: list[list[int]], offset: int,
+            multi: bool = False) -> None:
+    """Append to ``taken[j]`` (up to ``n``) the rows whose top class is ``j`` with probability ``>= tau``.
+
+    ``multi`` (attribute concepts, SPEC §11): every row whose score of concept ``j`` is ``>= tau``,
+    whatever its other scores, so a row can join several sets.
+    """
+    if multi:
+        for j in range(probs.shape[1]):
+            room = n - len(taken[j])
+            if room > 0:
+                taken[j].extend(offset + int(r) for r in np.flatnonzero(probs[:, j] >= tau)[:room])
+        return
     top = probs.argmax(1)
     conf = probs[np.arange(len(probs)), top]
     for r in np.flatnonzero(conf >= tau):
@@ -73,7 +84,8 @@ def check_class_sets(n: int, tau: float, n_classes: int, latent_dim: int, user_l
 def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau: float = defaults.THRESHOLD,
                seed: int = defaults.SEED, latents: np.ndarray | None = None, draw_batch: int = 1024,
                max_draws: int | None = None, progress=None) -> CodeSets:
-    """First ``n`` codes per class (draw order) with ``argmax S = j`` and ``S_j >= tau``.
+    """First ``n`` codes per class (draw order) with ``argmax S = j`` and ``S_j >= tau``
+    (attribute concepts, ``engine.attributes``: with ``S_j >= tau``, a code in every set it qualifies for).
 
     Codes come from ``N(0, I)`` via ``numpy.random.default_rng(seed)`` in batches of
     ``draw_batch`` until every class is full or ``max_draws`` (default ``50 n C``)
@@ -81,11 +93,12 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
     """
     check_class_sets(n, tau, n_classes, engine.latent_dim, user_latents=latents is not None, max_draws=max_draws)
     taken: list[list[int]] = [[] for _ in range(n_classes)]
+    multi = bool(getattr(engine, "attributes", False))
     zs, ps = [], []
     drawn = 0
     if latents is not None:
         probs = engine.probabilities(latents, describe=lambda r: f"latent code {r}")
-        _select(probs, n, tau, taken, 0)
+        _select(probs, n, tau, taken, 0, multi)
         zs, ps, drawn = [latents], [probs], len(latents)
     else:
         rng = np.random.default_rng(seed)
@@ -93,7 +106,7 @@ def class_sets(engine, n_classes: int, n: int = defaults.SAMPLES_PER_CLASS, tau:
         while drawn < cap and min(len(t) for t in taken) < n:
             z = engine.draw(rng, min(draw_batch, cap - drawn))
             p = engine.probabilities(z, describe=lambda r, o=drawn: f"prior sample {o + r}")
-            _select(p, n, tau, taken, drawn)
+            _select(p, n, tau, taken, drawn, multi)
             zs.append(z); ps.append(p)
             drawn += len(z)
             if progress:

@@ -132,10 +132,12 @@ class ShardWorker:
         the last bits, so every worker cuts shards into the same batches.
     threads : int
         onnxruntime intra-op threads (and Numba threads) of this actor.
-    check_probabilities : bool
+    check_probabilities, attributes : bool
+        Check the rows, as the driver's engine does (probabilities, or attribute score pairs).
     """
 
-    def __init__(self, model: bytes, device: str, batch_size: int, threads: int, check_probabilities: bool):
+    def __init__(self, model: bytes, device: str, batch_size: int, threads: int, check_probabilities: bool,
+                 attributes: bool = False):
         import numba
         import onnx
 
@@ -149,6 +151,7 @@ class ShardWorker:
             threads=threads,
             rewrite=False,
             check_probabilities=check_probabilities,
+            attributes=attributes,
         )
 
     def info(self) -> dict:
@@ -239,6 +242,7 @@ class RayPool:
         self._actor = ray.remote(max_restarts=0, **opts)(ShardWorker)
         self._model = ray.put(engine.model.SerializeToString())
         self._check = bool(engine.check_probabilities)
+        self._attributes = bool(engine.attributes)
         self.run_id, self._spawned = uuid.uuid4().hex[:8], 0
         self.workers = [self._spawn() for _ in range(self.n_workers)]
         self.retried_shards = self.replaced_workers = 0
@@ -248,7 +252,7 @@ class RayPool:
         name = f"corrkit-{self.run_id}-{self._spawned}"
         self._spawned += 1
         return self._actor.options(name=name).remote(
-            self._model, self.device, self.batch_size, self.threads, self._check
+            self._model, self.device, self.batch_size, self.threads, self._check, self._attributes
         )
 
     @property

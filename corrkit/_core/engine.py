@@ -180,6 +180,9 @@ class Engine:
         Measure the batch size when none is given (default, unless ``$CORRKIT_AUTOTUNE`` is
         ``0``: the test suite's setting, so its many small models are not each timed); False:
         the memory budget's.
+    attributes : bool, optional
+        The rows are attribute score pairs ``[σ, 1 - σ]`` (SPEC §11); default: what the bundle declares
+        (``False`` for a bare ModelProto).
     rewrite : bool
         Apply exact graph rewrites (:mod:`corrkit._core.rewrite_transpose`, then
         :mod:`corrkit._core.rewrite`; equal to the plain graph within 1e-5 relative, SPEC §10).
@@ -189,13 +192,18 @@ class Engine:
     def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
                  memory_budget_mb: int | None = None, threads: int | None = None,
                  io_binding: bool | None = None, check_probabilities: bool = True, mode: str = "fp32",
-                 seed: int = 0, rewrite: bool = True, autotune: bool | None = None):
+                 seed: int = 0, rewrite: bool = True, autotune: bool | None = None, attributes: bool | None = None):
         import onnx
         import onnxruntime as ort
 
         from corrkit._core.quantize import check_mode, quantize_int8
 
+        from corrkit._core.attributes import is_attributes
+
         model = bundle.fused_model() if hasattr(bundle, "fused_model") else bundle
+        # attribute scores (SPEC §11): codes may sit in several sets, and rows are [σ, 1 - σ] pairs
+        self.attributes = (hasattr(bundle, "fused_model") and is_attributes(bundle)) if attributes is None \
+            else bool(attributes)
         self.device = resolve_device(device)
         self.latent_dim = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
         # Prior codes in the model's space (a mapping/synthesis bundle maps them to W, SPEC §12).
@@ -313,7 +321,14 @@ class Engine:
         if not finite.all():
             r = int(np.argmin(finite))
             raise ModelOutputError(f"the model produced NaN or infinite outputs at {where(r)}")
-        if self.check_probabilities:
+        if self.check_probabilities and self.attributes:
+            from corrkit._core.attributes import check_scores
+
+            bad = check_scores(p, PROB_TOL)
+            if bad.any():
+                r = int(np.argmax(bad))
+                raise ModelOutputError(f"the attribute scores are not [σ, 1 - σ] pairs in [0, 1] at {where(r)}")
+        elif self.check_probabilities:
             bad = (np.abs(p.sum(axis=1) - 1.0) > PROB_TOL) | (p.min(axis=1) < -PROB_TOL)
             if bad.any():
                 r = int(np.argmax(bad))

@@ -69,11 +69,17 @@ def compose(generator, classifier, gen_range, cls_range, classifier_output: str)
         nodes += [helper.make_node("Identity", [g_out], [q_in])]
     nodes += list(q.graph.node)
     q_out = q.graph.output[0].name
+    columns = 1
     if classifier_output == "logits":
         nodes.append(helper.make_node("Softmax", [q_out], ["probs"], axis=-1))
+    elif classifier_output == "sigmoid":  # attributes: [σ(l), 1 - σ(l)] (corrkit._core.attributes)
+        from corrkit._core.attributes import sigmoid_head
+
+        columns = sigmoid_head(nodes, inits, q_out)
     else:
         nodes.append(helper.make_node("Identity", [q_out], ["probs"]))
-    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, _dims(classifier.graph.output[0])[1]])
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT,
+                                        [batch, columns * _dims(classifier.graph.output[0])[1]])
     z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, _dims(generator.graph.input[0])[1]])
     nodes = [_rename_input(n, g.graph.input[0].name, "z") for n in nodes]
     graph = helper.make_graph(nodes, "corrkit_fused", [z], [out], initializer=inits,
@@ -104,15 +110,21 @@ def wrap_fused(model, classifier_output: str):
                 if name == "probs":
                     n.output[k] = "probs/raw"
         old_out = "probs/raw"
-    op = "Softmax" if classifier_output == "logits" else "Identity"
-    kw = {"axis": -1} if op == "Softmax" else {}
-    nodes.append(helper.make_node(op, [old_out], ["probs"], **kw))
+    inits, columns = list(g.initializer), 1
+    if classifier_output == "sigmoid":  # attributes: [σ(l), 1 - σ(l)] (corrkit._core.attributes)
+        from corrkit._core.attributes import sigmoid_head
+
+        columns = sigmoid_head(nodes, inits, old_out)
+    else:
+        op = "Softmax" if classifier_output == "logits" else "Identity"
+        kw = {"axis": -1} if op == "Softmax" else {}
+        nodes.append(helper.make_node(op, [old_out], ["probs"], **kw))
     n = _dims(g.input[0])[1]
     batch = _dims(g.input[0])[0] if isinstance(_dims(g.input[0])[0], int) else "batch"
     graph = helper.make_graph(
         nodes, "corrkit_fused", [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, n])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, _dims(g.output[0])[1]])],
-        initializer=list(g.initializer), value_info=list(g.value_info),
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, columns * _dims(g.output[0])[1]])],
+        initializer=inits, value_info=list(g.value_info),
     )
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
     out.ir_version = model.ir_version

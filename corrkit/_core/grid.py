@@ -91,6 +91,19 @@ def check_real(value, name: str, lo: float | None = None, hi: float | None = Non
     return float(value)
 
 
+def check_value_range(r, what: str) -> tuple[float, float]:
+    """Two finite numbers ``lo < hi`` (a model's input or output range), else a :class:`BundleError` naming ``what``."""
+    from corrkit.errors import BundleError
+
+    try:
+        lo, hi = (float(v) for v in r)
+    except (TypeError, ValueError):
+        raise BundleError(f"{what} must be two numbers [lo, hi], got {r!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise BundleError(f"{what} must satisfy lo < hi, got [{lo}, {hi}]")
+    return lo, hi
+
+
 def check_steps(steps: int, delta: float) -> None:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
         raise GridError(f"--steps must be a whole number from 1 to {MAX_STEPS:,} (got {steps}): the grid needs at "

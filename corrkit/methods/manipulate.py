@@ -4,8 +4,9 @@ For class ``j`` and a set ``C`` of latent dims, ``z' = z + alpha * sum_{i in C} 
 with ``s_i`` the sign that lowers ``S_j`` (from the APCR run's ``up``/``down``). The
 paper's claim: the top-ranked set changes the concept, the bottom-ranked set barely
 does. Measured on the codes of ``Z_j``: the mean drop of ``S_j`` and the flip rate
-(share whose argmax leaves ``j``), for the top-``k``, bottom-``k`` and a seeded
-random-``k`` set at the same ``alpha``.
+(share whose argmax leaves ``j``; for an attribute concept, whose score falls below 1/2:
+the attribute turned off, or on for a ``not <attribute>`` concept), for the top-``k``,
+bottom-``k`` and a seeded random-``k`` set at the same ``alpha``.
 
 With ``keep`` (``corrkit manipulate --keep CLASS,...``) a fourth row, ``boundary``, is
 InterFaceGAN's conditional edit (Shen et al., CVPR 2020, Section 2.3): along minus class
@@ -252,6 +253,9 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
 
         normals = load_boundaries(boundaries, bundle, seed=seed, engine=engine).directions.astype(np.float64)
     names = SETS + ((BOUNDARY,) if keep else ())
+    from corrkit._core.attributes import flipped, is_attributes
+
+    attrs = is_attributes(bundle)  # an attribute concept flips when its score falls below 1/2 (SPEC §11)
     per_class = []
     for done, j in enumerate(todo):
         rows = np.flatnonzero(run.labels == j)
@@ -273,7 +277,7 @@ def manipulate(bundle=None, *, run=None, classes: list[int] | None = None, top_k
             j=j, sets={**sets, **({BOUNDARY: np.zeros(0, np.int64)} if keep else {})},
             signs={s: signs[sets[s], j] for s in SETS}, alphas=alphas,
             s_j={s: p[a, :, :, j].astype(np.float64) for a, s in enumerate(names)},
-            flipped={s: p[a].argmax(-1) != j for a, s in enumerate(names)},
+            flipped={s: flipped(p[a], j, attrs) for a, s in enumerate(names)},
             base=run.base[rows, j].astype(np.float64), kept_change=kept_change))
         if progress:
             progress("manipulate", done + 1, len(todo))

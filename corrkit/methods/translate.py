@@ -13,6 +13,10 @@ translated when it is classified ``l`` at any step up to ``alpha``, i.e. when gr
 ``alpha`` stops at the target); its diagonal is 1, since every code of
 ``Z_j`` is already classified ``j`` (nothing is intervened), and it is left out
 of the off-diagonal mean and of the easiest/hardest pair lists.
+
+Attribute concepts (``classifier_output: sigmoid``, SPEC §11): the pairs are "turn attribute
+``a`` off" (``a -> not a``) and "turn it on" (``not a -> a``), and a code is translated when
+the target concept's score reaches 1/2 (the attribute's state changed).
 """
 
 from __future__ import annotations
@@ -157,8 +161,14 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
     c = bundle.n_classes
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= bundle.latent_dim:
         raise CorrkitError(f"--top-k must be between 1 and {bundle.latent_dim} (got {top_k})")
+    from corrkit._core.attributes import is_attributes, partner, reached as has_reached
+
+    attrs = is_attributes(bundle)
     explicit = pairs is not None
-    pairs = [(j, tgt) for j in range(c) for tgt in range(c) if j != tgt] if pairs is None else list(pairs)
+    if pairs is None:  # attributes: turn each one off (a -> not a) and on (not a -> a), SPEC §11
+        pairs = [(j, partner(j, c)) for j in range(c)] if attrs else [
+            (j, tgt) for j in range(c) for tgt in range(c) if j != tgt]
+    pairs = list(pairs)
     for j, tgt in pairs:
         if not (0 <= j < c and 0 <= tgt < c):
             raise CorrkitError(f"pair {j} -> {tgt} is out of range for {c} classes")
@@ -185,11 +195,12 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
             result.dims[(j, tgt)], result.signs[(j, tgt)] = dims, signs
             pts.append(shifted(z, dims, signs, alphas))
         p = engine.probabilities(np.concatenate(pts).reshape(-1, z.shape[1]))
-        top = p.argmax(1).reshape(len(targets), steps, len(z))
+        p = p.reshape(len(targets), steps, len(z), -1)
         for r, tgt in enumerate(targets):
-            success[:, j, tgt] = (top[r] == tgt).mean(axis=1)
-            reached[j, tgt] = (top[r] == tgt).any(axis=0).mean()
-            outcome[(j, tgt)] = top[r][-1] == tgt
+            hit = has_reached(p[r], tgt, attrs)  # [A, M]: argmax is the target (an attribute: its score >= 1/2)
+            success[:, j, tgt] = hit.mean(axis=1)
+            reached[j, tgt] = hit.any(axis=0).mean()
+            outcome[(j, tgt)] = hit[-1]
         if progress:
             progress("translate", done + 1, len(by_source))
     result.success_interval, result.mean_interval = success_intervals(outcome, run.labels, c)
