@@ -73,8 +73,8 @@ def build(work: str | Path = "build/attributes", out: str | Path = OUT, data_dir
                       classifier_output="sigmoid", force=True, provenance=provenance)
     card = json.loads((out / "bundle.json").read_text())
     card["name"] = "corrkit built-in Fashion-MNIST attribute bundle"
-    card["metrics"] = {"test_accuracy": dict(zip(ATTRIBUTES, record["test_accuracy"])),
-                       "test_prevalence": dict(zip(ATTRIBUTES, test.mean(0).round(4).tolist()))}
+    card["metrics"] = {"test_accuracy": {a: round(float(v), 4) for a, v in zip(ATTRIBUTES, record["test_accuracy"])},
+                       "test_prevalence": {a: round(float(v), 4) for a, v in zip(ATTRIBUTES, test.mean(0))}}
     io.write_json(out / "bundle.json", card)
     (out / "MODEL_CARD.md").write_text(model_card(card))
     return {"bundle": str(b.path), **card}

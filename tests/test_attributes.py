@@ -117,3 +117,76 @@ def test_cli_json_names_concepts(model, tmp_path):
     assert s["classes"] == ["0", "1", "2", "not 0", "not 1", "not 2"] and s["bundle"]["classifier_output"] == "sigmoid"
     assert s["bundle"]["classes"] == ["0", "1", "2"]  # the card records the attributes the bundle is built from
     assert s["top"]["not 2"][0]["direction"] == 2
+
+
+def test_user_exported_torch_attribute_classifier(tmp_path):
+    """As a user would: a torch multi-label head exported with torch.onnx.export's defaults (fixed batch 4),
+    beside the built-in generator, run from the CLI with --output sigmoid; APCR checked against torch on the
+    run's own codes (generator images through onnxruntime, the classifier and the sigmoid in torch)."""
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from corrkit._core.bundle import builtin_path
+    from corrkit.methods.sequential import APCRResult
+
+    torch.manual_seed(0)
+    q = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3)).eval()
+    with torch.no_grad():
+        q[1].weight.mul_(8.0)  # confident enough that every set fills at tau 0.5
+    torch.onnx.export(q, (torch.randn(4, 1, 28, 28),), str(tmp_path / "Q.onnx"))
+    g = builtin_path() / "generator.onnx"
+    r = subprocess.run([sys.executable, "-m", "corrkit.cli", "apcr", "--generator", str(g), "--classifier",
+                        str(tmp_path / "Q.onnx"), "--output", "sigmoid", "--classes", "a,b,c", "--steps", "1",
+                        "--samples-per-class", "3", "--device", "cpu", "--out", str(tmp_path / "run"), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = APCRResult.load(tmp_path / "run")
+    assert run.classes == ["a", "b", "c", "not a", "not b", "not c"]
+    sess = ort.InferenceSession(str(g), providers=["CPUExecutionProvider"])
+
+    def scores(z):
+        img = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: z[i:i + 1]})[0]
+                              for i in range(len(z))])
+        with torch.no_grad():
+            p = torch.sigmoid(q(torch.from_numpy(img))).double().numpy()
+        return np.concatenate([p, 1 - p], axis=1)
+
+    base = scores(run.latents)
+    want = np.zeros_like(run.apcr)
+    for j in range(6):
+        codes = run.latents[run.labels == j]
+        b = base[run.labels == j, j]
+        for i in range(100):
+            moved = [scores(codes + k * np.eye(100, dtype=np.float32)[i])[:, j] for k in (-1, 1)]
+            want[i, j] = np.mean([np.abs(m - b) / b for m in moved])
+    np.testing.assert_allclose(run.apcr, want, rtol=1e-3, atol=1e-5)
+
+
+def test_shipped_attribute_bundle_matches_its_card():
+    """builtin:attributes: the built-in generator unchanged, and the classifier's test accuracy per attribute
+    recomputed here with onnxruntime from the attribute definitions (no torch) is the card's."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    from corrkit._core.bundle import BUILTIN, BUILTIN_ATTRIBUTES
+    from corrkit._core.data import load_split
+
+    b = load_bundle("builtin:attributes")
+    assert b.attributes == ["footwear", "upper body", "dark", "large"] and b.n_classes == 8
+    same = [hashlib.sha256((p / "generator.onnx").read_bytes()).hexdigest() for p in (BUILTIN, BUILTIN_ATTRIBUTES)]
+    assert same[0] == same[1]
+    card = json.loads((BUILTIN_ATTRIBUTES / "bundle.json").read_text())
+    assert (BUILTIN_ATTRIBUTES / "MODEL_CARD.md").is_file() and card["classifier_output"] == "sigmoid"
+    test = load_split("test")
+    x = test.images.astype(np.float32)
+    ink = x > 25
+    tone = (x * ink).sum((1, 2)) / np.maximum(ink.sum((1, 2)), 1)
+    want = np.stack([np.isin(test.labels, (5, 7, 9)), np.isin(test.labels, (0, 2, 4, 6)), tone < 165.68281261432648,
+                     ink.mean((1, 2)) > 0.4604591836734694], axis=1)
+    s = ort.InferenceSession(str(BUILTIN_ATTRIBUTES / "classifier.onnx"), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([s.run(None, {s.get_inputs()[0].name: (x[i:i + 1000, None] / 127.5 - 1)})[0]
+                             for i in range(0, len(x), 1000)])
+    acc = ((logits > 0) == want).mean(0)
+    np.testing.assert_allclose(acc, [card["metrics"]["test_accuracy"][a] for a in b.attributes], atol=2e-4)
+    assert (acc > 0.95).all()
