@@ -62,8 +62,9 @@ def test_page_is_self_contained_and_has_the_numbers(runs):
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert page.count("<link") == 0 and "<style>" in page
     summary = json.loads((apcr_dir / "summary.json").read_text())
-    top = summary["top"]["Sneaker"][0]
-    assert f"{top['direction']} ({top['apcr']:.3f})" in page  # controlling-set table
+    top, iv = summary["top"]["Sneaker"][0], summary["intervals"]["top"]["Sneaker"][0]
+    hi = "∞" if iv["hi"] is None else f"{iv['hi']:.3f}"
+    assert f"{top['direction']} ({top['apcr']:.3f} [{iv['lo']:.3f}, {hi}]" in page  # controlling sets, 95% intervals
     assert "0.9213" in page or "classifier test accuracy" in page  # bundle card
     assert "<th>samples_per_class</th><td class=num>2</td>" in page  # parameters
     assert "0.810" in page and "0.550" in page  # probe accuracies

@@ -247,11 +247,24 @@ def _apcr_summary(s: dict) -> str:
     if s.get("counts") and classes:
         out += "<h3>Codes per class</h3>" + _class_table([("codes", s["counts"])], classes)
     top = s.get("top") or {}
+    iv = ((s.get("intervals") or {}).get("top")) or {}
+
+    def one(t, c, r):  # "12 (0.412 [0.371, 0.455] 97%)": the value, its 95% interval and its inclusion
+        mine = iv.get(c)
+        got = mine[r] if isinstance(mine, list) and len(mine) > r else None
+        if not got or got.get("direction") != t["direction"]:
+            return f"{t['direction']} ({t['apcr']:.3f})"
+        hi = "∞" if got["hi"] is None else f"{got['hi']:.3f}"
+        inc = "—" if got["inclusion"] is None else f"{100 * got['inclusion']:.0f}%"
+        return f"{t['direction']} ({t['apcr']:.3f} [{got['lo']:.3f}, {hi}] {inc})"
+
     if top:
         rows = "".join(
-            f"<tr><th>{_e(c)}</th><td>" + (", ".join(f"{t['direction']} ({t['apcr']:.3f})" for t in top[c])
+            f"<tr><th>{_e(c)}</th><td>" + (_e(", ".join(one(t, c, r) for r, t in enumerate(top[c])))
                                            if top[c] else "— (no codes)") + "</td></tr>" for c in top)
-        out += "<h3>Controlling sets: top directions per class (APCR)</h3><table>" + rows + "</table>"
+        note = ("<p>[lo, hi]: 95% percentile-bootstrap interval of APCR over the class's codes; %: share of "
+                "resamples in which the direction stays in the top k (SPEC §11).</p>") if iv else ""
+        out += "<h3>Controlling sets: top directions per class (APCR)</h3><table>" + rows + "</table>" + note
     if s.get("versions"):
         out += "<h3>Versions</h3>" + _kv_table(list(s["versions"].items()))
     return out
