@@ -72,10 +72,16 @@ def out(flag: str = "--out", kind: str = "folder") -> Rule:
 
 
 def given(what: str, kind: str = "file", hint: str = "") -> Rule:
-    """An input that must exist, be of ``kind`` (file, folder or any) and be readable."""
+    """An input that must exist, be of ``kind`` (file, folder or any) and be readable; with ``kind="any"``
+    (a model) also a built-in bundle's name (``builtin:style``) where no such path exists."""
+    from corrkit._core.bundle import BUILTIN_NAMES
     from corrkit._core.io import check_readable
 
-    return lambda v: check_readable(v, what, kind, hint)
+    def rule(v):
+        if kind == "any" and str(v) in BUILTIN_NAMES and not Path(v).exists():
+            return
+        check_readable(v, what, kind, hint)
+    return rule
 
 
 def each(rule: Rule) -> Rule:

@@ -190,3 +190,15 @@ def test_shipped_attribute_bundle_matches_its_card():
     acc = ((logits > 0) == want).mean(0)
     np.testing.assert_allclose(acc, [card["metrics"]["test_accuracy"][a] for a in b.attributes], atol=2e-4)
     assert (acc > 0.95).all()
+
+
+def test_latents_refuses_to_label_prior_codes_by_attributes(tmp_path):
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).standard_normal((20, 100)).astype(np.float32))
+    np.save(tmp_path / "l.npy", np.arange(20) % 2)
+    base = [sys.executable, "-m", "corrkit.cli", "latents", str(tmp_path / "c.npy"), str(tmp_path / "l.npy"),
+            "--model", "builtin:attributes", "--out", str(tmp_path / "o"), "--folds", "2"]
+    r = subprocess.run(base, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error:") and "--n-prior 0" in r.stderr
+    assert not (tmp_path / "o" / "latents.json").exists()
+    r = subprocess.run(base + ["--n-prior", "0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

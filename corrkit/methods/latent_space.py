@@ -97,8 +97,16 @@ def tsne(codes, *, seed: int = SEED, perplexity: float = 30.0) -> np.ndarray:
 
 
 def prior_codes(bundle, n: int, *, seed: int = SEED, engine=None) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` prior samples ``z ~ N(0, I)`` (seeded) and their classifier classes ``argmax S(z)``."""
+    """``n`` prior samples ``z ~ N(0, I)`` (seeded) and their classifier classes ``argmax S(z)``.
+
+    An attribute classifier (SPEC §11) gives a code several attributes, not one class: refused.
+    """
+    from corrkit._core.attributes import is_attributes
     from corrkit._core.engine import Engine
+
+    if is_attributes(bundle):
+        raise CorrkitError("`corrkit latents` labels each prior code with its one class, but this classifier scores "
+                           "independent attributes (--output sigmoid); compare with no prior samples (--n-prior 0)")
 
     engine = engine or Engine(bundle, device="cpu")
     z = engine.draw(np.random.default_rng(seed), int(n))
