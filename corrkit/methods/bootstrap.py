@@ -71,8 +71,8 @@ def bootstrap_apcr(contrib: np.ndarray, labels: np.ndarray, n_classes: int, *, t
         means = x @ weights[j]  # [K, B]
         lo[:, j], hi[:, j] = np.percentile(means, q, axis=1)
         # a member stays in the top k while fewer than k directions beat it in that resample
-        beaten = (means[None, :, :] > means[tops[j]][:, None, :]).sum(axis=1)  # [k, B]
-        inclusion[j] = (beaten < k).mean(axis=1)
+        for r, i in enumerate(tops[j]):  # one member at a time: [K, B] at most in memory
+            inclusion[j, r] = ((means > means[i]).sum(axis=0) < k).mean()
     return {"apcr": apcr, "lo": lo, "hi": hi, "top": tops, "inclusion": inclusion}
 
 
