@@ -32,6 +32,8 @@ def test_rounds_stop_where_the_rule_says_and_equal_a_plain_run():
     for key in ("apcr", "curves", "contributions", "latents", "labels"):
         assert np.array_equal(getattr(run, key), getattr(plain, key)), key
     assert run.intervals(2)["inclusion"].min() == min(last)
+    sure = auto["rounds"][-1]
+    assert sure["members"] == 20 and sure["members_sure"] == int((run.intervals(2)["inclusion"] >= 0.9).sum())
 
 
 def test_cli_auto_and_bad_values(tmp_path):

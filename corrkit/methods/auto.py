@@ -45,8 +45,9 @@ def apcr_auto(bundle=None, *, start: int = defaults.SAMPLES_PER_CLASS, cap: int 
     -------
     APCRResult
         The last round's run, with ``params["auto"]``: ``rounds`` (codes per class, each class's
-        smallest top-``top`` inclusion, seconds), ``needed`` (per class the first ``n`` at which
-        it passed, ``None`` if it never did), ``stopped`` (why) and ``seconds`` (all rounds).
+        smallest top-``top`` inclusion, how many of all classes' top-``top`` members reached
+        ``target``, seconds), ``needed`` (per class the first ``n`` at which it passed, ``None`` if
+        it never did), ``stopped`` (why) and ``seconds`` (all rounds).
     """
     from corrkit._core.bundle import as_bundle
     from corrkit.methods.sequential import apcr
@@ -70,7 +71,8 @@ def apcr_auto(bundle=None, *, start: int = defaults.SAMPLES_PER_CLASS, cap: int 
             if needed[name] is None and w is not None and w >= target:
                 needed[name] = n
         rounds.append({"samples_per_class": n, "min_inclusion": [None if w is None else round(w, 3) for w in worst],
-                       "seconds": round(run.seconds, 3)})
+                       "members_sure": int((np.nan_to_num(inclusion, nan=0.0) >= target).sum()),
+                       "members": int(k * (run.counts > 0).sum()), "seconds": round(run.seconds, 3)})
         failing = [j for j, (w, c) in enumerate(zip(worst, run.counts)) if c > 0 and (w is None or w < target)]
         if not failing:
             stopped = f"every top-{k} member's inclusion probability >= {target:g}"

@@ -47,8 +47,10 @@ def apcr_table(result, top_k: int = TOP_K) -> None:
     auto = result.params.get("auto")
     if auto:
         needed = ", ".join(f"{c} {n if n is not None else MISSING}" for c, n in auto["needed"].items())
-        Console().print(f"--samples-per-class auto: {' -> '.join(str(r['samples_per_class']) for r in auto['rounds'])}"
-                        f" codes per class in {auto['seconds']:.0f} s; stopped: {auto['stopped']}. First n with every "
+        steps = " -> ".join(f"{r['samples_per_class']} ({r['members_sure']}/{r['members']} sure)" if "members" in r
+                            else str(r["samples_per_class"]) for r in auto["rounds"])
+        Console().print(f"--samples-per-class auto: {steps} codes per class in {auto['seconds']:.0f} s; stopped: "
+                        f"{auto['stopped']}. First n with every "
                         f"top-{auto['top']} inclusion >= {auto['target']:g}: {needed}", markup=False)
     fid = result.params.get("fidelity")
     if fid:
