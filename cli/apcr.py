@@ -35,10 +35,10 @@ def apcr_command(
     delta: float = typer.Option(D.DELTA, help="Step length."),
     top_k: int = typer.Option(D.TOP_K, help="Directions listed per class."),
     device: str = c.DeviceOpt,
-    mode: str = typer.Option("fp32", help="fp32 (reference), int8 (onnxruntime QDQ) or bf16 (the generator's "
+    mode: str = typer.Option("fp32", help="fp32 (reference), int8 (onnxruntime QDQ), bf16 (the generator's "
                             "convolutions in OpenVINO bf16, the classifier in fp32; extra `openvino`, CPUs with "
-                            "AVX-512 BF16/AMX); the fast modes report "
-                            "their fidelity vs fp32 on every run."),
+                            "AVX-512 BF16/AMX) or ov-fp32 (the generator on OpenVINO's fp32 kernels, any CPU; "
+                            "extra `openvino`); the other modes report their fidelity vs fp32 on every run."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per inference call (default: the fastest measured "
                                              "within the memory budget, measured once per model and kept)."),
     out: Optional[Path] = typer.Option(None, help="Folder for apcr.npz and summary.json (resumable)."),

@@ -211,3 +211,19 @@ def test_bf16_mode_keeps_the_classifier_in_fp32(bundle):
     ref = Engine(bundle, device="cpu", batch_size=64, autotune=False).probabilities(z)
     mixed, full = np.abs(e.probabilities(z) - ref).max(), np.abs(whole.run(None, {"z": z})[0] - ref).max()
     assert mixed < full
+
+
+def test_ov_fp32_mode_is_the_fp32_run_to_summation_order(bundle, dirs):
+    """``--mode ov-fp32``: the generator on OpenVINO's fp32 kernels (any CPU); same code sets, APCR within 1e-4
+    of the onnxruntime reference, top lists the same, and the run's own fidelity check says so."""
+    from corrkit._core.execution import Execution
+    from corrkit.methods.sequential import apcr
+
+    kw = dict(directions=dirs, samples_per_class=3, steps=2, seed=0)
+    fast = apcr(bundle, execution=Execution(device="cpu", mode="ov-fp32", batch_size=64), **kw)
+    ref = apcr(bundle, execution=Execution(device="cpu", batch_size=64), **kw)
+    assert fast.params["mode"] == "ov-fp32" and "OpenVINO" not in ref.provider
+    assert np.array_equal(fast.labels, ref.labels) and np.array_equal(fast.latents, ref.latents)
+    assert np.nanmax(np.abs(fast.apcr - ref.apcr)) < 1e-4
+    assert np.array_equal(fast.controlling_set(3), ref.controlling_set(3))
+    assert fast.params["fidelity"]["max_abs_delta_apcr"] < 1e-4

@@ -131,27 +131,35 @@ def _ort_session(model, options, providers):
         raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
 
 
-def _bf16_session(model, parts, threads: int, options, providers, rewrite: bool):
-    """``(session, rewrites)`` for ``--mode bf16``: the generator part on OpenVINO bf16, the classifier
-    part on onnxruntime fp32 (:class:`corrkit._core.openvino.Pipeline`); a graph ``parts`` could not
-    split (a user's fused model) runs whole in bf16, and ``rewrites`` is then ``None``.
+OPENVINO_PRECISION = {"bf16": "bf16", "ov-fp32": "fp32"}  # --mode -> the generator part's OpenVINO precision
+
+
+def _openvino_session(model, parts, threads: int, options, providers, rewrite: bool, mode: str):
+    """``(session, rewrites)`` for ``--mode bf16`` / ``ov-fp32``: the generator part on OpenVINO in bf16 (or
+    fp32), the classifier part on onnxruntime fp32 (:class:`corrkit._core.openvino.Pipeline`); a graph
+    ``parts`` could not split (a user's fused model) runs whole on OpenVINO, and ``rewrites`` is then ``None``.
 
     The generator part gets the phase form shaped for OpenVINO (``backend="openvino"``); the
     classifier's onnxruntime threads do not spin after a call, since OpenVINO's threads take
     the cores next (spinning cost the pipeline 28% at 64 px, benchmarks/RESULTS.md).
     """
-    from corrkit._core.openvino import Pipeline, Session, check_available
+    from corrkit._core.openvino import Pipeline, Session, _openvino, check_available
 
-    check_available()
+    precision = OPENVINO_PRECISION[mode]
+    if precision == "bf16":
+        check_available()
+    else:
+        _openvino()
     if parts is None:
-        return Session(model, precision="bf16", threads=threads), None
+        return Session(model, precision=precision, threads=threads), None
     g, q, boundary = parts
     done = {}
     if rewrite:
         (g, done_g), (q, done_q) = rewritten(g, backend="openvino"), rewritten(q)
         done = {k: done_g.get(k, 0) + done_q.get(k, 0) for k in {*done_g, *done_q}}
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return Pipeline(Session(g, precision="bf16", threads=threads), _ort_session(q, options, providers), boundary), done
+    return Pipeline(Session(g, precision=precision, threads=threads), _ort_session(q, options, providers),
+                    boundary), done
 
 
 class Engine:
@@ -174,8 +182,9 @@ class Engine:
         Bind input and a preallocated output buffer (default: on for CUDA).
     check_probabilities : bool
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
-    mode : {"fp32", "int8", "bf16"}
-        ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`).
+    mode : {"fp32", "int8", "bf16", "ov-fp32"}
+        ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`);
+        ``bf16`` and ``ov-fp32`` run the generator part on OpenVINO (bf16, or fp32 arithmetic on its kernels).
     autotune : bool, optional
         Measure the batch size when none is given (default, unless ``$CORRKIT_AUTOTUNE`` is
         ``0``: the test suite's setting, so its many small models are not each timed); False:
@@ -215,12 +224,13 @@ class Engine:
         low = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
         can_rewrite = rewrite and all(t.data_type not in low for t in model.graph.initializer)
         parts = None
-        if mode == "bf16":  # the generator in bf16, the classifier in fp32 (corrkit._core.openvino.Pipeline)
+        ov = mode in OPENVINO_PRECISION  # the generator on OpenVINO, the classifier in fp32 (openvino.Pipeline)
+        if ov:
             from corrkit._core.openvino import split_at_classifier
 
             parts = split_at_classifier(model)
         if can_rewrite:
-            model, self.rewrites = rewritten(model, backend="openvino" if mode == "bf16" else "onnxruntime")
+            model, self.rewrites = rewritten(model, backend="openvino" if ov else "onnxruntime")
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()
@@ -232,8 +242,8 @@ class Engine:
         so.log_severity_level = 3
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
-        if mode == "bf16":
-            self.session, done = _bf16_session(model, parts, self.threads, so, providers, can_rewrite)
+        if ov:
+            self.session, done = _openvino_session(model, parts, self.threads, so, providers, can_rewrite, mode)
             self.rewrites = done or self.rewrites
         else:
             self.session = _ort_session(model, so, providers)
@@ -244,9 +254,9 @@ class Engine:
         # A graph whose batch could not be freed runs on chunks of its own size (conventions.run_in_chunks).
         self.fixed_batch = fixed_batch(model)
         self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)
-        if self.fixed_batch is not None or mode == "bf16":
+        if self.fixed_batch is not None or ov:
             self.io_binding = False
-        if mode == "bf16":
+        if ov:
             self.fixed_batch = None  # the OpenVINO session runs its own fixed chunks
         self.check_probabilities = check_probabilities
         self.n_classes: int | None = None

@@ -16,7 +16,7 @@ from corrkit._core.grid import check_whole
 from corrkit.errors import GridError
 
 DEVICES = ("auto", "cpu", "cuda")
-MODES = ("fp32", "int8", "bf16")
+MODES = ("fp32", "int8", "bf16", "ov-fp32")
 EXECUTORS = ("local", "ray")
 # Rows per inference call: far above what any memory budget picks (engine.default_batch_size caps at 16,384),
 # low enough that a typo such as 10**12 is refused instead of allocating.
@@ -44,7 +44,7 @@ class Execution:
         part of a result's definition: float64 sums are accumulated per batch and shard.
     threads : int, optional
         onnxruntime threads of this process, or of each Ray worker (default 1 there).
-    mode : {"fp32", "int8", "bf16"}
+    mode : {"fp32", "int8", "bf16", "ov-fp32"}
         ``fp32`` is the reference; ``int8`` (onnxruntime QDQ convolutions) and ``bf16``
         (the generator's convolutions in OpenVINO bf16, on CPUs with AVX-512 BF16 or AMX,
         then the classifier in onnxruntime fp32; extra ``openvino``)
@@ -128,6 +128,10 @@ class Execution:
             from corrkit._core.openvino import check_available
 
             check_available()
+        if self.mode == "ov-fp32":
+            from corrkit._core.openvino import _openvino
+
+            _openvino()
 
     def to_dict(self) -> dict:
         return asdict(self)

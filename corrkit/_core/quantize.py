@@ -19,7 +19,7 @@ import numpy as np
 from corrkit.errors import CorrkitError
 from corrkit._core.rewrite import THIN
 
-MODES = ("fp32", "int8", "bf16")
+MODES = ("fp32", "int8", "bf16", "ov-fp32")
 
 
 def check_mode(mode: str) -> str:
