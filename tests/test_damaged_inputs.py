@@ -183,6 +183,8 @@ RUN_DAMAGE = {  # name -> (how, what the error line names)
                                                                                       dtype=object))), "pickle"),
     "apcr_wrong_shape": (lambda r: _set_arrays(r, lambda a: a.update(apcr=a["apcr"][:, :3])), "does not fit"),
     "curves_one_step": (lambda r: _set_arrays(r, lambda a: a.update(curves=a["curves"][:, :1])), "2m+1"),
+    "contributions_not_the_apcr": (lambda r: _set_arrays(r, lambda a: a.update(contributions=2 * a["contributions"])),
+                                   "do not average"),
     "curves_wrong_classes": (lambda r: _set_arrays(r, lambda a: a.update(curves=a["curves"][:, :, :3])),
                              "`curves` has shape"),
     "labels_out_of_range": (lambda r: _set_arrays(r, lambda a: a.update(labels=a["labels"] + 10)), "`labels`"),

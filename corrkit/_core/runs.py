@@ -62,21 +62,23 @@ def _is_number(v, lo: float = -np.inf) -> bool:
 def _arrays_problem(a: Mapping) -> str | None:
     """What is wrong with an APCR run's arrays (names, kinds, shapes, labels, counts, finite values), or ``None``."""
     sizes: dict[str, int] = {}
-    for name, (kind, dims) in {**RUN_ARRAYS, **OPTIONAL_ARRAYS}.items():
-        if name not in a:
-            if name in OPTIONAL_ARRAYS:
-                continue
-            return f"apcr.npz has no array `{name}`"
-        v = a[name]
-        if not _KINDS[kind](v.dtype):
-            return f"`{name}` holds {v.dtype}, expected {kind}s"
-        if v.ndim != len(dims):
-            return f"`{name}` has shape {list(v.shape)}, expected [{', '.join(dims)}]"
-        for d, n in zip(dims, v.shape):
-            if sizes.setdefault(d, n) != n:
-                return f"`{name}` has shape {list(v.shape)}, which does not fit the other arrays ({d} = {sizes[d]})"
-    if min(sizes.values()) < 1 or sizes["S"] % 2 == 0 or sizes["S"] < 3:
-        return f"array sizes {sizes} are impossible (every size >= 1, S = 2m+1 steps >= 3)"
+    # the arrays every run has first (their sizes define the run's), then those kept since error bars landed
+    for table in (RUN_ARRAYS, OPTIONAL_ARRAYS):
+        for name, (kind, dims) in table.items():
+            if name not in a:
+                if table is OPTIONAL_ARRAYS:
+                    continue
+                return f"apcr.npz has no array `{name}`"
+            v = a[name]
+            if not _KINDS[kind](v.dtype):
+                return f"`{name}` holds {v.dtype}, expected {kind}s"
+            if v.ndim != len(dims):
+                return f"`{name}` has shape {list(v.shape)}, expected [{', '.join(dims)}]"
+            for d, n in zip(dims, v.shape):
+                if sizes.setdefault(d, n) != n:
+                    return f"`{name}` has shape {list(v.shape)}, which does not fit the other arrays ({d} = {sizes[d]})"
+        if table is RUN_ARRAYS and (min(sizes.values()) < 1 or sizes["S"] % 2 == 0 or sizes["S"] < 3):
+            return f"array sizes {sizes} are impossible (every size >= 1, S = 2m+1 steps >= 3)"
     labels, counts, c = a["labels"], a["counts"], sizes["C"]
     if labels.min() < 0 or labels.max() >= c:
         return f"`labels` outside the classes 0..{c - 1}"
