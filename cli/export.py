@@ -25,6 +25,24 @@ def need_torch() -> None:
         raise MissingExtraError("torch", "train")
 
 
+def bundle_out(name: str, extra: str = "") -> Optional[Path]:
+    """The ``--out`` option of a command that writes built-in bundle ``name`` (``bundle_style`` ...)."""
+    return typer.Option(None, help=f"Bundle folder{extra} (default: build/{name}). `--out corrkit/{name}` in a "
+                        "checkout refreshes the shipped one.")
+
+
+DataDirOpt = typer.Option(None, "--data-dir", help="Fashion-MNIST IDX folder.")
+
+
+def build_bundle(module: str, work: Path, out: Optional[Path], *args) -> None:
+    """``corrkit.export.<module>.build(work, out or its OUT, *args)``, then the new bundle's metrics as JSON."""
+    import importlib
+
+    need_torch()
+    mod = importlib.import_module(f"corrkit.export.{module}")
+    c.echo_json(mod.build(work, out or mod.OUT, *args)["metrics"])
+
+
 @app.command("train")
 @c.handles_errors
 @c.checks_options("export train")
@@ -42,16 +60,10 @@ def train(work: Path = typer.Option(Path("build/train"), help="Checkpoint folder
 @c.handles_errors
 @c.checks_options("export bundle")
 def bundle(work: Path = typer.Option(Path("build/train"), help="Folder written by `corrkit export train`."),
-           out: Optional[Path] = typer.Option(None, help="Bundle folder, with the torch weights in its weights/ "
-                                              "(default: build/bundle). `--out corrkit/bundle` in a checkout "
-                                              "refreshes the shipped bundle and its torch weights."),
-           data_dir: Optional[Path] = typer.Option(None)):
+           out: Optional[Path] = bundle_out("bundle", ", with the torch weights in its weights/"),
+           data_dir: Optional[Path] = DataDirOpt):
     """Select the generator, export both models to ONNX (validated) and write the card."""
-    need_torch()
-    from corrkit.export.bundle import OUT, build
-
-    card = build(work, out or OUT, data_dir)
-    c.echo_json(card["metrics"])
+    build_bundle("bundle", work, out, data_dir)
 
 
 @app.command("train-style")
@@ -72,33 +84,20 @@ def train_style(work: Path = typer.Option(Path("build/train"), help="Checkpoint 
 @c.handles_errors
 @c.checks_options("export bundle-style")
 def bundle_style(work: Path = typer.Option(Path("build/train"), help="Folder written by `corrkit export train-style`."),
-                 out: Optional[Path] = typer.Option(None, help="Bundle folder (default: build/bundle_style). "
-                                                    "`--out corrkit/bundle_style` in a checkout refreshes the "
-                                                    "shipped one."),
-                 data_dir: Optional[Path] = typer.Option(None)):
+                 out: Optional[Path] = bundle_out("bundle_style"), data_dir: Optional[Path] = DataDirOpt):
     """Select the style generator, export mapping and synthesis to ONNX (validated) and write the card."""
-    need_torch()
-    from corrkit.export.bundle_style import OUT, build
-
-    card = build(work, out or OUT, data_dir)
-    c.echo_json(card["metrics"])
+    build_bundle("bundle_style", work, out, data_dir)
 
 
 @app.command("attributes")
 @c.handles_errors
 @c.checks_options("export attributes")
 def attributes(work: Path = typer.Option(Path("build/attributes"), help="Checkpoint folder (a killed run resumes)."),
-               out: Optional[Path] = typer.Option(None, help="Bundle folder (default: build/bundle_attributes). "
-                                                  "`--out corrkit/bundle_attributes` in a checkout refreshes the "
-                                                  "shipped one."),
-               epochs: int = typer.Option(4), data_dir: Optional[Path] = typer.Option(None)):
+               out: Optional[Path] = bundle_out("bundle_attributes"), epochs: int = typer.Option(4),
+               data_dir: Optional[Path] = DataDirOpt):
     """Train the built-in multi-label attribute classifier (footwear, upper body, dark, large) and write the
     attribute bundle beside the built-in generator (`classifier_output: sigmoid`)."""
-    need_torch()
-    from corrkit.export.attributes import OUT, build
-
-    card = build(work, out or OUT, data_dir, epochs)
-    c.echo_json(card["metrics"])
+    build_bundle("attributes", work, out, data_dir, epochs)
 
 
 @app.command("model")
