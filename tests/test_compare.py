@@ -97,3 +97,28 @@ def test_shipped_sets_join_by_default_with_intervals():
         lo, hi = m["mean_strongest_apcr_interval"]
         assert lo < m["mean_strongest_apcr"] < hi
     assert list(compare(None, with_shipped=False, **kw)["methods"]) == ["coordinate", "random"]
+    # paired differences to the strongest method, over the same resamples of the shared codes
+    p = s["paired"]
+    means = {k: m["mean_strongest_apcr"] for k, m in s["methods"].items()}
+    assert p["reference"] == max(means, key=means.get) and set(p["methods"]) == set(means) - {p["reference"]}
+    for name, d in p["methods"].items():
+        assert d["difference"] == pytest.approx(means[name] - means[p["reference"]], abs=1e-5)
+        assert d["interval"][0] <= d["difference"] + 1e-5 and d["difference"] <= d["interval"][1] + 1e-5
+
+
+def test_paired_difference_of_a_method_with_itself_is_exactly_zero():
+    from corrkit.methods.compare import paired_differences
+    from corrkit.methods.sequential import apcr
+
+    kw = dict(samples_per_class=3, steps=1)
+    a = apcr(None, directions=np.eye(100, dtype=np.float32)[:6], **kw)
+    b = apcr(None, directions=np.eye(100, dtype=np.float32)[:6], **kw)
+    c = apcr(None, directions=np.eye(100, dtype=np.float32)[6:12], **kw)
+    p = paired_differences({"a": a, "b": b, "c": c})
+    twin = "b" if p["reference"] == "a" else "a"
+    if p["reference"] in ("a", "b"):
+        assert p["methods"][twin] == {"difference": 0.0, "interval": [0.0, 0.0]}
+    else:
+        assert p["methods"]["a"] == p["methods"]["b"]
+    other = apcr(None, directions=np.eye(100, dtype=np.float32)[:6], seed=5, **kw)  # other codes: not paired
+    assert paired_differences({"a": a, "other": other}) is None

@@ -55,7 +55,7 @@ def summarize(result: APCRResult, rows: slice | None = None) -> dict:
     has = np.isfinite(a).any(axis=0)
     strongest = np.where(has, np.nan_to_num(a, nan=-np.inf).max(axis=0), np.nan)
     best = np.nan_to_num(a, nan=-1).argmax(axis=0)
-    iv, mean_iv = _strongest_intervals(result, rows, best, has)
+    iv, mean_iv, _ = _strongest_intervals(result, rows, best, has)
     return {
         "n_directions": int(a.shape[0]),
         "strongest_apcr": [float(np.round(v, 5)) if h else None for v, h in zip(strongest, has)],
@@ -74,7 +74,7 @@ def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.nda
     from corrkit.methods.bootstrap import percentiles, resample_weights
 
     if result.contributions is None:
-        return None, None
+        return None, None, None
     x = result.contributions if rows is None else result.contributions[rows]
     weights = resample_weights(result.labels, result.apcr.shape[1])
     iv, draws, whole = [], [], True
@@ -88,8 +88,37 @@ def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.nda
             b = x[best[j], result.labels == j] @ w
             draws.append(b)
             iv.append([round(v, 5) for v in percentiles(b)])
-    mean = [round(v, 5) for v in percentiles(np.mean(draws, axis=0))] if draws and whole else None
-    return iv, mean
+    pooled = np.mean(draws, axis=0) if draws and whole else None  # [B]: the mean strongest APCR per resample
+    return iv, (None if pooled is None else [round(v, 5) for v in percentiles(pooled)]), pooled
+
+
+def paired_differences(runs: dict[str, APCRResult]) -> dict | None:
+    """SPEC §11 for the yardstick itself: each method's mean strongest APCR minus the strongest method's, with
+    the 95% interval of that difference over the *same* resamples of the codes the methods share.
+
+    Every method is run on the same class sets (same seed, same model), so resample ``b`` of the codes is one
+    resample for all of them and the difference's interval is far tighter than two intervals side by side.
+    ``None`` when the runs do not share their codes or keep no contributions.
+    """
+    from corrkit.methods.bootstrap import percentiles
+
+    first = next(iter(runs.values()), None)
+    if first is None or any(r.contributions is None or not np.array_equal(r.labels, first.labels)
+                            or not np.array_equal(r.latents, first.latents) for r in runs.values()):
+        return None
+    pooled, point = {}, {}
+    for name, r in runs.items():
+        has = np.isfinite(r.apcr).any(axis=0)
+        best = np.nan_to_num(r.apcr, nan=-1).argmax(axis=0)
+        pooled[name] = _strongest_intervals(r, None, best, has)[2]
+        point[name] = float(np.nanmax(r.apcr, axis=0)[has].mean()) if has.any() else None
+    if any(v is None for v in pooled.values()) or any(v is None for v in point.values()):
+        return None
+    top = max(point, key=point.get)
+    return {"reference": top, "methods": {
+        name: {"difference": round(point[name] - point[top], 5),
+               "interval": [round(v, 5) for v in percentiles(pooled[name] - pooled[top])]}
+        for name in runs if name != top}}
 
 
 def load_directions(path: str | Path) -> tuple[np.ndarray, dict]:
@@ -221,7 +250,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
         sets[name] = (d, {"seconds": round(time.perf_counter() - t, 3)})
     sets.update(given)
     pool = ex.pool(engine)
-    report, table = progress or (lambda *a: None), {}
+    report, table, runs = progress or (lambda *a: None), {}, {}
     t0 = time.perf_counter()
     try:
         for name, (d, extra) in sets.items():
@@ -231,13 +260,15 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
                      out=Path(out) / name if out is not None else None,
                      progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
             table[name] = {**summarize(r), **extra, "apcr_seconds": round(r.seconds, 3)}
+            runs[name] = r
             if name == "sefa" and sefa_top * per_layer < len(d):
                 rows = _first_rows(sefa_top, len(d) // per_layer, per_layer)
                 table[f"sefa_top{sefa_top}"] = summarize(r, rows)
     finally:
         if pool is not None:
             pool.close()
-    summary = {"classes": list(bundle.classes), "methods": table,
+    paired = paired_differences(runs)
+    summary = {"classes": list(bundle.classes), "methods": table, **({"paired": paired} if paired else {}),
                "params": {"samples_per_class": samples_per_class, "steps": steps, "delta": delta, "seed": seed,
                           "executor": ex.executor, **(bundle.style.space.record() if bundle.style else {})},
                "seconds": round(time.perf_counter() - t0, 2)}

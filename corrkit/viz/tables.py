@@ -173,6 +173,12 @@ def compare_table(summary: dict) -> None:
         print(f"{name:16s} {m['n_directions']:4d} {strongest:>27s} "
               f"{(m['mean_selectivity'] or float('nan')):17.2f} {secs} {run_s}  "
               + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()))
+    paired = summary.get("paired")
+    if paired:
+        print(f"mean strongest APCR minus {paired['reference']}'s, 95% interval over the same resamples of the "
+              "shared codes (an interval below 0: a real gap):")
+        print("  " + ", ".join(f"{name} {d['difference']:+.3f} {interval_text(*d['interval'], digits=3)}"
+                               for name, d in paired["methods"].items()))
 
 
 PROBES = (("codes", "codes"), ("codes_shuffled_labels", "shuffled labels"), ("prior", "prior samples"))
