@@ -31,7 +31,7 @@ from corrkit.kernels._config import CACHE, FASTMATH
 # onnxruntime's threads on this 2-core machine), and the cores belong to onnxruntime.
 @njit(fastmath=FASTMATH, cache=CACHE)
 def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum, down_sum, contrib_sum,
-                curves_sq_sum):
+                curves_sq_sum, c0):
     n_rows = probs.shape[0]
     n_cls = probs.shape[1]
     per_code = n_dirs * 2 * m
@@ -56,7 +56,7 @@ def _accumulate(probs, p0, base, labels, n_dirs, m, curves_sum, apcr_sum, up_sum
                 d = p_j - b_j
                 apcr_sum[i, j] += abs(d) / b_j
                 if per_code_sums:
-                    contrib_sum[i, c] += abs(d) / b_j
+                    contrib_sum[i, c - c0] += abs(d) / b_j
                     curves_sq_sum[i, kk, j] += p_j * p_j
                 if s < m:
                     down_sum[i, j] += d
@@ -113,14 +113,18 @@ def accumulate(sums: dict[str, np.ndarray], probs: np.ndarray, p0: int, base: np
     contrib = sums.get("contrib_sum")
     if contrib is None:
         contrib = np.zeros((n_dirs, 0))
+    c0 = int(sums.get("contrib_first", 0))  # a shard's per-code sums hold its own codes only (corrkit._core.shards)
+    per_code = n_dirs * 2 * m
+    first, last = p0 // per_code, (p0 + len(probs) - 1) // per_code
     sq = sums.get("curves_sq_sum")
-    if contrib.shape[1] and (contrib.shape != (n_dirs, len(labels)) or sq is None
-                             or sq.shape != (n_dirs, n_steps, n_cls)):
-        raise ValueError(f"per-code sums {contrib.shape} do not fit [K, M] = [{n_dirs}, {len(labels)}]")
+    if contrib.shape[1] and (contrib.shape[0] != n_dirs or first < c0 or last - c0 >= contrib.shape[1]
+                             or sq is None or sq.shape != (n_dirs, n_steps, n_cls)):
+        raise ValueError(f"per-code sums {contrib.shape} from code {c0} do not hold codes {first}..{last} of "
+                         f"[K, M] = [{n_dirs}, {len(labels)}]")
     if sq is None or not contrib.shape[1]:
         sq = np.zeros((n_dirs, n_steps, 0))
     _accumulate(probs, int(p0), base, labels, n_dirs, m, curves, sums["apcr_sum"], sums["up_sum"],
-                sums["down_sum"], contrib, sq)
+                sums["down_sum"], contrib, sq, c0)
 
 
 def finalize(sums: dict[str, np.ndarray], base: np.ndarray, labels: np.ndarray, m: int) -> dict[str, np.ndarray]:

@@ -46,7 +46,8 @@ def _shard_parts(bundle, run, dirs, size):
 
 
 def _fold(parts, dirs):
-    total = kern.new_sums(len(dirs), 2, 10, parts[0]["contrib_sum"].shape[1])
+    width = max(int(p["contrib_first"]) + p["contrib_sum"].shape[1] for p in parts)  # the run's M codes
+    total = kern.new_sums(len(dirs), 2, 10, width)
     for part in parts:
         shards.fold(total, part)
     return total
@@ -77,3 +78,16 @@ def test_shard_size_is_recorded_and_moves_at_most_the_last_bits(bundle, run, dir
     assert other.params["shard_points"] == 64 and run.params["shard_points"] == 32
     np.testing.assert_allclose(other.apcr, run.apcr, rtol=1e-12)
     np.testing.assert_allclose(other.curves, run.curves, rtol=1e-12, atol=1e-15)
+
+
+def test_shard_slices_of_per_code_sums_fold_to_the_one_shard_whole(bundle, run, dirs):
+    """Each shard keeps the per-code sums of its own codes only (from ``contrib_first``); folded into place
+    they equal one shard over the whole grid holding every code, bit for bit (a code's slot adds its points in
+    grid order either way); the class sums of squares agree to the last bits (their fold order differs)."""
+    small = _shard_parts(bundle, run, dirs, 32)
+    assert all(p["contrib_sum"].shape[1] <= 2 for p in small)  # a 32-point shard touches at most 2 codes
+    one = _shard_parts(bundle, run, dirs, 10**9)
+    assert len(one) == 1 and one[0]["contrib_first"] == 0 and one[0]["contrib_sum"].shape[1] == len(run.labels)
+    folded, whole = _fold(small, dirs), _fold(one, dirs)
+    assert np.array_equal(folded["contrib_sum"], whole["contrib_sum"])
+    np.testing.assert_allclose(folded["curves_sq_sum"], whole["curves_sq_sum"], rtol=1e-12)

@@ -77,7 +77,13 @@ def shard_sums(
     with the next grid index after each batch; ``buf`` (float32 ``[batch, N]``) is reused if given.
     """
     grid = task.grid
-    sums = kern.new_sums(len(grid.directions), grid.steps, task.base.shape[1], len(task.labels))
+    n_dirs, n_cls = len(grid.directions), task.base.shape[1]
+    sums = kern.new_sums(n_dirs, grid.steps, n_cls)
+    # per-code sums of this shard's own codes only, from code `contrib_first` (fold puts them in place)
+    per_code = n_dirs * 2 * grid.steps
+    c_lo, c_hi = p0 // per_code, (max(p1, p0 + 1) - 1) // per_code
+    sums.update(contrib_sum=np.zeros((n_dirs, c_hi - c_lo + 1)), contrib_first=c_lo,
+                curves_sq_sum=np.zeros((n_dirs, 2 * grid.steps + 1, n_cls)))
     if buf is None:
         buf = np.empty((engine.batch_size, grid.latents.shape[1]), np.float32)
     for q0 in range(p0, p1, engine.batch_size):
@@ -91,9 +97,17 @@ def shard_sums(
 
 
 def fold(total: dict[str, np.ndarray], part: dict[str, np.ndarray]) -> None:
-    """``total += part``, in place; called once per shard, in ascending shard order."""
+    """``total += part``, in place; called once per shard, in ascending shard order.
+
+    A shard's ``contrib_sum`` covers its own codes, from ``contrib_first``: it is added into those
+    columns of the run's ``[K, M]`` (a code's slots outside its shards stay the zeros they start as).
+    """
     for key in SUM_KEYS:
-        total[key] += part[key]
+        if key == "contrib_sum" and "contrib_first" in part:
+            c0 = int(part["contrib_first"])
+            total[key][:, c0:c0 + part[key].shape[1]] += part[key]
+        else:
+            total[key] += part[key]
 
 
 def run_local(
