@@ -111,7 +111,8 @@ def paired_differences(runs: dict[str, APCRResult]) -> dict | None:
         has = np.isfinite(r.apcr).any(axis=0)
         best = np.nan_to_num(r.apcr, nan=-1).argmax(axis=0)
         pooled[name] = _strongest_intervals(r, None, best, has)[2]
-        point[name] = float(np.nanmax(r.apcr, axis=0)[has].mean()) if has.any() else None
+        strongest = np.nan_to_num(r.apcr, nan=-np.inf).max(axis=0)  # a class without codes: -inf, left out
+        point[name] = float(strongest[has].mean()) if has.any() else None
     if any(v is None for v in pooled.values()) or any(v is None for v in point.values()):
         return None
     top = max(point, key=point.get)
