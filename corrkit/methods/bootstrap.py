@@ -100,6 +100,23 @@ def percentiles(values: np.ndarray, level: float = defaults.BOOTSTRAP_LEVEL) -> 
     return float(lo), float(hi)
 
 
+def mean_interval(draws: list[np.ndarray], spans: list, complete: bool = True,
+                  level: float = defaults.BOOTSTRAP_LEVEL) -> tuple[float, float] | None:
+    """The interval of the mean of several resampled statistics (one ``[B]`` per class or pair, resample ``b``
+    of each drawn together, :func:`resample_weights`), as control, translate and compare report it.
+
+    ``None`` when not ``complete`` (a member had one code) or nothing was measured; when the mean does not
+    vary over the resamples, the mean of the members' own intervals ``spans`` (``(lo, hi)`` each) instead of
+    a zero-width one.
+    """
+    if not (draws and complete):
+        return None
+    pooled = np.mean(draws, axis=0)
+    if np.ptp(pooled) <= 1e-12:
+        return tuple(float(v) for v in np.mean(np.asarray(spans, np.float64), axis=0))
+    return percentiles(pooled, level)
+
+
 def constant_share_interval(value: float, n: int, level: float = defaults.BOOTSTRAP_LEVEL) -> tuple[float, float]:
     """The exact (Clopper–Pearson) interval of a share when all ``n`` codes had the same outcome.
 

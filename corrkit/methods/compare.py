@@ -71,7 +71,7 @@ def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.nda
     """SPEC §11: per class the 95% bootstrap interval of its strongest direction's APCR, and of their mean
     over classes (resample ``b`` of every class at once, the run's resamples); ``(None, None)`` for a run
     without per-code contributions. A class with one code gets ``[0, None]`` and the mean none."""
-    from corrkit.methods.bootstrap import percentiles, resample_weights
+    from corrkit.methods.bootstrap import mean_interval, percentiles, resample_weights
 
     if result.contributions is None:
         return None, None, None
@@ -89,7 +89,8 @@ def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.nda
             draws.append(b)
             iv.append([round(v, 5) for v in percentiles(b)])
     pooled = np.mean(draws, axis=0) if draws and whole else None  # [B]: the mean strongest APCR per resample
-    return iv, (None if pooled is None else [round(v, 5) for v in percentiles(pooled)]), pooled
+    mean = mean_interval(draws, [v for v in iv if v is not None], whole)
+    return iv, (None if mean is None else [round(v, 5) for v in mean]), pooled
 
 
 def paired_differences(runs: dict[str, APCRResult]) -> dict | None:

@@ -151,7 +151,7 @@ def ratio_intervals(run, opt: np.ndarray, k: int, measured: np.ndarray) -> tuple
     """SPEC §11: 95% intervals of ``IR_j`` and of their mean, ``C_j^seq`` re-ranked in every resample of the
     run's codes (:func:`corrkit.methods.bootstrap.resample_weights`, the resamples of its APCR intervals),
     ``C_j^opt`` held fixed. A class with one code gets ``[0, 1]`` and leaves the mean without one."""
-    from corrkit.methods.bootstrap import percentiles, resample_weights
+    from corrkit.methods.bootstrap import mean_interval, percentiles, resample_weights
 
     if getattr(run, "contributions", None) is None:
         return None, None
@@ -168,4 +168,4 @@ def ratio_intervals(run, opt: np.ndarray, k: int, measured: np.ndarray) -> tuple
         b = np.isin(tops, opt[j]).sum(axis=0) / k
         iv[j] = percentiles(b)
         draws.append(b)
-    return iv, (percentiles(np.mean(draws, axis=0)) if draws and whole else None)
+    return iv, mean_interval(draws, iv[measured], whole)

@@ -218,7 +218,7 @@ def success_intervals(outcome: dict, labels: np.ndarray, n_classes: int) -> tupl
     """SPEC §11: ``[C, C, 2]`` 95% intervals of each measured pair's success (``[0, 1]`` for a source with one
     code, NaN where not measured) and the interval of the mean off-diagonal success: resample ``b`` of every
     source class at once, the run's resamples (:func:`corrkit.methods.bootstrap.resample_weights`)."""
-    from corrkit.methods.bootstrap import percentiles, resample_weights, share_interval
+    from corrkit.methods.bootstrap import mean_interval, resample_weights, share_interval
 
     weights = resample_weights(labels, n_classes)
     iv = np.full((n_classes, n_classes, 2), np.nan)
@@ -230,12 +230,7 @@ def success_intervals(outcome: dict, labels: np.ndarray, n_classes: int) -> tupl
             continue
         iv[j, tgt], b = share_interval(x, weights[j])
         draws.append(b)
-    mean = None
-    if draws and whole:
-        pooled = np.mean(draws, axis=0)
-        spans = np.array([iv[j, tgt] for j, tgt in sorted(outcome)])  # no spread: the pairs' own intervals
-        mean = tuple(map(float, spans.mean(axis=0))) if np.ptp(pooled) <= 1e-12 else percentiles(pooled)
-    return iv, mean
+    return iv, mean_interval(draws, [iv[j, tgt] for j, tgt in sorted(outcome)], whole)
 
 
 def _pictures(bundle, run, result: TranslationResult, out: Path, explicit: bool, draw, rows: int = 4) -> None:
