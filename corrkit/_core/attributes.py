@@ -28,8 +28,8 @@ def concept_names(attributes: list[str]) -> list[str]:
 
 
 def is_attributes(bundle) -> bool:
-    """Whether ``bundle`` (or an engine built on one) scores attributes rather than softmax classes."""
-    return getattr(bundle, "classifier_output", None) == SIGMOID or bool(getattr(bundle, "attributes", None))
+    """Whether ``bundle`` scores attributes rather than softmax classes (``expand`` set its ``attributes``)."""
+    return bool(getattr(bundle, "attributes", None))
 
 
 def expand(bundle):
@@ -44,17 +44,10 @@ def expand(bundle):
 
 def flipped(scores: np.ndarray, j: int, attributes: bool) -> np.ndarray:
     """Whether each row of scores ``[..., C]`` has left concept ``j``: argmax elsewhere (softmax classes),
-    or concept ``j``'s score below 1/2 (attributes)."""
+    or concept ``j``'s score below 1/2 (attributes). A row has reached concept ``j`` when it has not left it."""
     if attributes:
         return scores[..., j] < FLIP_AT
     return scores.argmax(-1) != j
-
-
-def reached(scores: np.ndarray, target: int, attributes: bool) -> np.ndarray:
-    """Whether each row has reached concept ``target`` (its argmax, or its score at least 1/2)."""
-    if attributes:
-        return scores[..., target] >= FLIP_AT
-    return scores.argmax(-1) == target
 
 
 def partner(j: int, n_concepts: int) -> int:

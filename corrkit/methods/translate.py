@@ -161,7 +161,7 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
     c = bundle.n_classes
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= bundle.latent_dim:
         raise CorrkitError(f"--top-k must be between 1 and {bundle.latent_dim} (got {top_k})")
-    from corrkit._core.attributes import is_attributes, partner, reached as has_reached
+    from corrkit._core.attributes import flipped, is_attributes, partner
 
     attrs = is_attributes(bundle)
     explicit = pairs is not None
@@ -197,7 +197,7 @@ def translate(bundle=None, *, run=None, pairs: list[tuple[int, int]] | None = No
         p = engine.probabilities(np.concatenate(pts).reshape(-1, z.shape[1]))
         p = p.reshape(len(targets), steps, len(z), -1)
         for r, tgt in enumerate(targets):
-            hit = has_reached(p[r], tgt, attrs)  # [A, M]: argmax is the target (an attribute: its score >= 1/2)
+            hit = ~flipped(p[r], tgt, attrs)  # [A, M]: argmax is the target (an attribute: its score >= 1/2)
             success[:, j, tgt] = hit.mean(axis=1)
             reached[j, tgt] = hit.any(axis=0).mean()
             outcome[(j, tgt)] = hit[-1]
