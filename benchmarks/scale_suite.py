@@ -14,7 +14,11 @@ this process and on the same codes:
   is its own: an 80-code, 32-direction, 2-step grid, the batch size corrkit chooses
   (recorded), and for the fast modes the fidelity every run prints (SPEC §10);
 - PyTorch eager on the same torch modules: fp32 NCHW, fp32 channels-last, bf16 autocast
-  channels-last (the images converted to channels-last before the classifier).
+  channels-last (the images converted to channels-last before the classifier), each the best
+  of its calls on one batch of 32;
+- PyTorch eager fp32 and bf16 channels-last on the fp32 run's whole grid, sustained as
+  ``corrkit apcr`` is (:func:`torch_grid`; DCGANs only), with bf16's own fidelity against
+  corrkit's fp32 APCR.
 
 Prints a Markdown table (points/s and ratios to PyTorch fp32 and bf16 channels-last).
 """
@@ -73,7 +77,7 @@ def _apcr_child(folder: str, mode: str, latents, q, space: str = "z", codes: int
         d, norm = space_directions(b, np.eye(b.style.w_dim, dtype=np.float32)[:DIRECTIONS])
     r = apcr(b, directions=d, normalize_directions=norm, samples_per_class=codes, steps=2, latents=latents,
              execution=Execution(device="cpu", mode=mode))
-    q.put({"apcr": r.apcr, "latents": r.latents, "points_per_second": r.points / r.seconds,
+    q.put({"apcr": r.apcr, "latents": r.latents, "labels": r.labels, "points_per_second": r.points / r.seconds,
            "points": int(r.points), "seconds": r.seconds,
            "batch_size": r.params["batch_size"], "batch_size_source": r.params.get("batch_size_source"),
            "rewrites": r.params.get("rewrites"), "fidelity": r.params.get("fidelity"),
@@ -125,6 +129,45 @@ def torch_rows(generator, classifier, x: np.ndarray) -> dict[str, float]:
     return out
 
 
+def torch_grid(generator, classifier, ref: dict, space: str, bf16: bool, batch: int = BATCH) -> dict:
+    """PyTorch eager, channels-last, on the fp32 run's whole grid: the same codes, points and reduction, timed whole.
+
+    The loop a user would write around the torch modules (grid points in batches of ``batch``,
+    generator, classifier, softmax, the APCR sums), sustained over every point, as ``corrkit apcr``
+    end to end is, rather than the best single call of :func:`torch_rows`. Returns points per
+    second and the APCR (for its own fidelity against corrkit's fp32).
+    """
+    import torch
+
+    from corrkit._core.grid import Grid
+    from corrkit.kernels import apcr as kern
+
+    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    fmt = torch.channels_last
+    gm, qm = generator.to(memory_format=fmt), classifier.to(memory_format=fmt)
+    latents, labels = ref["latents"], ref["labels"]
+    n = latents.shape[1]
+    d = np.eye(n, dtype=np.float32)[:DIRECTIONS]
+
+    @torch.no_grad()
+    def probs(z):
+        x = torch.from_numpy(z).reshape(len(z), n, 1, 1) if space == "z" else torch.from_numpy(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return torch.softmax(qm(gm(x).contiguous(memory_format=fmt)).float(), 1).numpy()
+
+    probs(np.ascontiguousarray(latents[:batch]))  # warm, as corrkit's engine is warm before its clock starts
+    t0 = time.perf_counter()
+    base = np.concatenate([probs(latents[s:s + batch]) for s in range(0, len(latents), batch)])
+    grid = Grid(latents, d, 2, 0.5)
+    sums = kern.new_sums(len(d), 2, base.shape[1], len(latents))
+    for q0 in range(0, grid.n_points, batch):
+        q1 = min(q0 + batch, grid.n_points)
+        kern.accumulate(sums, probs(grid.points(q0, q1)), q0, base, labels, 2)
+    seconds = time.perf_counter() - t0
+    return {"points_per_second": (grid.n_points + len(latents)) / seconds,
+            "apcr": kern.finalize(sums, base, labels, 2)["apcr"]}
+
+
 def _model(name: str, work: Path):
     """``(bundle in its space, space, codes per class, torch generator, torch classifier, torch input batch)``."""
     rng = np.random.default_rng(0)
@@ -164,8 +207,13 @@ def suite(sizes, modes, work: Path) -> dict:
             else:
                 r["whole_grid"] = whole_grid_fidelity(r["apcr"], ref["apcr"])
             rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
-            info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents")}
+            info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents", "labels")}
         rows.update(torch_rows(gen, cls, x))
+        if space == "z":  # the DCGANs: PyTorch on the same whole grid, sustained (style256 would take an hour)
+            for name, bf16 in (("fp32", False), ("bf16", True)):
+                t = torch_grid(gen, cls, ref, space, bf16)
+                rows[f"PyTorch eager {name} channels-last, whole grid"] = t["points_per_second"]
+                info[f"torch grid {name}"] = {"whole_grid": whole_grid_fidelity(t["apcr"], ref["apcr"])}
         results[size] = {"rows": rows, "info": info}
         print(table(size, rows, info), flush=True)
     return results
@@ -184,7 +232,7 @@ def table(size: int, rows: dict, info: dict) -> str:
         rss = f"{a['peak_rss_mb']:.0f} MB" if a else ""
         lines.append(f"| {name} | {pps:,.1f} | {pps / fp32:.2f} | {pps / bf16:.2f} | {batch} | {rss} |")
     for k, v in info.items():
-        if k.startswith("apcr") and v.get("whole_grid"):
+        if (k.startswith("apcr") or k.startswith("torch")) and v.get("whole_grid"):
             f = v["whole_grid"]
             lines.append(f"\n{k} on the fp32 run's codes, whole grid: max |ΔAPCR| {f['max_abs_delta_apcr']:.4f}, "
                          f"min top-10 overlap {f['min_top10_overlap']:.2f} ({f['top10_overlap']})")

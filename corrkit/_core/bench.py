@@ -47,8 +47,15 @@ def engine_call(bundle: Bundle, batch: int, **engine_kw):
     from corrkit._core.engine import Engine
 
     e = Engine(bundle, batch_size=batch, **engine_kw)
-    z = np.random.default_rng(0).standard_normal((batch, bundle.latent_dim)).astype(np.float32)
-    return lambda: e.probabilities(z), e
+    rng = np.random.default_rng(0)
+    if e.delta is None:
+        z = rng.standard_normal((batch, bundle.latent_dim)).astype(np.float32)
+        return lambda: e.probabilities(z), e
+    # bf16-delta: a batch of grid points of one code, each one step along an axis (what `apcr` feeds it)
+    code = rng.standard_normal((1, bundle.latent_dim)).astype(np.float32)
+    z = code + 0.5 * np.eye(bundle.latent_dim, dtype=np.float32)[np.arange(batch) % bundle.latent_dim]
+    near = (code, np.zeros(batch, np.int64))
+    return lambda: e.probabilities(z, near=near), e
 
 
 def corrkit_end_to_end(bundle: Bundle, mode: str = "fp32", device: str = "cpu", codes_per_class: int = 2,

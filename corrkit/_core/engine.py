@@ -109,12 +109,14 @@ def rewritten(model, backend: str = "onnxruntime"):
     """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each.
 
     ``backend="openvino"`` shapes the ConvTranspose phase form for OpenVINO's kernels
-    (DepthToSpace interleave, every layer: :func:`~corrkit._core.rewrite_transpose.transpose_rewrites`).
+    (DepthToSpace interleave, every layer: :func:`~corrkit._core.rewrite_transpose.transpose_rewrites`);
+    ``"delta"`` the same but for layers to fewer than 32 channels (``--mode bf16-delta``).
     """
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
-    kw = {"interleave": "depth_to_space", "min_side": 1} if backend == "openvino" else {}
+    kw = {"openvino": {"interleave": "depth_to_space", "min_side": 1},
+          "delta": {"interleave": "depth_to_space", "min_side": 1, "min_out_channels": 32}}.get(backend, {})
     model, done = transpose_rewrites(model, **kw)
     model, n_sub = subpixel_phase_form(model)
     model, n_split = thin_conv_split(model, max_out=4)
@@ -182,9 +184,11 @@ class Engine:
         Bind input and a preallocated output buffer (default: on for CUDA).
     check_probabilities : bool
         Verify rows are non-negative and sum to 1 (catches logits declared as probabilities).
-    mode : {"fp32", "int8", "bf16", "ov-fp32"}
+    mode : {"fp32", "int8", "bf16", "ov-fp32", "bf16-delta"}
         ``fp32`` is the reference; ``int8`` quantizes the convolutions (see :mod:`corrkit._core.quantize`);
-        ``bf16`` and ``ov-fp32`` run the generator part on OpenVINO (bf16, or fp32 arithmetic on its kernels).
+        ``bf16`` and ``ov-fp32`` run the generator part on OpenVINO (bf16, or fp32 arithmetic on its kernels);
+        ``bf16-delta`` runs grid points as bf16 changes from their codes (:mod:`corrkit._core.delta`; other
+        calls in fp32).
     autotune : bool, optional
         Measure the batch size when none is given (default, unless ``$CORRKIT_AUTOTUNE`` is
         ``0``: the test suite's setting, so its many small models are not each timed); False:
@@ -223,14 +227,30 @@ class Engine:
         # The rewrites write float32 weights: they serve float32 graphs only (an fp16 graph runs as exported).
         low = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
         can_rewrite = rewrite and all(t.data_type not in low for t in model.graph.initializer)
-        parts = None
+        parts, self.delta = None, None
+        if mode == "bf16-delta" and can_rewrite:
+            from corrkit._core.conventions import fixed_batch
+            from corrkit._core.delta import DeltaSession
+
+            if fixed_batch(model) is not None:
+                raise BundleError("--mode bf16-delta needs a model whose batch dimension is free; this one's is "
+                                  f"fixed at {fixed_batch(model)}: use --mode bf16")
+            m_ov, self.rewrites = rewritten(model, backend="delta")
+            from corrkit._core.delta import DEFAULT_CHUNK
+
+            # static chunks of at most the batch: a call never pads more rows than it brings
+            chunk = min(DEFAULT_CHUNK, batch_size or DEFAULT_CHUNK)
+            self.delta = DeltaSession(m_ov, threads or cpu_count(), chunk=chunk)
+        elif mode == "bf16-delta":
+            raise BundleError("--mode bf16-delta runs float32 graphs (this one has float16 or bfloat16 weights)")
         ov = mode in OPENVINO_PRECISION  # the generator on OpenVINO, the classifier in fp32 (openvino.Pipeline)
         if ov:
             from corrkit._core.openvino import split_at_classifier
 
             parts = split_at_classifier(model)
         if can_rewrite:
-            model, self.rewrites = rewritten(model, backend="openvino" if ov else "onnxruntime")
+            model, done = rewritten(model, backend="openvino" if ov else "onnxruntime")
+            self.rewrites = self.rewrites or done
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()
@@ -247,7 +267,7 @@ class Engine:
             self.rewrites = done or self.rewrites
         else:
             self.session = _ort_session(model, so, providers)
-        self.provider = self.session.get_providers()[0]
+        self.provider = self.session.get_providers()[0] if self.delta is None else self.delta.provider
         self.model = model
         from corrkit._core.conventions import fixed_batch
 
@@ -266,7 +286,8 @@ class Engine:
             autotune = os.environ.get("CORRKIT_AUTOTUNE", "1") != "0"
         if batch_size:
             self.batch_size, self.batch_source = int(batch_size), "given"
-        elif not autotune or self.fixed_batch is not None:
+        elif not autotune or self.fixed_batch is not None or self.delta is not None:
+            # bf16-delta: its session runs its own static chunks, whatever rows a call brings
             self.batch_size, self.batch_source = budget_rows, "memory budget"
         else:
             from corrkit._core import autotune as tune
@@ -305,18 +326,25 @@ class Engine:
         self.session.run_with_iobinding(b)
         return out.copy()
 
-    def probabilities(self, z: np.ndarray, describe: Callable[[int], str] | None = None) -> np.ndarray:
+    def probabilities(self, z: np.ndarray, describe: Callable[[int], str] | None = None,
+                      near: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """``S(z)`` for ``z`` float32 ``[B, N]``; returns float32 ``[B, C]``.
 
-        Raises :class:`ModelOutputError` on NaN/inf or non-probability rows, naming
-        the first bad row through ``describe(row)`` when given.
+        ``near = (refs [U, N], index [B])`` says row ``r`` lies near code ``refs[index[r]]`` (grid
+        points near their code): ``--mode bf16-delta`` then runs the rows as changes from their
+        codes (:mod:`corrkit._core.delta`); every other mode, and bf16-delta without it, ignores it
+        (bf16-delta then runs fp32). Raises :class:`ModelOutputError` on NaN/inf or
+        non-probability rows, naming the first bad row through ``describe(row)`` when given.
         """
         z = np.ascontiguousarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise BundleError(f"latent batch has shape {z.shape}, the model takes [batch, {self.latent_dim}]")
         parts = []
         for s in range(0, len(z), self.batch_size):
-            p = self._run(z[s:s + self.batch_size])
+            if near is not None and self.delta is not None:
+                p = self.delta.run(z[s:s + self.batch_size], near[0], near[1][s:s + self.batch_size])
+            else:
+                p = self._run(z[s:s + self.batch_size])
             self._check(p, s, describe)
             parts.append(p)
         return np.concatenate(parts) if parts else np.zeros((0, self.n_classes or 0), np.float32)

@@ -16,7 +16,8 @@ from corrkit._core.grid import check_whole
 from corrkit.errors import GridError
 
 DEVICES = ("auto", "cpu", "cuda")
-MODES = ("fp32", "int8", "bf16", "ov-fp32")
+MODES = ("fp32", "int8", "bf16", "ov-fp32", "bf16-delta")
+OPENVINO_MODES = ("bf16", "ov-fp32", "bf16-delta")
 EXECUTORS = ("local", "ray")
 # Rows per inference call: far above what any memory budget picks (engine.default_batch_size caps at 16,384),
 # low enough that a typo such as 10**12 is refused instead of allocating.
@@ -44,7 +45,7 @@ class Execution:
         part of a result's definition: float64 sums are accumulated per batch and shard.
     threads : int, optional
         onnxruntime threads of this process, or of each Ray worker (default 1 there).
-    mode : {"fp32", "int8", "bf16", "ov-fp32"}
+    mode : {"fp32", "int8", "bf16", "ov-fp32", "bf16-delta"}
         ``fp32`` is the reference; ``int8`` (onnxruntime QDQ convolutions) and ``bf16``
         (the generator's convolutions in OpenVINO bf16, on CPUs with AVX-512 BF16 or AMX,
         then the classifier in onnxruntime fp32; extra ``openvino``)
@@ -96,6 +97,9 @@ class Execution:
             raise GridError(f"--checkpoint-every must be a finite number of seconds >= 0 (got {c!r})")
         if self.executor == "local" and (self.ray_address is not None or self.workers is not None):
             raise GridError("--workers and a Ray address need --ray")
+        if self.executor == "ray" and self.mode in OPENVINO_MODES:
+            # Ray's workers run the driver's onnxruntime graph: they would compute fp32 and call it this mode
+            raise GridError(f"--mode {self.mode} runs on OpenVINO in this process; with --ray use --mode fp32 or int8")
 
     def engine(self, bundle):
         """The :class:`~corrkit._core.engine.Engine` of this process for ``bundle``.
@@ -124,7 +128,7 @@ class Execution:
             from corrkit._core.distributed import import_ray
 
             import_ray()
-        if self.mode == "bf16":
+        if self.mode in ("bf16", "bf16-delta"):
             from corrkit._core.openvino import check_available
 
             check_available()

@@ -337,7 +337,8 @@ def _interleave_weights(cout: int) -> np.ndarray:
 MIN_PHASE_SIDE = 8
 
 
-def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_side: int = MIN_PHASE_SIDE):
+def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_side: int = MIN_PHASE_SIDE,
+                              min_out_channels: int = 1):
     """Stride-2 ConvTranspose with output exactly twice its input -> one Conv to 4 Cout + an interleave.
 
     Taken when the output is exactly ``2 H x 2 W`` (``k + output_padding - pad_begin - pad_end
@@ -353,8 +354,11 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     ``"depth_to_space"``: DepthToSpace (DCR), then a Slice for the crop (slower on onnxruntime).
     Layers whose input is known to be smaller than ``min_side`` on a side are left as they
     are: there the extra row and column of the lined-up windows cost more than col2im saves
-    (a 4x4 input makes 25 conv positions for 16 pixels). Every other ConvTranspose is left
-    alone too. Returns the model and the count.
+    (a 4x4 input makes 25 conv positions for 16 pixels). Layers with fewer than
+    ``min_out_channels`` outputs are left whole too (``--mode bf16-delta``: OpenVINO's blocked
+    bf16 layout pads a 3-channel image to 16 channels, and the interleave and crop of the phase
+    form move that padded data at full resolution; its own bf16 deconvolution is faster there).
+    Every other ConvTranspose is left alone too. Returns the model and the count.
     """
     from onnx import helper, numpy_helper
 
@@ -374,6 +378,8 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
             if any(s is not None and s < min_side for s in sides):
                 continue
         kh, kw = w.shape[2:]
+        if w.shape[1] < min_out_channels:
+            continue
         pb, pe, op = a["pads"][:2], a["pads"][2:], a["output_padding"]
         if any(k + o - p0 - p1 != 2 for k, o, p0, p1 in zip((kh, kw), op, pb, pe)) or max(op) > 1:
             continue
@@ -415,11 +421,11 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
 
 
 def transpose_rewrites(model, phase_form: bool = True, interleave: str = "grouped_transpose",
-                       min_side: int = MIN_PHASE_SIDE):
+                       min_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1):
     """The three rewrites in order (fold first, so the others see folded weights): ``(model, counts)``.
 
-    ``phase_form=False`` keeps stride-2 ConvTransposes whole. ``interleave`` and ``min_side``
-    are :func:`conv_transpose_phase_form`'s: onnxruntime's CPU kernels want the grouped
+    ``phase_form=False`` keeps stride-2 ConvTransposes whole. ``interleave``, ``min_side`` and
+    ``min_out_channels`` are :func:`conv_transpose_phase_form`'s: onnxruntime's CPU kernels want the grouped
     transpose from 8x8 inputs up; OpenVINO (``--mode bf16``) wants DepthToSpace on every
     layer, because its one-hot grouped deconvolution is slow while its convolutions run on
     AMX (benchmarks/RESULTS.md).
@@ -428,7 +434,8 @@ def transpose_rewrites(model, phase_form: bool = True, interleave: str = "groupe
     steps = [("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
     if phase_form:
         steps.append(("conv_transpose_phase_form",
-                      lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side)))
+                      lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side,
+                                                          min_out_channels=min_out_channels)))
     for name, fn in steps:
         model, k = fn(model)
         if k:

@@ -89,7 +89,9 @@ def shard_sums(
     for q0 in range(p0, p1, engine.batch_size):
         q1 = min(q0 + engine.batch_size, p1)
         z = grid.points(q0, q1, out=buf[: q1 - q0])
-        probs = engine.probabilities(z, describe=lambda r, o=q0: grid.describe(o + r))
+        code = np.arange(q0, q1) // per_code  # each point's code: bf16-delta runs the changes from it
+        near = (grid.latents[code[0]:code[-1] + 1], code - code[0])
+        probs = engine.probabilities(z, describe=lambda r, o=q0: grid.describe(o + r), near=near)
         kern.accumulate(sums, probs, q0, task.base, task.labels, grid.steps)
         if progress is not None:
             progress(q1)
