@@ -286,8 +286,11 @@ class Engine:
             autotune = os.environ.get("CORRKIT_AUTOTUNE", "1") != "0"
         if batch_size:
             self.batch_size, self.batch_source = int(batch_size), "given"
-        elif not autotune or self.fixed_batch is not None or self.delta is not None:
-            # bf16-delta: its session runs its own static chunks, whatever rows a call brings
+        elif self.delta is not None:
+            # whole chunks of its static shape: a code's rows then fill them but for one partial chunk per code
+            c = self.delta.chunk
+            self.batch_size, self.batch_source = max(c, budget_rows // c * c), "memory budget, whole chunks"
+        elif not autotune or self.fixed_batch is not None:
             self.batch_size, self.batch_source = budget_rows, "memory budget"
         else:
             from corrkit._core import autotune as tune
