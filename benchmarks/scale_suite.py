@@ -77,7 +77,8 @@ def _apcr_child(folder: str, mode: str, latents, q, space: str = "z", codes: int
         d, norm = space_directions(b, np.eye(b.style.w_dim, dtype=np.float32)[:DIRECTIONS])
     r = apcr(b, directions=d, normalize_directions=norm, samples_per_class=codes, steps=2, latents=latents,
              execution=Execution(device="cpu", mode=mode))
-    q.put({"apcr": r.apcr, "latents": r.latents, "labels": r.labels, "points_per_second": r.points / r.seconds,
+    q.put({"apcr": r.apcr, "latents": r.latents, "labels": r.labels, "delta": r.params["delta"],
+           "points_per_second": r.points / r.seconds,
            "points": int(r.points), "seconds": r.seconds,
            "batch_size": r.params["batch_size"], "batch_size_source": r.params.get("batch_size_source"),
            "rewrites": r.params.get("rewrites"), "fidelity": r.params.get("fidelity"),
@@ -158,7 +159,7 @@ def torch_grid(generator, classifier, ref: dict, space: str, bf16: bool, batch: 
     probs(np.ascontiguousarray(latents[:batch]))  # warm, as corrkit's engine is warm before its clock starts
     t0 = time.perf_counter()
     base = np.concatenate([probs(latents[s:s + batch]) for s in range(0, len(latents), batch)])
-    grid = Grid(latents, d, 2, 0.5)
+    grid = Grid(latents, d, 2, float(ref["delta"]))
     sums = kern.new_sums(len(d), 2, base.shape[1], len(latents))
     for q0 in range(0, grid.n_points, batch):
         q1 = min(q0 + batch, grid.n_points)
@@ -207,7 +208,7 @@ def suite(sizes, modes, work: Path) -> dict:
             else:
                 r["whole_grid"] = whole_grid_fidelity(r["apcr"], ref["apcr"])
             rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
-            info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents", "labels")}
+            info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents", "labels", "delta")}
         rows.update(torch_rows(gen, cls, x))
         if space == "z":  # the DCGANs: PyTorch on the same whole grid, sustained (style256 would take an hour)
             for name, bf16 in (("fp32", False), ("bf16", True)):

@@ -37,8 +37,10 @@ def apcr_command(
     device: str = c.DeviceOpt,
     mode: str = typer.Option("fp32", help="fp32 (reference), int8 (onnxruntime QDQ), bf16 (the generator's "
                             "convolutions in OpenVINO bf16, the classifier in fp32; extra `openvino`, CPUs with "
-                            "AVX-512 BF16/AMX) or ov-fp32 (the generator on OpenVINO's fp32 kernels, any CPU; "
-                            "extra `openvino`); the other modes report their fidelity vs fp32 on every run."),
+                            "AVX-512 BF16/AMX), bf16-delta (each grid point's change from its code in bf16, the "
+                            "code itself in fp32: bf16 speed, rounding that scales with the step; same extra and "
+                            "CPUs) or ov-fp32 (the generator on OpenVINO's fp32 kernels, any CPU; extra "
+                            "`openvino`); the other modes report their fidelity vs fp32 on every run."),
     batch_size: Optional[int] = typer.Option(None, help="Rows per inference call (default: the fastest measured "
                                              "within the memory budget, measured once per model and kept)."),
     out: Optional[Path] = typer.Option(None, help="Folder for apcr.npz and summary.json (resumable)."),

@@ -220,3 +220,60 @@ def test_bf16_on_changes_rounds_with_the_change_and_is_row_independent(bundle, r
     again = s.run(z[order], codes[::-1].copy(), (len(codes) - 1 - idx)[order])
     assert np.array_equal(again, got[order])
     assert np.array_equal(s.run(z[:7], codes, idx[:7]), got[:7])
+
+
+def _user_dcgan(folder, side=32):
+    """An RGB ConvTranspose DCGAN and a strided-conv classifier, exported by ``torch.onnx.export``'s defaults."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(1)
+    g = nn.Sequential(nn.ConvTranspose2d(16, 32, 4, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                      nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                      nn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
+    q = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(16 * (side // 4) ** 2, 4))
+    with torch.no_grad():  # centred logits 3 standard deviations wide on prior samples: every class fills
+        logits = q.eval()(g.eval()(torch.randn(256, 16, 1, 1)))
+        scale = 3.0 / float((logits - logits.mean(0)).std())
+        q[-1].weight.mul_(scale)
+        q[-1].bias.copy_((q[-1].bias - logits.mean(0)) * scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    gp, qp = folder / "G.onnx", folder / "Q.onnx"
+    with torch.no_grad():
+        torch.onnx.export(g.eval(), (torch.randn(2, 16, 1, 1),), str(gp))
+        torch.onnx.export(q.eval(), (torch.randn(2, 3, side, side),), str(qp))
+    return gp, qp
+
+
+@pytest.mark.skipif(not __import__("corrkit._core.openvino", fromlist=["x"]).available(),
+                    reason="this CPU has no native bf16 in OpenVINO's view")
+def test_apcr_bf16_delta_on_a_users_dcgan_keeps_the_fp32_codes_and_ranking(tmp_path):
+    """``corrkit apcr G.onnx Q.onnx --mode bf16-delta`` as a user runs it: the same code sets as fp32 (they are
+    drawn in fp32), APCR close to the fp32 run's on the whole grid, the fidelity line printed, and --ray refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from corrkit.cli.main import app
+
+    gp, qp = _user_dcgan(tmp_path / "user")
+    args = ["apcr", "--generator", str(gp), "--classifier", str(qp), "--output", "logits", "--samples-per-class", "3",
+            "--steps", "2", "--device", "cpu", "--batch-size", "64"]
+    runner = CliRunner()
+    runs = {}
+    for mode in ("fp32", "bf16-delta"):
+        r = runner.invoke(app, [*args, "--mode", mode, "--out", str(tmp_path / mode)])
+        assert r.exit_code == 0, r.output
+        runs[mode] = np.load(tmp_path / mode / "apcr.npz")
+        summary = json.loads((tmp_path / mode / "summary.json").read_text())
+        assert summary["params"]["mode"] == mode
+    assert "fidelity" in r.output and "bf16-delta" in r.output
+    fid = summary["params"]["fidelity"]
+    a, b = runs["bf16-delta"], runs["fp32"]
+    assert np.array_equal(a["latents"], b["latents"]) and np.array_equal(a["labels"], b["labels"])
+    diff = np.nanmax(np.abs(a["apcr"] - b["apcr"]))
+    assert 0 < diff < 0.02 and 0 < fid["max_abs_delta_apcr"] < 0.02, (diff, fid)
+    assert fid["min_top10_overlap"] >= 0.9
+    r = runner.invoke(app, [*args, "--mode", "bf16-delta", "--ray", "local"])
+    assert r.exit_code == 1 and r.output.count("error:") == 1 and "Traceback" not in r.output, r.output

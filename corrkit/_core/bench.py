@@ -52,8 +52,10 @@ def engine_call(bundle: Bundle, batch: int, **engine_kw):
         z = rng.standard_normal((batch, bundle.latent_dim)).astype(np.float32)
         return lambda: e.probabilities(z), e
     # bf16-delta: a batch of grid points of one code, each one step along an axis (what `apcr` feeds it)
+    from corrkit._core.defaults import DELTA
+
     code = rng.standard_normal((1, bundle.latent_dim)).astype(np.float32)
-    z = code + 0.5 * np.eye(bundle.latent_dim, dtype=np.float32)[np.arange(batch) % bundle.latent_dim]
+    z = code + DELTA * np.eye(bundle.latent_dim, dtype=np.float32)[np.arange(batch) % bundle.latent_dim]
     near = (code, np.zeros(batch, np.int64))
     return lambda: e.probabilities(z, near=near), e
 

@@ -292,6 +292,18 @@ class DeltaSession:
         self._request = compiled.create_infer_request()
         self._ref: bytes | None = None
         self.provider = f"OpenVINO CPU {precision} on differences + onnxruntime CPUExecutionProvider fp32 (codes)"
+        # No change must give the code's own probabilities. A graph that mixes its batch into other axes
+        # (a batch-grouped modulated convolution, say) cannot broadcast one code over the rows: refuse it here.
+        zero = np.zeros((1, n), np.float32)
+        try:
+            p = self.run(zero, zero, np.zeros(1, np.int64))
+        except Exception as exc:  # OpenVINO's own errors, on a shape it cannot broadcast
+            raise BundleError("--mode bf16-delta cannot run this graph (its rows do not stay apart: "
+                              f"{str(exc).strip().splitlines()[0][:200]}); use --mode bf16") from None
+        want = got[model.graph.output[0].name]
+        if p.shape != want.shape or not np.allclose(p, want, atol=1e-3):
+            raise BundleError("--mode bf16-delta cannot run this graph (no change does not give the code's own "
+                              "output); use --mode bf16")
 
     def _base_tensors(self, ref: np.ndarray) -> dict[str, np.ndarray]:
         got = dict(zip(self._base_out, self._base.run(None, {self.input: ref[None]})))
