@@ -137,22 +137,14 @@ def test_the_builtin_bundle_and_a_dcgan_through_their_rewrites(bundle, rng):
 
 def test_a_model_whose_batch_is_fixed_is_refused(tmp_path):
     """A [4, P] constant added to every row (as in tests/test_openvino.py): the batch cannot be freed."""
-    import onnx
-
     from corrkit._core.bundle import create_bundle
     from corrkit._core.engine import Engine
     from corrkit.errors import BundleError
-    from tests.user_models import pair
+    from tests.user_models import pair, pin_batch
 
     pytest.importorskip("openvino")
     p = pair(tmp_path / "raw", batch=4, external=False)
-    g = onnx.load(str(p.generator))
-    g.graph.initializer.append(numpy_helper.from_array(np.zeros((4, int(np.prod(p.image))), np.float32), "rows"))
-    gemm = next(n for n in g.graph.node if n.op_type == "Gemm")
-    gemm.output[0] = "h0"
-    g.graph.node.insert(1, helper.make_node("Add", ["h0", "rows"], ["h"]))
-    del g.graph.value_info[:]
-    onnx.save(g, str(p.generator))
+    pin_batch(p)
     b = create_bundle(p.generator, p.classifier, tmp_path / "b", classifier_output="logits", force=True)
     with pytest.raises(BundleError, match="batch dimension is free"):
         Engine(b, device="cpu", mode="bf16-delta", autotune=False)

@@ -174,20 +174,13 @@ def test_split_pipeline_equals_the_fused_graph_on_the_builtin_model(fused):
 @pytest.mark.parametrize("fixed", [False, True])
 def test_split_pipeline_on_a_user_pair_with_a_range_map_and_a_fixed_batch(tmp_path, fixed):
     """A [0, 1] generator (the range map sits at the boundary) exported with batch 4, freed or not."""
-    from onnx import helper, numpy_helper
 
     from corrkit._core.bundle import create_bundle
     from tests import user_models as um
 
     p = um.pair(tmp_path / "pair", batch=4, external=False, generator_range=(0.0, 1.0), image=(3, 6, 6))
     if fixed:  # a [4, P] constant added to every row: the batch cannot be freed
-        g = onnx.load(str(p.generator))
-        g.graph.initializer.append(numpy_helper.from_array(np.zeros((4, int(np.prod(p.image))), np.float32), "rows"))
-        gemm = next(n for n in g.graph.node if n.op_type == "Gemm")
-        gemm.output[0] = "h0"
-        g.graph.node.insert(1, helper.make_node("Add", ["h0", "rows"], ["h"]))
-        del g.graph.value_info[:]
-        onnx.save(g, str(p.generator))
+        um.pin_batch(p)
     b = create_bundle(p.generator, p.classifier, tmp_path / "bundle", classifier_output="logits",
                       generator_output_range=(0.0, 1.0), force=True)
     model = b.fused_model()

@@ -89,6 +89,18 @@ def _save(graph, path: Path, opset: int, external: bool) -> Path:
     return path
 
 
+def pin_batch(p: "Pair", rows: int = 4) -> None:
+    """Add a ``[rows, P]`` zero constant to every row of ``p``'s generator: the same function, but its batch can
+    no longer be freed (an export whose batch is baked into an initializer)."""
+    g = onnx.load(str(p.generator))
+    g.graph.initializer.append(numpy_helper.from_array(np.zeros((rows, int(np.prod(p.image))), np.float32), "rows"))
+    gemm = next(n for n in g.graph.node if n.op_type == "Gemm")
+    gemm.output[0] = "h0"
+    g.graph.node.insert(1, helper.make_node("Add", ["h0", "rows"], ["h"]))
+    del g.graph.value_info[:]
+    onnx.save(g, str(p.generator))
+
+
 def pair(folder: Path, *, batch: int | None = 4, external: bool = True, opset: int = 20,
          image: tuple[int, int, int] = (1, 8, 8), generator_range=(-1.0, 1.0), seed: int = 0,
          names: tuple[str, str, str, str] = ("z", "tanh", "x", "linear"), softmax: bool = False,
