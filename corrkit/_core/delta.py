@@ -127,7 +127,8 @@ class _Builder:
         if op == "Concat" and len(dep) == len(ins):
             self.delta[out[0]] = self.add("Concat", [self.get_delta(t) for t in ins], out[0], **attrs(node))
             return True
-        if op == "Pad" and dep == [0] and attrs(node).get("mode", b"constant") == b"constant":
+        if (op == "Pad" and dep == [0] and attrs(node).get("mode", b"constant") == b"constant"
+                and not attrs(node).get("value", 0.0)):  # (opset < 11 keeps a pad value in an attribute)
             self.delta[out[0]] = self.name(out[0])
             self.copy(node, [self.get_delta(ins[0]), *ins[1:2], "", *ins[3:4]][:max(2, len(ins))],
                       [self.delta[out[0]]])  # padded with zeros: the base carries the pad value
