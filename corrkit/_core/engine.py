@@ -228,21 +228,19 @@ class Engine:
         low = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
         can_rewrite = rewrite and all(t.data_type not in low for t in model.graph.initializer)
         parts, self.delta = None, None
-        if mode == "bf16-delta" and can_rewrite:
+        if mode == "bf16-delta":
             from corrkit._core.conventions import fixed_batch
-            from corrkit._core.delta import DeltaSession
+            from corrkit._core.delta import DEFAULT_CHUNK, DeltaSession
 
+            if any(t.data_type in low for t in model.graph.initializer):
+                raise BundleError("--mode bf16-delta runs float32 graphs (this one has float16 or bfloat16 weights)")
             if fixed_batch(model) is not None:
                 raise BundleError("--mode bf16-delta needs a model whose batch dimension is free; this one's is "
                                   f"fixed at {fixed_batch(model)}: use --mode bf16")
-            m_ov, self.rewrites = rewritten(model, backend="delta")
-            from corrkit._core.delta import DEFAULT_CHUNK
-
+            m_ov, self.rewrites = rewritten(model, backend="delta") if can_rewrite else (model, {})
             # static chunks of at most the batch: a call never pads more rows than it brings
             chunk = min(DEFAULT_CHUNK, batch_size or DEFAULT_CHUNK)
             self.delta = DeltaSession(m_ov, threads or cpu_count(), chunk=chunk)
-        elif mode == "bf16-delta":
-            raise BundleError("--mode bf16-delta runs float32 graphs (this one has float16 or bfloat16 weights)")
         ov = mode in OPENVINO_PRECISION  # the generator on OpenVINO, the classifier in fp32 (openvino.Pipeline)
         if ov:
             from corrkit._core.openvino import split_at_classifier
