@@ -279,7 +279,8 @@ class DeltaSession:
         m = core.read_model(delta_model.SerializeToString())
         self.chunk = int(chunk)
         n = int(model.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
-        got = self._base_tensors(np.zeros(n, np.float32))  # the base tensors' shapes, as they come out
+        zero = np.zeros(n, np.float32)
+        got = self._base_tensors(zero)  # the base tensors' shapes, as they come out
         m.reshape({i.any_name: [self.chunk, n] if i.any_name == self.input else list(got[i.any_name[len(BASE):]].shape)
                    for i in m.inputs})
         self.low_ops = low_precision(m) if precision == "bf16" else 0  # fp32: for checking the plumbing
@@ -291,13 +292,12 @@ class DeltaSession:
             raise BundleError(f"OpenVINO cannot compile the difference graph: "
                               f"{str(exc).strip().splitlines()[0][:300]}") from None
         self._request = compiled.create_infer_request()
-        self._ref: bytes | None = None
+        self._feed(zero.tobytes(), got)  # the check below runs on this code: its base is at hand
         self.provider = f"OpenVINO CPU {precision} on differences + onnxruntime CPUExecutionProvider fp32 (codes)"
         # No change must give the code's own probabilities. A graph that mixes its batch into other axes
         # (a batch-grouped modulated convolution, say) cannot broadcast one code over the rows: refuse it here.
-        zero = np.zeros((1, n), np.float32)
         try:
-            p = self.run(zero, zero, np.zeros(1, np.int64))
+            p = self.run(zero[None], zero[None], np.zeros(1, np.int64))
         except Exception as exc:  # OpenVINO's own errors, on a shape it cannot broadcast
             raise BundleError("--mode bf16-delta cannot run this graph (its rows do not stay apart: "
                               f"{str(exc).strip().splitlines()[0][:200]}); use --mode bf16") from None
@@ -312,12 +312,14 @@ class DeltaSession:
         return got
 
     def _set_base(self, ref: np.ndarray) -> None:
+        key = ref.tobytes()
+        if key != self._ref:
+            self._feed(key, self._base_tensors(ref))
+
+    def _feed(self, key: bytes, got: dict[str, np.ndarray]) -> None:
+        """Bind one code's base tensors to the request (kept alive here: OpenVINO reads them in place)."""
         import openvino as ov
 
-        key = ref.tobytes()
-        if key == self._ref:
-            return
-        got = self._base_tensors(ref)
         self._keep = [np.ascontiguousarray(got[t], np.float32) for t in self.base_names]
         for t, a in zip(self.base_names, self._keep):
             self._request.set_tensor(BASE + t, ov.Tensor(a, shared_memory=True))

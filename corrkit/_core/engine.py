@@ -234,9 +234,10 @@ class Engine:
 
             if any(t.data_type in low for t in model.graph.initializer):
                 raise BundleError("--mode bf16-delta runs float32 graphs (this one has float16 or bfloat16 weights)")
-            if fixed_batch(model) is not None:
+            fixed = fixed_batch(model)
+            if fixed is not None:
                 raise BundleError("--mode bf16-delta needs a model whose batch dimension is free; this one's is "
-                                  f"fixed at {fixed_batch(model)}: use --mode bf16")
+                                  f"fixed at {fixed}: use --mode bf16")
             m_ov, self.rewrites = rewritten(model, backend="delta") if can_rewrite else (model, {})
             # static chunks of at most the batch: a call never pads more rows than it brings
             chunk = min(DEFAULT_CHUNK, batch_size or DEFAULT_CHUNK)

@@ -17,9 +17,8 @@ import tempfile
 import numpy as np
 
 from corrkit.errors import CorrkitError
+from corrkit._core.execution import MODES  # the one list of --mode values
 from corrkit._core.rewrite import THIN
-
-MODES = ("fp32", "int8", "bf16", "ov-fp32", "bf16-delta")
 
 
 def check_mode(mode: str) -> str:
