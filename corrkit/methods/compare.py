@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,33 +45,57 @@ def selectivity(apcr_k: np.ndarray) -> np.ndarray:
         return np.where(s[:, 1] > 0, s[:, 0] / s[:, 1], np.inf)
 
 
-def summarize(result: APCRResult, rows: slice | None = None) -> dict:
+@dataclass(frozen=True)
+class _Strongest:
+    """Per class: whether it has codes, its strongest APCR and direction, their intervals (SPEC §11), and
+    ``pooled`` ``[B]``, the mean strongest APCR over classes in each resample (``None`` without intervals)."""
+
+    has: np.ndarray
+    value: np.ndarray
+    best: np.ndarray
+    iv: list | None
+    mean_iv: list | None
+    pooled: np.ndarray | None
+
+    @property
+    def mean(self) -> float | None:
+        return float(self.value[self.has].mean()) if self.has.any() else None
+
+
+def _strongest(result: APCRResult, rows: slice | None = None) -> _Strongest:
+    a = result.apcr if rows is None else result.apcr[rows]
+    has = np.isfinite(a).any(axis=0)
+    value = np.where(has, np.nan_to_num(a, nan=-np.inf).max(axis=0), np.nan)
+    best = np.nan_to_num(a, nan=-1).argmax(axis=0)
+    return _Strongest(has, value, best, *_strongest_intervals(result, rows, best, has))
+
+
+def summarize(result: APCRResult, rows: slice | None = None, strongest: _Strongest | None = None) -> dict:
     """Strongest APCR per class, mean selectivity and the best direction per class for a (sub)set of rows.
 
     A class without codes has no APCR: its strongest value and best direction are
-    ``None`` and it is left out of the means.
+    ``None`` and it is left out of the means. ``strongest``: :func:`_strongest` of the same rows, when at hand.
     """
     a = result.apcr if rows is None else result.apcr[rows]
     sel = selectivity(a)
-    has = np.isfinite(a).any(axis=0)
-    strongest = np.where(has, np.nan_to_num(a, nan=-np.inf).max(axis=0), np.nan)
-    best = np.nan_to_num(a, nan=-1).argmax(axis=0)
-    iv, mean_iv, _ = _strongest_intervals(result, rows, best, has)
+    st = strongest or _strongest(result, rows)
     return {
         "n_directions": int(a.shape[0]),
-        "strongest_apcr": [float(np.round(v, 5)) if h else None for v, h in zip(strongest, has)],
-        "mean_strongest_apcr": float(strongest[has].mean()) if has.any() else None,
-        **({"strongest_apcr_interval": iv, "mean_strongest_apcr_interval": mean_iv} if iv is not None else {}),
-        "best_direction": [int(i) if h else None for i, h in zip(best, has)],
+        "strongest_apcr": [float(np.round(v, 5)) if h else None for v, h in zip(st.value, st.has)],
+        "mean_strongest_apcr": st.mean,
+        **({"strongest_apcr_interval": st.iv, "mean_strongest_apcr_interval": st.mean_iv} if st.iv is not None
+           else {}),
+        "best_direction": [int(i) if h else None for i, h in zip(st.best, st.has)],
         "mean_selectivity": float(np.mean(sel[np.isfinite(sel)])) if np.isfinite(sel).any() else None,
         "median_selectivity": float(np.median(sel[np.isfinite(sel)])) if np.isfinite(sel).any() else None,
     }
 
 
 def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.ndarray):
-    """SPEC §11: per class the 95% bootstrap interval of its strongest direction's APCR, and of their mean
-    over classes (resample ``b`` of every class at once, the run's resamples); ``(None, None)`` for a run
-    without per-code contributions. A class with one code gets ``[0, None]`` and the mean none."""
+    """SPEC §11: per class the 95% bootstrap interval of its strongest direction's APCR, of their mean over
+    classes, and that mean in each resample (resample ``b`` of every class at once, the run's resamples);
+    ``(None, None, None)`` for a run without per-code contributions. A class with one code gets ``[0, None]``
+    and the mean none."""
     from corrkit.methods.bootstrap import mean_interval, percentiles, resample_weights
 
     if result.contributions is None:
@@ -93,13 +118,14 @@ def _strongest_intervals(result: APCRResult, rows, best: np.ndarray, has: np.nda
     return iv, (None if mean is None else [round(v, 5) for v in mean]), pooled
 
 
-def paired_differences(runs: dict[str, APCRResult]) -> dict | None:
+def paired_differences(runs: dict[str, APCRResult], strongest: dict[str, _Strongest] | None = None) -> dict | None:
     """SPEC §11 for the yardstick itself: each method's mean strongest APCR minus the strongest method's, with
     the 95% interval of that difference over the *same* resamples of the codes the methods share.
 
     Every method is run on the same class sets (same seed, same model), so resample ``b`` of the codes is one
     resample for all of them and the difference's interval is far tighter than two intervals side by side.
-    ``None`` when the runs do not share their codes or keep no contributions.
+    ``None`` when the runs do not share their codes or keep no contributions. ``strongest``: each run's
+    :func:`_strongest`, when the caller has them (compare does, from its table).
     """
     from corrkit.methods.bootstrap import percentiles
 
@@ -107,13 +133,8 @@ def paired_differences(runs: dict[str, APCRResult]) -> dict | None:
     if first is None or any(r.contributions is None or not np.array_equal(r.labels, first.labels)
                             or not np.array_equal(r.latents, first.latents) for r in runs.values()):
         return None
-    pooled, point = {}, {}
-    for name, r in runs.items():
-        has = np.isfinite(r.apcr).any(axis=0)
-        best = np.nan_to_num(r.apcr, nan=-1).argmax(axis=0)
-        pooled[name] = _strongest_intervals(r, None, best, has)[2]
-        strongest = np.nan_to_num(r.apcr, nan=-np.inf).max(axis=0)  # a class without codes: -inf, left out
-        point[name] = float(strongest[has].mean()) if has.any() else None
+    st = strongest or {name: _strongest(r) for name, r in runs.items()}
+    pooled, point = {n: st[n].pooled for n in runs}, {n: st[n].mean for n in runs}
     if any(v is None for v in pooled.values()) or any(v is None for v in point.values()):
         return None
     top = max(point, key=point.get)
@@ -252,7 +273,7 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
         sets[name] = (d, {"seconds": round(time.perf_counter() - t, 3)})
     sets.update(given)
     pool = ex.pool(engine)
-    report, table, runs = progress or (lambda *a: None), {}, {}
+    report, table, runs, strongest = progress or (lambda *a: None), {}, {}, {}
     t0 = time.perf_counter()
     try:
         for name, (d, extra) in sets.items():
@@ -261,15 +282,15 @@ def compare(bundle: Bundle | str | None = None, methods: dict[str, str | np.ndar
                      samples_per_class=samples_per_class, seed=seed, execution=ex, engine=engine, pool=pool,
                      out=Path(out) / name if out is not None else None,
                      progress=lambda stage, done, total, nm=name: report(f"{nm} {stage}", done, total))
-            table[name] = {**summarize(r), **extra, "apcr_seconds": round(r.seconds, 3)}
-            runs[name] = r
+            runs[name], strongest[name] = r, _strongest(r)
+            table[name] = {**summarize(r, strongest=strongest[name]), **extra, "apcr_seconds": round(r.seconds, 3)}
             if name == "sefa" and sefa_top * per_layer < len(d):
                 rows = _first_rows(sefa_top, len(d) // per_layer, per_layer)
                 table[f"sefa_top{sefa_top}"] = summarize(r, rows)
     finally:
         if pool is not None:
             pool.close()
-    paired = paired_differences(runs)
+    paired = paired_differences(runs, strongest)
     summary = {"classes": list(bundle.classes), "methods": table, **({"paired": paired} if paired else {}),
                "params": {"samples_per_class": samples_per_class, "steps": steps, "delta": delta, "seed": seed,
                           "executor": ex.executor, **(bundle.style.space.record() if bundle.style else {})},
