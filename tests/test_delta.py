@@ -214,27 +214,17 @@ def test_bf16_on_changes_rounds_with_the_change_and_is_row_independent(bundle, r
     assert np.array_equal(s.run(z[:7], codes, idx[:7]), got[:7])
 
 
-def _user_dcgan(folder, side=32):
+def _user_dcgan(folder):
     """An RGB ConvTranspose DCGAN and a strided-conv classifier, exported by ``torch.onnx.export``'s defaults."""
     torch = pytest.importorskip("torch")
-    nn = torch.nn
-    torch.manual_seed(1)
-    g = nn.Sequential(nn.ConvTranspose2d(16, 32, 4, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-                      nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                      nn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                      nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
-    q = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 4, 2, 1), nn.LeakyReLU(0.2),
-                      nn.Flatten(), nn.Linear(16 * (side // 4) ** 2, 4))
-    with torch.no_grad():  # centred logits 3 standard deviations wide on prior samples: every class fills
-        logits = q.eval()(g.eval()(torch.randn(256, 16, 1, 1)))
-        scale = 3.0 / float((logits - logits.mean(0)).std())
-        q[-1].weight.mul_(scale)
-        q[-1].bias.copy_((q[-1].bias - logits.mean(0)) * scale)
+    from tests.user_models import torch_dcgan
+
+    g, q = torch_dcgan(torch, 4, seed=1, spread=True)
     folder.mkdir(parents=True, exist_ok=True)
     gp, qp = folder / "G.onnx", folder / "Q.onnx"
     with torch.no_grad():
-        torch.onnx.export(g.eval(), (torch.randn(2, 16, 1, 1),), str(gp))
-        torch.onnx.export(q.eval(), (torch.randn(2, 3, side, side),), str(qp))
+        torch.onnx.export(g, (torch.randn(2, 16, 1, 1),), str(gp))
+        torch.onnx.export(q, (torch.randn(2, 3, 32, 32),), str(qp))
     return gp, qp
 
 

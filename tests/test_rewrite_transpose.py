@@ -235,28 +235,16 @@ def test_all_three_on_a_dcgan_graph(rng):
 def test_torch_dcgan_through_the_engine(tmp_path):
     """A DCGAN as torch exports it (TorchScript exporter: BatchNormalization kept) gives the plain probabilities."""
     torch = pytest.importorskip("torch")
-    nn = torch.nn
 
     from corrkit._core.bundle import create_bundle
     from corrkit._core.engine import Engine
+    from tests.user_models import torch_dcgan
 
-    torch.manual_seed(0)
-    g = nn.Sequential(nn.ConvTranspose2d(16, 32, 4, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-                      nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                      nn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                      nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
-    for m in g.modules():
-        if isinstance(m, nn.BatchNorm2d):  # statistics away from (0, 1): folding is not a no-op
-            m.running_mean.normal_(0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.7, 1.3)
-            m.bias.data.normal_(0, 0.1)
-    q = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 4, 2, 1), nn.LeakyReLU(0.2),
-                      nn.Flatten(), nn.Linear(16 * 64, 5))
+    g, q = torch_dcgan(torch, 5)
     gp, qp = tmp_path / "generator.onnx", tmp_path / "classifier.onnx"
     with torch.no_grad():
-        torch.onnx.export(g.eval(), (torch.randn(2, 16, 1, 1),), str(gp), dynamo=False)
-        torch.onnx.export(q.eval(), (torch.randn(2, 3, 32, 32),), str(qp), dynamo=False)
+        torch.onnx.export(g, (torch.randn(2, 16, 1, 1),), str(gp), dynamo=False)
+        torch.onnx.export(q, (torch.randn(2, 3, 32, 32),), str(qp), dynamo=False)
     b = create_bundle(gp, qp, tmp_path / "bundle", classifier_output="logits", force=True)
     z = np.random.default_rng(0).standard_normal((24, 16)).astype(np.float32)
     fast = Engine(b, device="cpu", batch_size=8, autotune=False)

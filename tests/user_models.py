@@ -89,6 +89,36 @@ def _save(graph, path: Path, opset: int, external: bool) -> Path:
     return path
 
 
+def torch_dcgan(torch, n_classes: int, seed: int = 0, spread: bool = False):
+    """``(generator, classifier)`` torch modules in eval mode: an RGB DCGAN ``z [B, 16, 1, 1]`` -> 3x32x32 of
+    ConvTranspose + BatchNorm + ReLU stages (statistics drawn away from (0, 1), so folding them is not a
+    no-op) and a strided-conv classifier to ``n_classes`` logits. ``spread``: logits centred and scaled to
+    3 standard deviations on prior samples, so every class fills. ``torch``: the caller's module (from
+    ``pytest.importorskip``: this file stays torch-free)."""
+    nn = torch.nn
+    torch.manual_seed(seed)
+    g = nn.Sequential(nn.ConvTranspose2d(16, 32, 4, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                      nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                      nn.ConvTranspose2d(16, 8, 4, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.ConvTranspose2d(8, 3, 4, 2, 1), nn.Tanh())
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.7, 1.3)
+            m.bias.data.normal_(0, 0.1)
+    q = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(8, 16, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(16 * 64, n_classes))
+    g, q = g.eval(), q.eval()
+    if spread:
+        with torch.no_grad():
+            logits = q(g(torch.randn(256, 16, 1, 1)))
+            scale = 3.0 / float((logits - logits.mean(0)).std())
+            q[-1].weight.mul_(scale)
+            q[-1].bias.copy_((q[-1].bias - logits.mean(0)) * scale)
+    return g, q
+
+
 def pin_batch(p: "Pair", rows: int = 4) -> None:
     """Add a ``[rows, P]`` zero constant to every row of ``p``'s generator: the same function, but its batch can
     no longer be freed (an export whose batch is baked into an initializer)."""
