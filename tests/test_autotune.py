@@ -64,3 +64,30 @@ def test_bytes_per_point_follows_liveness():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(m)
     assert bytes_per_point(m) == 2 * 1000 * 4
+
+
+def test_bytes_per_point_measures_what_shape_inference_cannot_see():
+    """A reshape to a shape computed from values (as a modulated conv's is) hides every shape after it
+    from ONNX shape inference; the estimate then takes them from one batch-1 run: the conv's output
+    [16, 8, 8] and its column buffer [3·3·3, 8·8] are alive together, by hand 16·64·4 + 27·64·4 bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 192)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([3.0, 8.0, 8.0], np.float32), "dims"),
+             numpy_helper.from_array(np.array([-1], np.int64), "batch"),
+             numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "k")]
+    nodes = [helper.make_node("MatMul", ["z", "w"], ["h"]),
+             helper.make_node("ReduceMin", ["h"], ["lo"], keepdims=0),
+             helper.make_node("Mul", ["lo", "lo"], ["sq"]),
+             helper.make_node("Sub", ["sq", "sq"], ["zero"]),  # 0, but only a run knows it
+             helper.make_node("Add", ["dims", "zero"], ["fdims"]),
+             helper.make_node("Cast", ["fdims"], ["idims"], to=TensorProto.INT64),
+             helper.make_node("Concat", ["batch", "idims"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["h", "shape"], ["img"]),
+             helper.make_node("Conv", ["img", "k"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=0)]
+    g = helper.make_graph(nodes, "hidden", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 16])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert bytes_per_point(m) == (3 + 16) * 64 * 4

@@ -60,12 +60,16 @@ def bytes_per_point(model) -> int:
         inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
     except Exception:
         return 1 << 20
-    shapes = {}
+    shapes, types = {}, {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = vi.type.tensor_type.shape.dim
+        types[vi.name] = vi.type.tensor_type.elem_type
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = [d.dim_value for d in dims]
     weights = {t.name for t in m.graph.initializer}
+    unknown = [t for n in m.graph.node for t in n.output if t and t not in shapes and types.get(t)]
+    if unknown:  # shape inference stops at data-dependent reshapes (a modulated conv's, say): ask onnxruntime
+        shapes.update(_run_shapes(m, unknown, types))
     nodes = list(m.graph.node)
     last = {}
     for i, n in enumerate(nodes):
@@ -85,6 +89,38 @@ def bytes_per_point(model) -> int:
         live += out
         live -= sum(size(t) for t in set(n.input) | set(n.output) if last.get(t, -1) <= i)
     return max(int(peak), 4096)
+
+
+def _run_shapes(m, names: list[str], types: dict[str, int]) -> dict[str, list[int]]:
+    """The shapes of tensors ``names`` of ``m`` (batch 1 set on its inputs) from one onnxruntime run on zeros.
+
+    Empty when the graph does not run that way (an input of unknown size, an error): the estimate
+    then counts those tensors as zero, as before.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    feeds = {}
+    for vi in m.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+        if not dims or min(dims) < 1:
+            return {}
+        feeds[vi.name] = np.zeros(dims, helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    have = {o.name for o in probe.graph.output}
+    names = [t for t in names if t not in have]
+    probe.graph.output.extend(helper.make_tensor_value_info(t, types[t], None) for t in names)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor stays a tensor
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        got = sess.run(names, feeds)
+    except Exception:
+        return {}
+    return {t: list(a.shape) for t, a in zip(names, got) if a.ndim}
 
 
 def _column_bytes(n, shapes) -> int:
@@ -283,12 +319,14 @@ class Engine:
         budget_rows = default_batch_size(model, self.device, memory_budget_mb)
         if autotune is None:
             autotune = os.environ.get("CORRKIT_AUTOTUNE", "1") != "0"
+        self._plain_rows = None  # bf16-delta: rows per fp32 call, when fewer than the batch
         if batch_size:
             self.batch_size, self.batch_source = int(batch_size), "given"
         elif self.delta is not None:
             # whole chunks of its static shape: a code's rows then fill them but for one partial chunk per code
             c = self.delta.chunk
             self.batch_size, self.batch_source = max(c, budget_rows // c * c), "memory budget, whole chunks"
+            self._plain_rows = min(self.batch_size, budget_rows)  # its fp32 calls hold every row's full activations
         elif not autotune or self.fixed_batch is not None:
             self.batch_size, self.batch_source = budget_rows, "memory budget"
         else:
@@ -328,6 +366,11 @@ class Engine:
         self.session.run_with_iobinding(b)
         return out.copy()
 
+    @property
+    def plain_batch(self) -> int:
+        """Rows per call of the plain fp32 session (bf16-delta's batch is for its chunks of changes)."""
+        return self._plain_rows or self.batch_size
+
     def probabilities(self, z: np.ndarray, describe: Callable[[int], str] | None = None,
                       near: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """``S(z)`` for ``z`` float32 ``[B, N]``; returns float32 ``[B, C]``.
@@ -345,6 +388,9 @@ class Engine:
         for s in range(0, len(z), self.batch_size):
             if near is not None and self.delta is not None:
                 p = self.delta.run(z[s:s + self.batch_size], near[0], near[1][s:s + self.batch_size])
+            elif self._plain_rows and self.batch_size > self._plain_rows:
+                r = self._plain_rows
+                p = np.concatenate([self._run(z[t:t + r]) for t in range(s, min(s + self.batch_size, len(z)), r)])
             else:
                 p = self._run(z[s:s + self.batch_size])
             self._check(p, s, describe)

@@ -412,7 +412,7 @@ def _run(bundle, engine, pool, params, directions, latents, out, ex: Execution, 
     params["executor"] = {"name": "local", "shards": len(cuts)} if pool is None else {
         **pool.describe(), "shards": len(cuts), "startup_seconds": round(startup, 3)}
     if engine.mode != "fp32":
-        reference = Engine(bundle, device=engine.device, batch_size=engine.batch_size, threads=ex.threads)
+        reference = Engine(bundle, device=engine.device, batch_size=engine.plain_batch, threads=ex.threads)
         t1 = time.perf_counter()
         params["fidelity"] = fidelity(engine, reference, sets, directions, steps, delta)
         params["fidelity"]["seconds"] = round(time.perf_counter() - t1, 2)
