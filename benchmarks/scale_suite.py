@@ -1,6 +1,7 @@
 """The scale suite: corrkit against PyTorch eager on the DCGANs users bring, at 64, 128 and 256 px, in one run.
 
-    .venv/bin/python -m benchmarks.scale_suite [--sizes 64 128 256 style256] [--modes fp32 bf16 int8] [--out FILE.json]
+    .venv/bin/python -m benchmarks.scale_suite [--sizes 64 128 256 style256] [--modes fp32 bf16 int8] [--rounds 3]
+        [--out FILE.json]
 
 For each model (:mod:`benchmarks.scale_models`: ConvTranspose + BatchNorm DCGANs at 64, 128
 and 256 px, strided-conv classifier, exported with ``torch.onnx.export``'s defaults; and
@@ -29,6 +30,7 @@ import argparse
 import json
 import multiprocessing as mp
 import platform
+import queue
 import sys
 import time
 from pathlib import Path
@@ -90,7 +92,13 @@ def apcr_end_to_end(folder: str, mode: str, latents=None, space: str = "z", code
     q = ctx.Queue()
     p = ctx.Process(target=_apcr_child, args=(folder, mode, latents, q, space, codes))
     p.start()
-    out = q.get()
+    while True:  # a child that dies (an error, the OOM killer) must not leave the suite waiting forever
+        try:
+            out = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"apcr {mode} child exited with code {p.exitcode} before it reported")
     p.join()
     return out
 
@@ -187,7 +195,7 @@ def _model(name: str, work: Path):
     return bundle(int(name), work / f"dcgan{name}"), "z", CODES, g, q, x
 
 
-def suite(sizes, modes, work: Path) -> dict:
+def suite(sizes, modes, work: Path, rounds: int = 1) -> dict:
     from corrkit._core.bench import engine_call, raw_session
 
     results = {}
@@ -199,22 +207,32 @@ def suite(sizes, modes, work: Path) -> dict:
             fn, e = engine_call(b, BATCH, device="cpu", mode=mode)
             rows[f"corrkit engine {mode}"] = _best_rate(fn, BATCH)
             info[f"engine {mode} rewrites"] = e.rewrites
-        ref = None
-        for mode in ["fp32"] + [m for m in modes if m != "fp32"]:
+        # exact fp32 against PyTorch fp32, `rounds` times in turn (the machine's speed drifts): medians in the table
+        ref, each = None, []
+        for _ in range(rounds):
+            r = apcr_end_to_end(str(b.path), "fp32", None, space, codes)
+            ref = ref or r
+            t = torch_rows(gen, cls, x)
+            if space == "z":  # the DCGANs: PyTorch on the same whole grid, sustained (style256 would take an hour)
+                g = torch_grid(gen, cls, ref, space, False)
+                t["PyTorch eager fp32 channels-last, whole grid"] = g["points_per_second"]
+                info["torch grid fp32"] = {"whole_grid": whole_grid_fidelity(g["apcr"], ref["apcr"])}
+            each.append({"corrkit apcr end to end fp32": r["points_per_second"], **t})
+        rows["corrkit apcr end to end fp32"] = float(np.median([e["corrkit apcr end to end fp32"] for e in each]))
+        info["apcr fp32"] = {k: v for k, v in ref.items() if k not in ("apcr", "latents", "labels", "delta")}
+        if rounds > 1:
+            info["fp32 rounds"] = [{k: round(v, 1) for k, v in e.items()} for e in each]
+        for mode in [m for m in modes if m != "fp32"]:
             # the fast modes run on the fp32 run's codes, so their APCR can be set beside it whole
-            r = apcr_end_to_end(str(b.path), mode, None if ref is None else ref["latents"], space, codes)
-            if ref is None:
-                ref = r
-            else:
-                r["whole_grid"] = whole_grid_fidelity(r["apcr"], ref["apcr"])
+            r = apcr_end_to_end(str(b.path), mode, ref["latents"], space, codes)
+            r["whole_grid"] = whole_grid_fidelity(r["apcr"], ref["apcr"])
             rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
             info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents", "labels", "delta")}
-        rows.update(torch_rows(gen, cls, x))
-        if space == "z":  # the DCGANs: PyTorch on the same whole grid, sustained (style256 would take an hour)
-            for name, bf16 in (("fp32", False), ("bf16", True)):
-                t = torch_grid(gen, cls, ref, space, bf16)
-                rows[f"PyTorch eager {name} channels-last, whole grid"] = t["points_per_second"]
-                info[f"torch grid {name}"] = {"whole_grid": whole_grid_fidelity(t["apcr"], ref["apcr"])}
+        rows.update({k: float(np.median([e[k] for e in each])) for k in each[0] if k.startswith("PyTorch")})
+        if space == "z":
+            t = torch_grid(gen, cls, ref, space, True)
+            rows["PyTorch eager bf16 channels-last, whole grid"] = t["points_per_second"]
+            info["torch grid bf16"] = {"whole_grid": whole_grid_fidelity(t["apcr"], ref["apcr"])}
         results[size] = {"rows": rows, "info": info}
         print(table(size, rows, info), flush=True)
     return results
@@ -244,6 +262,12 @@ def table(size: int, rows: dict, info: dict) -> str:
                          f"({f['top10_overlap']})")
         if k.startswith("engine"):
             lines.append(f"\n{k}: {v}")
+    for e in info.get("fp32 rounds", []):
+        c = e["corrkit apcr end to end fp32"]
+        lines.append(f"\nround: apcr fp32 {c:,.1f}, ÷ PyTorch fp32 CL best call "
+                     f"{c / e['PyTorch eager fp32 channels-last']:.2f}"
+                     + (f", ÷ whole grid {c / e['PyTorch eager fp32 channels-last, whole grid']:.2f}"
+                        if "PyTorch eager fp32 channels-last, whole grid" in e else ""))
     return "\n".join(lines)
 
 
@@ -254,6 +278,8 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", nargs="+", default=["fp32", "bf16", "int8"])
     ap.add_argument("--work", type=Path, default=Path("build/scale"))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="exact fp32 apcr and PyTorch fp32 measured this many times in turn; the table shows medians")
     a = ap.parse_args(argv)
     import numba
     import onnxruntime
@@ -266,7 +292,7 @@ def main(argv=None) -> None:
             f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, numba {numba.__version__}, "
             f"numpy {np.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(head, flush=True)
-    res = suite(a.sizes, a.modes, a.work)
+    res = suite(a.sizes, a.modes, a.work, a.rounds)
     if a.out:
         a.out.write_text(json.dumps({"machine": head, "results": res}, indent=1, default=str))
 
