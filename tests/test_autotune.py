@@ -68,8 +68,8 @@ def test_bytes_per_point_follows_liveness():
 
 def test_bytes_per_point_measures_what_shape_inference_cannot_see():
     """A reshape to a shape computed from values (as a modulated conv's is) hides every shape after it
-    from ONNX shape inference; the estimate then takes them from one batch-1 run: the conv's output
-    [16, 8, 8] and its column buffer [3·3·3, 8·8] are alive together, by hand 16·64·4 + 27·64·4 bytes."""
+    from ONNX shape inference; the estimate then takes them from one batch-1 run: the conv's input
+    [3, 8, 8] and its output [16, 8, 8] are alive together, by hand 3·64·4 + 16·64·4 bytes."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

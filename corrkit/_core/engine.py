@@ -43,10 +43,11 @@ def resolve_device(device: str) -> str:
 def bytes_per_point(model) -> int:
     """Peak activation bytes for one batch row, fp32: the most that is alive at once in node order.
 
-    Each tensor lives from the node that writes it to the last node that reads it; a
-    convolution also holds its column buffer (``cin*k*k`` x output pixels for Conv,
-    ``cout*k*k`` x input pixels for ConvTranspose). onnxruntime plans memory the same
-    way and reuses freed buffers, so this is close to its peak and still above it.
+    Each tensor lives from the node that writes it to the last node that reads it.
+    onnxruntime plans memory the same way and reuses freed buffers, so this is close to
+    its peak and still above it. A convolution's column buffer is not counted: onnxruntime's
+    CPU Conv and ConvTranspose fill it for one image at a time and loop over the batch,
+    so it does not grow with the rows a call holds.
     """
     import onnx
 
@@ -85,7 +86,7 @@ def bytes_per_point(model) -> int:
     peak = live
     for i, n in enumerate(nodes):
         out = sum(size(t) for t in n.output)
-        peak = max(peak, live + out + _column_bytes(n, shapes))
+        peak = max(peak, live + out)
         live += out
         live -= sum(size(t) for t in set(n.input) | set(n.output) if last.get(t, -1) <= i)
     return max(int(peak), 4096)
@@ -121,18 +122,6 @@ def _run_shapes(m, names: list[str], types: dict[str, int]) -> dict[str, list[in
     except Exception:
         return {}
     return {t: list(a.shape) for t, a in zip(names, got) if a.ndim}
-
-
-def _column_bytes(n, shapes) -> int:
-    """The im2col / col2im buffer a CPU convolution of node ``n`` holds for one row (0 if none)."""
-    if n.op_type not in ("Conv", "ConvTranspose") or len(n.input) < 2 or n.input[1] not in shapes:
-        return 0
-    w = shapes[n.input[1]]
-    if n.op_type == "Conv" and n.output[0] in shapes:
-        return int(np.prod(w[1:]) * np.prod(shapes[n.output[0]][2:])) * 4
-    if n.op_type == "ConvTranspose" and n.input[0] in shapes:
-        return int(np.prod(w[1:]) * np.prod(shapes[n.input[0]][2:])) * 4
-    return 0
 
 
 def default_batch_size(model, device: str, memory_budget_mb: int | None = None) -> int:
