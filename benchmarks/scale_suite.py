@@ -231,10 +231,11 @@ def suite(sizes, modes, work: Path, rounds: int = 1) -> dict:
             rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
             info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents", "labels", "delta")}
         rows.update({k: float(np.median([e[k] for e in each])) for k in each[0] if k.startswith("PyTorch")})
-        emulated = rows["PyTorch eager bf16 channels-last"] < rows["PyTorch eager fp32 channels-last"] / EMULATED
-        if space == "z" and emulated:  # no native bf16 on this CPU: the whole grid would take an hour a size
-            print(f"PyTorch bf16 runs at {rows['PyTorch eager bf16 channels-last']:.1f} points/s here, under "
-                  f"1/{EMULATED} of its fp32 (emulated bf16): its whole-grid row is skipped", flush=True)
+        bf16 = rows["PyTorch eager bf16 channels-last"]
+        if space == "z" and bf16 < rows["PyTorch eager fp32 channels-last"] / EMULATED:
+            # no native bf16 on this CPU: the whole grid would take an hour a size
+            print(f"PyTorch bf16 runs at {bf16:.1f} points/s here, under 1/{EMULATED} of its fp32 "
+                  "(emulated bf16): its whole-grid row is skipped", flush=True)
         elif space == "z":
             t = torch_grid(gen, cls, ref, space, True)
             rows["PyTorch eager bf16 channels-last, whole grid"] = t["points_per_second"]
