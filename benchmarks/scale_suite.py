@@ -246,6 +246,8 @@ def suite(sizes, modes, work: Path, rounds: int = 1) -> dict:
 
 
 def table(size: int, rows: dict, info: dict) -> str:
+    from corrkit.viz.tables import fidelity_text
+
     fp32, bf16 = rows["PyTorch eager fp32 channels-last"], rows["PyTorch eager bf16 channels-last"]
     title = f"\n### {size}" + (" px" if str(size).isdigit() else " (W+)")
     lines = [title, "", "| path | points/s | × PyTorch fp32 CL | × PyTorch bf16 CL | batch | peak RSS |",
@@ -263,10 +265,7 @@ def table(size: int, rows: dict, info: dict) -> str:
             lines.append(f"\n{k} on the fp32 run's codes, whole grid: max |ΔAPCR| {f['max_abs_delta_apcr']:.4f}, "
                          f"min top-10 overlap {f['min_top10_overlap']:.2f} ({f['top10_overlap']})")
         if k.startswith("apcr") and v.get("fidelity"):
-            f = v["fidelity"]
-            lines.append(f"\n{k} fidelity vs fp32 ({f['codes_per_class']} codes/class): max |ΔAPCR| "
-                         f"{f['max_abs_delta_apcr']:.4f}, min top-10 overlap {f['min_top10_overlap']:.2f} "
-                         f"({f['top10_overlap']})")
+            lines.append(f"\n{k}: {fidelity_text(k.split()[-1], v['fidelity'])}")
         if k.startswith("engine"):
             lines.append(f"\n{k}: {v}")
     for e in info.get("fp32 rounds", []):

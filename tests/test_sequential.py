@@ -98,8 +98,33 @@ def test_fidelity_of_fp32_against_itself_is_perfect(bundle, small_run, small_dir
 
     e = Engine(bundle, device="cpu")
     sets = CodeSets(small_run.latents, small_run.labels, small_run.base, small_run.counts, 0)
-    f = fidelity(e, e, sets, small_dirs, 1, 0.5, codes_per_class=1, k=3)
+    f = fidelity(e, e, sets, small_dirs, 1, 0.5, 0.5, codes_per_class=1, k=3)
     assert f["max_abs_delta_apcr"] == 0.0 and f["top3_overlap"] == [1.0] * 10
+    assert f["reclassified"] == [0] * 10 and f["codes_compared"] == 10
+
+
+def test_fidelity_compares_only_codes_fp32_puts_in_the_same_class(bundle, small_run, small_dirs):
+    """A faster mode's class sets that fp32 disagrees with (here: labels moved by hand, same engine): the
+    moved codes are counted per class and left out, classes with nothing left read ``None``, the rest
+    compare exactly. Without this, fp32's ratio on a code it gives S_j ~ 0 was unbounded (21.4 seen)."""
+    from corrkit._core.codesets import CodeSets
+    from corrkit.methods.sequential import fidelity
+
+    e = Engine(bundle, device="cpu")
+    labels = small_run.labels.copy()
+    c3, c4 = labels == 3, labels == 4
+    labels[c3], labels[c4] = 4, 3  # every code of classes 3 and 4 now sits in the other's set
+    labels[np.flatnonzero(labels == 1)[0]] = 2  # and one of class 1's in class 2
+    sets = CodeSets(small_run.latents, labels, small_run.base, small_run.counts, 0)
+    f = fidelity(e, e, sets, small_dirs, 1, 0.5, SMALL["threshold"], codes_per_class=2, k=3)
+    assert f["reclassified"] == [0, 0, 1, int(c4.sum()), int(c3.sum()), 0, 0, 0, 0, 0]
+    assert f["top3_overlap"] == [1.0, 1.0, 1.0, None, None, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert f["max_abs_delta_apcr"] == 0.0 and f["min_top3_overlap"] == 1.0
+    assert f["codes_compared"] == 2 * 8 - 1  # class 1 lost one of its two codes
+    labels[:] = (small_run.labels + 1) % 10  # nothing in its class: nothing measured, nothing made up
+    f = fidelity(e, e, CodeSets(small_run.latents, labels, small_run.base, small_run.counts, 0),
+                 small_dirs, 1, 0.5, SMALL["threshold"])
+    assert f["codes_compared"] == 0 and f["max_abs_delta_apcr"] is None and f["min_top4_overlap"] is None
 
 
 def test_int8_mode_quantizes_convs_and_reports_fidelity(bundle, small_dirs):
@@ -113,3 +138,36 @@ def test_int8_mode_quantizes_convs_and_reports_fidelity(bundle, small_dirs):
                      samples_per_class=2, steps=1)
     fid = r.params["fidelity"]
     assert r.params["mode"] == "int8" and 0 < fid["max_abs_delta_apcr"] < 1 and len(fid["top4_overlap"]) == 10
+
+
+def test_int8_on_a_users_logits_pair_compares_codes_fp32_agrees_on(tmp_path):
+    """``corrkit apcr --generator G.onnx --classifier Q.onnx --mode int8`` on a user's RGB ConvTranspose pair
+    (logits out, ``torch.onnx.export`` defaults): int8 puts some codes in classes fp32 gives them ~0 probability,
+    so the run's fidelity check counts those per class (recounted here with fp32 by hand) and its max |dAPCR|
+    stays within APCR's bound 1/tau (SPEC §2) instead of dividing by fp32's ~0 (it read 21.4)."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from corrkit._core.bundle import from_pair
+    from corrkit.cli.main import app
+    from tests.user_models import torch_dcgan
+
+    g, q = torch_dcgan(torch, 5, spread=True)
+    gp, qp = tmp_path / "G.onnx", tmp_path / "Q.onnx"
+    with torch.no_grad():
+        torch.onnx.export(g, (torch.randn(2, 16, 1, 1),), str(gp))
+        torch.onnx.export(q, (torch.randn(2, 3, 32, 32),), str(qp))
+    r = CliRunner().invoke(app, ["apcr", "--generator", str(gp), "--classifier", str(qp), "--samples-per-class", "4",
+                                 "--mode", "int8", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    fid, tau = s["params"]["fidelity"], s["params"]["threshold"]
+    run = np.load(tmp_path / "run" / "apcr.npz")
+    p32 = Engine(from_pair(str(gp), str(qp)), device="cpu").probabilities(run["latents"])
+    own = p32[np.arange(len(p32)), run["labels"]]
+    moved = ~((own >= tau) & (p32.argmax(1) == run["labels"]))
+    assert fid["reclassified"] == np.bincount(run["labels"][moved], minlength=5).tolist() and moved.any()
+    assert fid["max_abs_delta_apcr"] <= 1 / tau
+    assert f"{int(moved.sum())} of the run's codes are not in their class under fp32" in " ".join(r.output.split())

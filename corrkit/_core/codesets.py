@@ -56,6 +56,15 @@ def _select(probs: np.ndarray, n: int, tau: float, taken: list[list[int]], offse
             taken[j].append(offset + int(r))
 
 
+
+def qualifies(probs: np.ndarray, labels: np.ndarray, tau: float, multi: bool = False) -> np.ndarray:
+    """Whether each row would join the set of its label by :func:`_select`'s rule (bool ``[M]``).
+
+    Used to ask whether another engine (fp32 against a faster mode) puts a code in the same set.
+    """
+    own = probs[np.arange(len(probs)), labels]
+    return own >= tau if multi else (own >= tau) & (probs.argmax(1) == labels)
+
 # Prior draws kept per code wanted while the class sets fill (the default draw cap of class_sets).
 DRAWS_PER_CODE = 50
 

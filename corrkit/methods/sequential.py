@@ -31,7 +31,7 @@ from corrkit._core.grid import (
 from corrkit.errors import GridError
 from corrkit.kernels import apcr as kern
 from corrkit.kernels.ranking import threshold_mask, top_k
-from corrkit._core.codesets import CodeSets, check_class_sets, class_sets
+from corrkit._core.codesets import CodeSets, check_class_sets, class_sets, qualifies
 
 CHECKPOINT = "checkpoint.npz"
 RESULT_KEYS = ("apcr", "curves", "up", "down", "counts", "latents", "labels", "base", "directions", "classes")
@@ -194,19 +194,35 @@ def grid_apcr(engine: Engine, latents: np.ndarray, labels: np.ndarray, direction
 
 
 def fidelity(fast: Engine, reference: Engine, sets: CodeSets, directions: np.ndarray, steps: int, delta: float,
-             codes_per_class: int = 2, k: int = 10) -> dict:
+             threshold: float, codes_per_class: int = 2, k: int = 10) -> dict:
     """SPEC §10: a faster mode against fp32 on the same codes (the first few of each class set).
+
+    Only codes that fp32 puts in the same set (top class and ``S_j >= threshold``) are
+    compared: on any other code fp32's denominator ``S_j(z)`` may be near 0, and its
+    ratio unbounded (SPEC §2), so the difference would measure the division, not the
+    mode. How many of the mode's codes fp32 puts elsewhere is reported beside it
+    (``reclassified``, per class), since that is a disagreement too. A class with no
+    code left to compare has overlap ``None`` (not measured), never a made-up 1.0.
 
     Returns max |APCR difference| and the top-``k`` overlap per class.
     """
-    keep = np.concatenate([np.flatnonzero(sets.labels == j)[:codes_per_class] for j in np.unique(sets.labels)])
+    multi = bool(getattr(fast, "attributes", False))
+    agree = qualifies(reference.probabilities(sets.latents), sets.labels, threshold, multi)
+    n_classes = sets.base.shape[1]
+    keep = np.concatenate([np.flatnonzero((sets.labels == j) & agree)[:codes_per_class] for j in range(n_classes)])
+    kk = min(k, len(directions))
+    result = {"codes_per_class": codes_per_class, "codes_compared": int(len(keep)),
+              "reclassified": [int(((sets.labels == j) & ~agree).sum()) for j in range(n_classes)]}
+    if len(keep) == 0:
+        return {**result, "max_abs_delta_apcr": None, f"top{kk}_overlap": [None] * n_classes,
+                f"min_top{kk}_overlap": None}
     a = grid_apcr(fast, sets.latents[keep], sets.labels[keep], directions, steps, delta)["apcr"]
     b = grid_apcr(reference, sets.latents[keep], sets.labels[keep], directions, steps, delta)["apcr"]
-    kk = min(k, len(directions))
     ta, tb = top_k(np.nan_to_num(a, nan=-1), kk), top_k(np.nan_to_num(b, nan=-1), kk)
-    overlap = [len(set(ta[j]) & set(tb[j])) / kk for j in range(a.shape[1])]
-    return {"codes_per_class": codes_per_class, "max_abs_delta_apcr": float(np.nanmax(np.abs(a - b))),
-            f"top{kk}_overlap": [round(o, 3) for o in overlap], f"min_top{kk}_overlap": float(min(overlap))}
+    measured = set(sets.labels[keep].tolist())
+    overlap = [round(len(set(ta[j]) & set(tb[j])) / kk, 3) if j in measured else None for j in range(n_classes)]
+    return {**result, "max_abs_delta_apcr": float(np.nanmax(np.abs(a - b))), f"top{kk}_overlap": overlap,
+            f"min_top{kk}_overlap": float(min(o for o in overlap if o is not None))}
 
 
 def _fingerprint(bundle: Bundle, params: dict, directions: np.ndarray, latents: np.ndarray | None) -> str:
@@ -414,7 +430,7 @@ def _run(bundle, engine, pool, params, directions, latents, out, ex: Execution, 
     if engine.mode != "fp32":
         reference = Engine(bundle, device=engine.device, batch_size=engine.plain_batch, threads=ex.threads)
         t1 = time.perf_counter()
-        params["fidelity"] = fidelity(engine, reference, sets, directions, steps, delta)
+        params["fidelity"] = fidelity(engine, reference, sets, directions, steps, delta, params["threshold"])
         params["fidelity"]["seconds"] = round(time.perf_counter() - t1, 2)
     result = APCRResult(
         apcr=fin["apcr"], curves=fin["curves"], up=fin["up"], down=fin["down"], counts=sets.counts,

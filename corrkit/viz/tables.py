@@ -54,10 +54,23 @@ def apcr_table(result, top_k: int = TOP_K) -> None:
                         f"top-{auto['top']} inclusion >= {auto['target']:g}: {needed}", markup=False)
     fid = result.params.get("fidelity")
     if fid:
-        ov = [k for k in fid if k.startswith("top")][0]
-        Console().print(f"{result.params['mode']} fidelity vs fp32 ({fid['codes_per_class']} codes/class): "
-                        f"max |dAPCR| {fid['max_abs_delta_apcr']:.4f}, {ov} per class {fid[ov]}")
+        Console().print(fidelity_text(result.params["mode"], fid), markup=False)
 
+
+def fidelity_text(mode: str, fid: dict) -> str:
+    """The fidelity line of a run (SPEC §10); ``—`` where nothing could be compared, and the codes fp32 moved."""
+    ov = [k for k in fid if k.startswith("top")][0]
+    d = fid["max_abs_delta_apcr"]
+    per = ", ".join("—" if o is None else f"{o:g}" for o in fid[ov])
+    n = fid.get("codes_compared")
+    codes = f"{fid['codes_per_class']} codes/class" if n is None else f"{n} codes, <= {fid['codes_per_class']}/class"
+    line = (f"{mode} fidelity vs fp32 ({codes}): max |dAPCR| "
+            f"{'—' if d is None else f'{d:.4f}'}, {ov} per class [{per}]")
+    moved = fid.get("reclassified")
+    if moved and sum(moved):
+        line += (f"; {sum(moved)} of the run's codes are not in their class under fp32 (per class {moved}), "
+                 "left out of this comparison")
+    return line
 
 def interval_text(lo: float, hi: float, digits: int = 2) -> str:
     """``[lo, hi]`` of a 95% interval; an unbounded end (one code cannot bound a mean) is ``∞``."""
