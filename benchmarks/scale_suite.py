@@ -228,6 +228,10 @@ def suite(sizes, modes, work: Path, rounds: int = 1) -> dict:
             # the fast modes run on the fp32 run's codes, so their APCR can be set beside it whole
             r = apcr_end_to_end(str(b.path), mode, ref["latents"], space, codes)
             r["whole_grid"] = whole_grid_fidelity(r["apcr"], ref["apcr"])
+            # the mode re-forms the class sets from those codes: count the fp32 members it put elsewhere
+            kept = {(z.tobytes(), int(j)) for z, j in zip(r["latents"], r["labels"])}
+            r["whole_grid"]["codes_moved"] = sum((z.tobytes(), int(j)) not in kept
+                                                 for z, j in zip(ref["latents"], ref["labels"]))
             rows[f"corrkit apcr end to end {mode}"] = r["points_per_second"]
             info[f"apcr {mode}"] = {k: v for k, v in r.items() if k not in ("apcr", "latents", "labels", "delta")}
         rows.update({k: float(np.median([e[k] for e in each])) for k in each[0] if k.startswith("PyTorch")})
@@ -263,7 +267,9 @@ def table(size: int, rows: dict, info: dict) -> str:
         if (k.startswith("apcr") or k.startswith("torch")) and v.get("whole_grid"):
             f = v["whole_grid"]
             lines.append(f"\n{k} on the fp32 run's codes, whole grid: max |ΔAPCR| {f['max_abs_delta_apcr']:.4f}, "
-                         f"min top-10 overlap {f['min_top10_overlap']:.2f} ({f['top10_overlap']})")
+                         f"min top-10 overlap {f['min_top10_overlap']:.2f} ({f['top10_overlap']})"
+                         + (f"; {f['codes_moved']} of fp32's codes in another set (or none) under this mode"
+                            if f.get("codes_moved") else ""))
         if k.startswith("apcr") and v.get("fidelity"):
             lines.append(f"\n{k}: {fidelity_text(k.split()[-1], v['fidelity'])}")
         if k.startswith("engine"):
