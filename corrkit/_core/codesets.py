@@ -49,12 +49,10 @@ def _select(probs: np.ndarray, n: int, tau: float, taken: list[list[int]], offse
                 taken[j].extend(offset + int(r) for r in np.flatnonzero(probs[:, j] >= tau)[:room])
         return
     top = probs.argmax(1)
-    conf = probs[np.arange(len(probs)), top]
-    for r in np.flatnonzero(conf >= tau):
+    for r in np.flatnonzero(qualifies(probs, top, tau)):
         j = top[r]
         if len(taken[j]) < n:
             taken[j].append(offset + int(r))
-
 
 
 def qualifies(probs: np.ndarray, labels: np.ndarray, tau: float, multi: bool = False) -> np.ndarray:
@@ -64,6 +62,7 @@ def qualifies(probs: np.ndarray, labels: np.ndarray, tau: float, multi: bool = F
     """
     own = probs[np.arange(len(probs)), labels]
     return own >= tau if multi else (own >= tau) & (probs.argmax(1) == labels)
+
 
 # Prior draws kept per code wanted while the class sets fill (the default draw cap of class_sets).
 DRAWS_PER_CODE = 50

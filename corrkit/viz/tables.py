@@ -72,6 +72,7 @@ def fidelity_text(mode: str, fid: dict) -> str:
                  "left out of this comparison")
     return line
 
+
 def interval_text(lo: float, hi: float, digits: int = 2) -> str:
     """``[lo, hi]`` of a 95% interval; an unbounded end (one code cannot bound a mean) is ``∞``."""
     ends = [f"{v:.{digits}f}" if np.isfinite(v) else "∞" for v in (lo, hi)]
