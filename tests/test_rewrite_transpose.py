@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from corrkit._core.rewrite_transpose import (conv_transpose_1x1_gemm, conv_transpose_phase_form, fold_batchnorm,
                                              phase_taps, transpose_rewrites)
+from corrkit._core.rewrite_phases import conv_transpose_phase_convs
 
 
 def _model(nodes, inits, shape, name="x"):
@@ -107,11 +108,51 @@ def test_phase_form_matches_conv_transpose(rng, interleave, k, pads, op, cin, co
 
 
 def test_phase_form_skips_small_inputs(rng):
-    """Inputs known to be under ``min_side`` keep their ConvTranspose (slower there, not wrong)."""
+    """Inputs known to be under ``min_side`` (16) are left to the per-phase convolutions (slower there, not wrong)."""
     nodes, inits = _transpose(rng, 4, 4, (4, 4), strides=[2, 2], pads=[1, 1, 1, 1])
-    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 4, 4]))[1] == 0
-    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 8, 8]))[1] == 1
+    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 8, 8]))[1] == 0
+    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 16, 8]))[1] == 0
+    assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, 16, 16]))[1] == 1
     assert conv_transpose_phase_form(_model(nodes, inits, ["B", 4, "h", "w"]))[1] == 1  # unknown: rewritten
+
+
+@pytest.mark.parametrize("k,pads,op,cin,cout,hw,bias,act", [
+    ((4, 4), [1, 1, 1, 1], [0, 0], 5, 7, (4, 4), True, "Relu"),
+    ((4, 4), [1, 1, 1, 1], [0, 0], 16, 3, (8, 5), False, "LeakyRelu"),
+    ((3, 3), [1, 1, 1, 1], [1, 1], 4, 6, (6, 5), True, "Relu"),
+    ((2, 2), [0, 0, 0, 0], [0, 0], 3, 1, (7, 7), True, None),
+    ((4, 3), [1, 1, 1, 1], [0, 1], 6, 4, (4, 9), False, "Tanh"),  # kernel 4 pad 1 rows, kernel 3 pad 1 op 1 columns
+    ((6, 6), [2, 2, 2, 2], [0, 0], 2, 3, (3, 4), True, "Relu"),
+])
+def test_phase_convs_match_conv_transpose(rng, k, pads, op, cin, cout, hw, bias, act):
+    """One Conv per output phase (inputs under ``max_side``), Concat, DepthToSpace: the plain layer within 1e-5."""
+    nodes, inits = _transpose(rng, cin, cout, k, bias=bias, act=act, strides=[2, 2], pads=pads, output_padding=op)
+    plain = _model(nodes, inits, [3, cin, *hw])
+    new, count = conv_transpose_phase_convs(plain)
+    assert count == 1
+    ops = [n.op_type for n in new.graph.node]
+    assert ops.count("Conv") == 4 and "ConvTranspose" not in ops and ops.count("DepthToSpace") == 1
+    assert ops.count(act) == (4 if act else 0)  # the activation runs on each phase
+    x = rng.standard_normal((3, cin, *hw)).astype(np.float32)
+    _same(new, plain, x)
+    want = _conv_transpose_numpy(x.astype(np.float64), inits["w"].astype(np.float64), 2, pads, op)
+    if bias:
+        want += inits["b"][None, :, None, None]
+    if act is None:  # the definition, independent of onnxruntime's ConvTranspose
+        np.testing.assert_allclose(_run(new, x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_phase_convs_need_known_small_inputs_and_windows_with_offset_0(rng):
+    nodes, inits = _transpose(rng, 4, 4, (4, 4), strides=[2, 2], pads=[1, 1, 1, 1])
+    assert conv_transpose_phase_convs(_model(nodes, inits, ["B", 4, 16, 8]))[1] == 0  # a side >= max_side
+    assert conv_transpose_phase_convs(_model(nodes, inits, ["B", 4, 16, 8]), max_side=17)[1] == 1
+    assert conv_transpose_phase_convs(_model(nodes, inits, ["B", 4, "h", "w"]))[1] == 0  # unknown
+    # kernel 3 pads (2, 0) output_padding 1: phase 1 reads input offset 1 only, which a Conv's padding cannot reach
+    nodes, inits = _transpose(rng, 4, 4, (3, 3), strides=[2, 2], pads=[2, 2, 0, 0], output_padding=[1, 1])
+    m = _model(nodes, inits, ["B", 4, 4, 4])
+    assert phase_taps(3, 2)[1] == [1] and _run(m, np.ones((1, 4, 4, 4), np.float32)).shape == (1, 4, 8, 8)
+    assert conv_transpose_phase_convs(m)[1] == 0
+    assert transpose_rewrites(m)[1] == {}
 
 
 @pytest.mark.parametrize("kw", [
@@ -131,6 +172,7 @@ def test_other_conv_transposes_are_left_alone(rng, kw):
     m = _model(nodes, inits, ["B", cin, 5, 5])
     _run(m, rng.standard_normal((1, cin, 5, 5)).astype(np.float32))  # a valid graph
     assert conv_transpose_phase_form(m, min_side=0)[1] == 0
+    assert conv_transpose_phase_convs(m, max_side=99)[1] == 0
     assert transpose_rewrites(m)[1] == {}
 
 
@@ -225,8 +267,10 @@ def _dcgan_graph(rng, n=12, chans=(16, 8, 4), out=3):
 def test_all_three_on_a_dcgan_graph(rng):
     plain = _dcgan_graph(rng)
     new, counts = transpose_rewrites(plain)
-    # 4x4 input of the first stride-2 layer is under MIN_PHASE_SIDE: 8x8 and 16x16 inputs are rewritten
-    assert counts == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 2}
+    # the 4x4 and 8x8 inputs are under MIN_PHASE_SIDE: one conv per phase; the 16x16 input: the one-conv form
+    assert counts == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 1,
+                      "conv_transpose_phase_convs": 2}
+    assert "ConvTranspose" not in [n.op_type for n in new.graph.node if not n.name.endswith("/interleave")]
     assert [n.op_type for n in new.graph.node].count("BatchNormalization") == 0
     _same(new, plain, rng.standard_normal((4, 12)).astype(np.float32), "z")
 
@@ -249,7 +293,8 @@ def test_torch_dcgan_through_the_engine(tmp_path):
     z = np.random.default_rng(0).standard_normal((24, 16)).astype(np.float32)
     fast = Engine(b, device="cpu", batch_size=8, autotune=False)
     plain = Engine(b, device="cpu", batch_size=8, autotune=False, rewrite=False)
-    assert fast.rewrites == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 2}
+    assert fast.rewrites == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 1,
+                             "conv_transpose_phase_convs": 2}
     assert plain.rewrites == {}
     p, want = fast.probabilities(z), plain.probabilities(z)
     np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)

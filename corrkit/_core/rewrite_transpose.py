@@ -2,7 +2,7 @@
 
 onnxruntime's CPU ConvTranspose multiplies into a column buffer and scatters it back
 (col2im); a stride-2 ConvTranspose is cheaper as ordinary convolutions of its
-low-resolution input, one per output phase, interleaved once. Three rewrites, applied
+low-resolution input, one per output phase, interleaved once. Four rewrites, applied
 in this order by :func:`transpose_rewrites`:
 
 - :func:`fold_batchnorm`: an inference BatchNormalization read only from a Conv or
@@ -16,7 +16,10 @@ in this order by :func:`transpose_rewrites`:
   The interleave is a ConvTranspose (kernel 2, stride 2, one group per channel) with one-hot
   weights: onnxruntime's DepthToSpace is a general 6-D transpose and costs more than that
   scatter, which has no overlaps and four multiply-adds (one by 1.0, three by 0.0) per
-  output pixel.
+  output pixel. Taken from a ``MIN_PHASE_SIDE`` (16) input side up.
+- :func:`~corrkit._core.rewrite_phases.conv_transpose_phase_convs`: the same layers on smaller
+  inputs (a DCGAN's 4x4 and 8x8 stages), where the lined-up windows' extra row and column
+  cost too much: four convolutions, one per phase and only its own window, and a DepthToSpace.
 
 Each changes only the order of float additions (and, for the fold, the rounding of the
 folded weights). Torch-free: onnx and numpy only; float32 weights only.
@@ -334,7 +337,7 @@ def _interleave_weights(cout: int) -> np.ndarray:
     return k.reshape(4 * cout, 1, 2, 2)
 
 
-MIN_PHASE_SIDE = 8
+MIN_PHASE_SIDE = 16  # onnxruntime CPU, from 16x16 inputs up; smaller ones: rewrite_phases
 
 
 def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_side: int = MIN_PHASE_SIDE,
@@ -422,20 +425,26 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
 
 def transpose_rewrites(model, phase_form: bool = True, interleave: str = "grouped_transpose",
                        min_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1):
-    """The three rewrites in order (fold first, so the others see folded weights): ``(model, counts)``.
+    """The four rewrites in order (fold first, so the others see folded weights): ``(model, counts)``.
 
     ``phase_form=False`` keeps stride-2 ConvTransposes whole. ``interleave``, ``min_side`` and
     ``min_out_channels`` are :func:`conv_transpose_phase_form`'s: onnxruntime's CPU kernels want the grouped
-    transpose from 8x8 inputs up; OpenVINO (``--mode bf16``) wants DepthToSpace on every
-    layer, because its one-hot grouped deconvolution is slow while its convolutions run on
-    AMX (benchmarks/RESULTS.md).
+    transpose from 16x16 inputs up and one convolution per phase below
+    (:func:`~corrkit._core.rewrite_phases.conv_transpose_phase_convs`, for inputs known to be
+    under ``min_side``); OpenVINO (``--mode bf16``) wants DepthToSpace on every layer, because
+    its one-hot grouped deconvolution is slow while its convolutions run on AMX
+    (benchmarks/RESULTS.md).
     """
+    from corrkit._core.rewrite_phases import conv_transpose_phase_convs
+
     counts = {}
     steps = [("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
     if phase_form:
         steps.append(("conv_transpose_phase_form",
                       lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side,
                                                           min_out_channels=min_out_channels)))
+        if min_side > 1 and min_out_channels <= 1:
+            steps.append(("conv_transpose_phase_convs", lambda m: conv_transpose_phase_convs(m, max_side=min_side)))
     for name, fn in steps:
         model, k = fn(model)
         if k:
