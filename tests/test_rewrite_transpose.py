@@ -264,7 +264,7 @@ def _dcgan_graph(rng, n=12, chans=(16, 8, 4), out=3):
     return _model(nodes, inits, ["B", n], "z")
 
 
-def test_all_three_on_a_dcgan_graph(rng):
+def test_all_four_on_a_dcgan_graph(rng):
     plain = _dcgan_graph(rng)
     new, counts = transpose_rewrites(plain)
     # the 4x4 and 8x8 inputs are under MIN_PHASE_SIDE: one conv per phase; the 16x16 input: the one-conv form

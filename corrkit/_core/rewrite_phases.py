@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from corrkit._core.rewrite import apply_replacements as _apply
-from corrkit._core.rewrite_transpose import (MIN_PHASE_SIDE, _activations_on, _bias, _copy, _Index,
-                                             _plain_transposes, _spatial_dims, phase_taps)
+from corrkit._core.rewrite_transpose import (MIN_PHASE_SIDE, _activations_on, _bias, _copy, _doubles,
+                                             _Index, _plain_transposes, _spatial_dims, phase_taps)
 
 
 def _phase_kernel(w: np.ndarray, pad_begin: tuple[int, int], dy: list[int], dx: list[int], a: int, b: int):
@@ -54,12 +54,10 @@ def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE):
     replace, drop, new_inits = {}, set(), []
     for n, w, a in _plain_transposes(m, idx):
         sides = shapes.get(n.input[0], [None] * 4)[2:]
-        if a["strides"] != [2, 2] or len(sides) != 2 or any(s is None or s >= max_side for s in sides):
+        if not _doubles(w, a) or len(sides) != 2 or any(s is None or s >= max_side for s in sides):
             continue
         kh, kw = w.shape[2:]
-        pb, pe, op = a["pads"][:2], a["pads"][2:], a["output_padding"]
-        if any(k + o - p0 - p1 != 2 for k, o, p0, p1 in zip((kh, kw), op, pb, pe)) or max(op) > 1:
-            continue
+        pb = a["pads"][:2]
         taps = (phase_taps(kh, pb[0]), phase_taps(kw, pb[1]))
         if None in taps or any(min(ds) > 0 or max(ds) < 0 for axis in taps for ds in axis):
             continue

@@ -185,6 +185,13 @@ def _plain_transpose(node, w) -> dict | None:
             "output_padding": list(a.get("output_padding", [0, 0]))}
 
 
+def _doubles(w: np.ndarray, a: dict) -> bool:
+    """A stride-2 ConvTranspose whose output is exactly ``2 H x 2 W`` (``k + output_padding - pads == 2`` per axis)."""
+    pb, pe, op = a["pads"][:2], a["pads"][2:], a["output_padding"]
+    return (a["strides"] == [2, 2] and max(op) <= 1
+            and all(k + o - p0 - p1 == 2 for k, o, p0, p1 in zip(w.shape[2:], op, pb, pe)))
+
+
 def _plain_transposes(m, idx):
     """``(node, float32 weights, attributes)`` of each ungrouped, undilated ConvTranspose with constant weights."""
     for n in m.graph.node:
@@ -373,7 +380,7 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     shapes = None
     replace, drop, new_inits = {}, set(), []
     for n, w, a in _plain_transposes(m, idx):
-        if a["strides"] != [2, 2]:
+        if not _doubles(w, a):
             continue
         if min_side > 1:
             shapes = _spatial_dims(m) if shapes is None else shapes
@@ -383,9 +390,7 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
         kh, kw = w.shape[2:]
         if w.shape[1] < min_out_channels:
             continue
-        pb, pe, op = a["pads"][:2], a["pads"][2:], a["output_padding"]
-        if any(k + o - p0 - p1 != 2 for k, o, p0, p1 in zip((kh, kw), op, pb, pe)) or max(op) > 1:
-            continue
+        pb = a["pads"][:2]
         plans = (_axis_plan(kh, pb[0]), _axis_plan(kw, pb[1]))
         if None in plans:
             continue
