@@ -453,3 +453,24 @@ def _pair_bundle(p):
     from corrkit._core.bundle import from_pair
 
     return from_pair(p.generator, p.classifier)
+
+
+def test_control_on_a_run_of_model_files_asks_for_weights_never_takes_the_builtins(tmp_path):
+    # `corrkit apcr --generator G --classifier Q` has no bundle folder: no default weights exist for it,
+    # and the built-in bundle's (another model's w*) must not stand in for them
+    p = um.pair(tmp_path / "export", batch=None, external=False)
+    files = ["--generator", p.generator, "--classifier", p.classifier, "--classes", "a,b,c"]
+    invoke("apcr", *files, *TINY, "--out", tmp_path / "run", "--json")
+    before = sorted((tmp_path / "run").iterdir())
+    r = runner.invoke(app, ["control", str(tmp_path / "run")])
+    assert r.exit_code == 1, r.output
+    assert r.output.count("\n") == 1 and r.output.startswith("error:") and "--weights" in r.output
+    assert sorted((tmp_path / "run").iterdir()) == before
+    invoke("optimize", *files, "--iterations", "1", "--samples-per-class", "2", "--perturbations", "2",
+           "--device", "cpu", "--out", tmp_path / "w.npz", "--json")
+    c = json.loads(invoke("control", tmp_path / "run", "--weights", tmp_path / "w.npz", "--top-k", "3", "--json"))
+    w, apcr = np.load(tmp_path / "w.npz")["w"], np.load(tmp_path / "run" / "apcr.npz")["apcr"]
+    for j in range(um.C):
+        seq, opt = c["sets"]["seq"][j], c["sets"]["opt"][j]
+        assert um.top_k_is_valid(apcr[:, j], seq) and um.top_k_is_valid(np.abs(w[j]), opt)
+        assert c["intersection_ratio"]["per_class"][j] == len(set(seq) & set(opt)) / 3

@@ -90,12 +90,21 @@ class ControlResult:
 
 
 def default_weights_path(run) -> Path:
-    """``optimized_weights.npz`` in the folder of the bundle the run analysed."""
+    """``optimized_weights.npz`` in the folder of the bundle the run analysed.
+
+    A run on model files (no bundle folder) has none: :class:`CorrkitError`, never the built-in's.
+    """
     from corrkit._core.bundle import builtin_path
     from corrkit.methods.optimize import WEIGHTS_FILE
 
-    where = (run.bundle_card or {}).get("path") or str(builtin_path())
-    where = Path(where)
+    card = run.bundle_card or {}
+    if not card.get("path") and (card.get("models") or card.get("files")):
+        # a run on model files given as --generator/--classifier has no bundle folder to hold weights:
+        # falling back to the built-in bundle's would compare against another model's w*
+        raise CorrkitError("this run analysed model files, not a bundle folder, so it has no optimised weights "
+                           "of its own; make them with `corrkit optimize --generator G --classifier Q --out w.npz` "
+                           "and pass --weights w.npz")
+    where = Path(card.get("path") or str(builtin_path()))
     return (where if where.is_dir() else where.parent) / WEIGHTS_FILE
 
 
