@@ -293,11 +293,26 @@ def test_torch_dcgan_through_the_engine(tmp_path):
     z = np.random.default_rng(0).standard_normal((24, 16)).astype(np.float32)
     fast = Engine(b, device="cpu", batch_size=8, autotune=False)
     plain = Engine(b, device="cpu", batch_size=8, autotune=False, rewrite=False)
-    assert fast.rewrites == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_form": 1,
-                             "conv_transpose_phase_convs": 2}
+    # its 8- and 3-channel layers stay whole on onnxruntime (THIN_OUT_CHANNELS); the 16-channel one: four convs
+    assert fast.rewrites == {"batchnorm_fold": 3, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_convs": 1}
     assert plain.rewrites == {}
     p, want = fast.probabilities(z), plain.probabilities(z)
     np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
+
+
+def test_the_engine_leaves_layers_to_few_channels_whole_on_onnxruntime(rng):
+    """The onnxruntime form: layers to >= 16 channels in phase form (both kinds), thinner ones (RGB) as exported."""
+    from corrkit._core.engine import THIN_OUT_CHANNELS, rewritten
+
+    plain = _dcgan_graph(rng, chans=(32, 32, 16, 8, 16), out=3)  # 4x4 ... 64x64: 16 out on a 32x32 input, then RGB
+    new, counts = rewritten(plain)
+    assert counts == {"batchnorm_fold": 5, "conv_transpose_1x1_gemm": 1, "conv_transpose_phase_convs": 2,
+                      "conv_transpose_phase_form": 1}
+    consts = {i.name: i for i in new.graph.initializer}
+    whole = [n for n in new.graph.node if n.op_type == "ConvTranspose" and not n.name.endswith("/interleave")]
+    assert sorted(consts[n.input[1]].dims[1] for n in whole) == [3, 8]
+    assert all(consts[n.input[1]].dims[1] < THIN_OUT_CHANNELS for n in whole)
+    _same(new, plain, rng.standard_normal((4, 12)).astype(np.float32), "z")
 
 
 def test_the_openvino_shape_rewrites_every_stride_2_layer_with_depth_to_space(rng):

@@ -130,18 +130,25 @@ def default_batch_size(model, device: str, memory_budget_mb: int | None = None) 
     return int(np.clip(budget // bytes_per_point(model), 16, 16384))
 
 
+THIN_OUT_CHANNELS = 16  # onnxruntime CPU: ConvTransposes to fewer channels are left whole (rewritten())
+
+
 def rewritten(model, backend: str = "onnxruntime"):
     """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each.
 
     ``backend="openvino"`` shapes the ConvTranspose phase form for OpenVINO's kernels
     (DepthToSpace interleave, every layer: :func:`~corrkit._core.rewrite_transpose.transpose_rewrites`);
     ``"delta"`` the same but for layers to fewer than 32 channels (``--mode bf16-delta``).
+    On onnxruntime a layer to fewer than :data:`THIN_OUT_CHANNELS` channels (a generator's last,
+    RGB layer) stays a ConvTranspose: its phases fill a fraction of one 16-channel block of
+    onnxruntime's blocked layout, and their interleave moves the padding (benchmarks/RESULTS.md).
     """
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
     kw = {"openvino": {"interleave": "depth_to_space", "min_side": 1},
-          "delta": {"interleave": "depth_to_space", "min_side": 1, "min_out_channels": 32}}.get(backend, {})
+          "delta": {"interleave": "depth_to_space", "min_side": 1, "min_out_channels": 32}}.get(
+        backend, {"min_out_channels": THIN_OUT_CHANNELS})
     model, done = transpose_rewrites(model, **kw)
     model, n_sub = subpixel_phase_form(model)
     model, n_split = thin_conv_split(model, max_out=4)

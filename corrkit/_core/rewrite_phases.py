@@ -35,7 +35,7 @@ def _phase_kernel(w: np.ndarray, pad_begin: tuple[int, int], dy: list[int], dx: 
     return k
 
 
-def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE):
+def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1):
     """Stride-2 ConvTranspose with output exactly twice an input smaller than ``max_side`` -> four Convs + DepthToSpace.
 
     Taken when the output is exactly ``2 H x 2 W`` (as for the one-conv phase form), each phase's
@@ -44,7 +44,8 @@ def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE):
     ungrouped and undilated, and its input's sides are known and below ``max_side``. Phase
     ``(a, b)``'s Conv has kernel ``len(d_y) x len(d_x)`` and pads ``(-min d, max d)`` per axis;
     the bias goes to each; the elementwise activations right after the ConvTranspose run on each
-    phase (onnxruntime fuses them into its Conv). Returns the model and the count.
+    phase (onnxruntime fuses them into its Conv). Layers with fewer than ``min_out_channels``
+    outputs are left whole. Returns the model and the count.
     """
     from onnx import helper, numpy_helper
 
@@ -55,6 +56,8 @@ def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE):
     for n, w, a in _plain_transposes(m, idx):
         sides = shapes.get(n.input[0], [None] * 4)[2:]
         if not _doubles(w, a) or len(sides) != 2 or any(s is None or s >= max_side for s in sides):
+            continue
+        if w.shape[1] < min_out_channels:
             continue
         kh, kw = w.shape[2:]
         pb = a["pads"][:2]

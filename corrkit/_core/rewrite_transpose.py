@@ -21,8 +21,10 @@ in this order by :func:`transpose_rewrites`:
   inputs (a DCGAN's 4x4 and 8x8 stages), where the lined-up windows' extra row and column
   cost too much: four convolutions, one per phase and only its own window, and a DepthToSpace.
 
-Each changes only the order of float additions (and, for the fold, the rounding of the
-folded weights). Torch-free: onnx and numpy only; float32 weights only.
+The engine leaves layers to fewer than 16 channels (a generator's last, RGB layer) whole on
+onnxruntime (``min_out_channels``, :data:`corrkit._core.engine.THIN_OUT_CHANNELS`). Each
+changes only the order of float additions (and, for the fold, the rounding of the folded
+weights). Torch-free: onnx and numpy only; float32 weights only.
 """
 
 from __future__ import annotations
@@ -448,8 +450,9 @@ def transpose_rewrites(model, phase_form: bool = True, interleave: str = "groupe
         steps.append(("conv_transpose_phase_form",
                       lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side,
                                                           min_out_channels=min_out_channels)))
-        if min_side > 1 and min_out_channels <= 1:
-            steps.append(("conv_transpose_phase_convs", lambda m: conv_transpose_phase_convs(m, max_side=min_side)))
+        if min_side > 1:
+            steps.append(("conv_transpose_phase_convs", lambda m: conv_transpose_phase_convs(
+                m, max_side=min_side, min_out_channels=min_out_channels)))
     for name, fn in steps:
         model, k = fn(model)
         if k:
