@@ -131,6 +131,11 @@ def default_batch_size(model, device: str, memory_budget_mb: int | None = None) 
 
 
 THIN_OUT_CHANNELS = 16  # onnxruntime CPU: ConvTransposes to fewer channels are left whole (rewritten())
+TRANSPOSE_FORM = {  # backend -> transpose_rewrites' options (rewritten())
+    "onnxruntime": {"min_out_channels": THIN_OUT_CHANNELS},
+    "openvino": {"interleave": "depth_to_space", "min_side": 1},
+    "delta": {"interleave": "depth_to_space", "min_side": 1, "min_out_channels": 32},
+}
 
 
 def rewritten(model, backend: str = "onnxruntime"):
@@ -146,10 +151,7 @@ def rewritten(model, backend: str = "onnxruntime"):
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
-    kw = {"openvino": {"interleave": "depth_to_space", "min_side": 1},
-          "delta": {"interleave": "depth_to_space", "min_side": 1, "min_out_channels": 32}}.get(
-        backend, {"min_out_channels": THIN_OUT_CHANNELS})
-    model, done = transpose_rewrites(model, **kw)
+    model, done = transpose_rewrites(model, **TRANSPOSE_FORM.get(backend, TRANSPOSE_FORM["onnxruntime"]))
     model, n_sub = subpixel_phase_form(model)
     model, n_split = thin_conv_split(model, max_out=4)
     done.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})
