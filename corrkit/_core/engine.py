@@ -132,7 +132,7 @@ def default_batch_size(model, device: str, memory_budget_mb: int | None = None) 
 
 THIN_OUT_CHANNELS = 16  # onnxruntime CPU: ConvTransposes to fewer channels are left whole (rewritten())
 TRANSPOSE_FORM = {  # backend -> transpose_rewrites' options (rewritten())
-    "onnxruntime": {"min_out_channels": THIN_OUT_CHANNELS},
+    "onnxruntime": {"min_out_channels": THIN_OUT_CHANNELS, "into_conv": True},
     "openvino": {"interleave": "depth_to_space", "min_side": 1},
     "delta": {"interleave": "depth_to_space", "min_side": 1, "min_out_channels": 32},
 }
@@ -147,6 +147,8 @@ def rewritten(model, backend: str = "onnxruntime"):
     On onnxruntime a layer to fewer than :data:`THIN_OUT_CHANNELS` channels (a generator's last,
     RGB layer) stays a ConvTranspose: its phases fill a fraction of one 16-channel block of
     onnxruntime's blocked layout, and their interleave moves the padding (benchmarks/RESULTS.md).
+    Where a stride-2 conv reads such a layer (a classifier's first conv on the image), that conv reads
+    its phases directly instead, with no interleave (``conv_transpose_into_conv``, onnxruntime only).
     """
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites

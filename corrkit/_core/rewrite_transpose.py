@@ -22,7 +22,10 @@ in this order by :func:`transpose_rewrites`:
   cost too much: four convolutions, one per phase and only its own window, and a DepthToSpace.
 
 The engine leaves layers to fewer than 16 channels (a generator's last, RGB layer) whole on
-onnxruntime (``min_out_channels``, :data:`corrkit._core.engine.THIN_OUT_CHANNELS`). Each
+onnxruntime (``min_out_channels``, :data:`corrkit._core.engine.THIN_OUT_CHANNELS`), unless a
+stride-2 conv reads them (the classifier's first): then
+:func:`~corrkit._core.rewrite_into_conv.conv_transpose_into_conv` runs before the phase forms and
+that conv reads the phases without an interleave. Each
 changes only the order of float additions (and, for the fold, the rounding of the folded
 weights). Torch-free: onnx and numpy only; float32 weights only.
 """
@@ -431,7 +434,7 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
 
 
 def transpose_rewrites(model, phase_form: bool = True, interleave: str = "grouped_transpose",
-                       min_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1):
+                       min_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1, into_conv: bool = False):
     """The four rewrites in order (fold first, so the others see folded weights): ``(model, counts)``.
 
     ``phase_form=False`` keeps stride-2 ConvTransposes whole. ``interleave``, ``min_side`` and
@@ -440,12 +443,17 @@ def transpose_rewrites(model, phase_form: bool = True, interleave: str = "groupe
     (:func:`~corrkit._core.rewrite_phases.conv_transpose_phase_convs`, for inputs known to be
     under ``min_side``); OpenVINO (``--mode bf16``) wants DepthToSpace on every layer, because
     its one-hot grouped deconvolution is slow while its convolutions run on AMX
-    (benchmarks/RESULTS.md).
+    (benchmarks/RESULTS.md). ``into_conv``: a layer read by a stride-2 conv (a generator's last layer
+    and its classifier's first) first becomes phases that conv reads directly, whatever its channels
+    (:func:`~corrkit._core.rewrite_into_conv.conv_transpose_into_conv`; onnxruntime's form).
     """
+    from corrkit._core.rewrite_into_conv import conv_transpose_into_conv
     from corrkit._core.rewrite_phases import conv_transpose_phase_convs
 
     counts = {}
     steps = [("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
+    if phase_form and into_conv:
+        steps.append(("conv_transpose_into_conv", conv_transpose_into_conv))
     if phase_form:
         steps.append(("conv_transpose_phase_form",
                       lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side,
