@@ -29,7 +29,7 @@ def graphs(fused) -> dict:
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
-    every, _ = transpose_rewrites(fused)
+    every, _ = transpose_rewrites(fused)  # no thin-layer rule, no phases read by the classifier (grid_layer.py)
     every, _ = subpixel_phase_form(every)
     every, _ = thin_conv_split(every, max_out=4)
     return {"every layer in phase form": every, "thin layers whole (engine)": rewritten(fused)[0]}
@@ -55,25 +55,32 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as work:
         b = bundle(a.size, Path(work) / f"dcgan{a.size}")
         fused = b.fused_model()
-    sessions = {k: session(m) for k, m in graphs(fused).items()}
-    z = np.random.default_rng(0).standard_normal((a.batch, b.latent_dim)).astype(np.float32)
+    race(graphs(fused), a.size, a.batch, b.latent_dim, a.blocks, a.seconds)
+
+
+def race(models: dict, size: int, batch: int, latent_dim: int, blocks: int, seconds: float) -> dict:
+    """Check the two graphs agree, time them in alternating blocks, print and return their median points/s."""
+    sessions = {k: session(m) for k, m in models.items()}
+    z = np.random.default_rng(0).standard_normal((batch, latent_dim)).astype(np.float32)
     outs = [s.run(None, {"z": z})[0] for s in sessions.values()]
     print(f"max |dp| between the two: {float(np.abs(outs[0] - outs[1]).max()):.2e}")
     times = {k: [] for k in sessions}
-    for i in range(a.blocks):
+    for i in range(blocks):
         for k in list(sessions)[:: 1 if i % 2 == 0 else -1]:
             for _ in range(3):
                 sessions[k].run(None, {"z": z})
-            t_end = time.perf_counter() + a.seconds
+            t_end = time.perf_counter() + seconds
             while time.perf_counter() < t_end:
                 t = time.perf_counter()
                 sessions[k].run(None, {"z": z})
                 times[k].append(time.perf_counter() - t)
+    medians = {}
     for k, t in times.items():
         t = np.array(t)
-        print(f"{a.size} px batch {a.batch}, {k}: median {a.batch / np.median(t):.0f}, "
-              f"best {a.batch / t.min():.0f} points/s ({len(t)} calls)")
-
+        medians[k] = batch / np.median(t)
+        print(f"{size} px batch {batch}, {k}: median {medians[k]:.0f}, "
+              f"best {batch / t.min():.0f} points/s ({len(t)} calls)")
+    return medians
 
 if __name__ == "__main__":
     main()
