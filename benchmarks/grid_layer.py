@@ -20,14 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def graphs(fused) -> dict:
-    from corrkit._core.engine import TRANSPOSE_FORM, rewritten
-    from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
-    from corrkit._core.rewrite_transpose import transpose_rewrites
+    from corrkit._core.engine import rewritten
 
-    before, _ = transpose_rewrites(fused, **{**TRANSPOSE_FORM["onnxruntime"], "into_conv": False})
-    before, _ = subpixel_phase_form(before)  # rewritten()'s other two steps
-    before, _ = thin_conv_split(before, max_out=4)
-    return {"image interleaved (before)": before, "classifier reads the phases (engine)": rewritten(fused)[0]}
+    return {"image interleaved (before)": rewritten(fused, into_conv=False)[0],
+            "classifier reads the phases (engine)": rewritten(fused)[0]}
 
 
 def main(argv=None) -> None:

@@ -26,12 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def graphs(fused) -> dict:
     from corrkit._core.engine import rewritten
-    from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
-    from corrkit._core.rewrite_transpose import transpose_rewrites
 
-    every, _ = transpose_rewrites(fused)  # no thin-layer rule, no phases read by the classifier (grid_layer.py)
-    every, _ = subpixel_phase_form(every)
-    every, _ = thin_conv_split(every, max_out=4)
+    every, _ = rewritten(fused, min_out_channels=1, into_conv=False)  # no phases read by the classifier either
     return {"every layer in phase form": every, "thin layers whole (engine)": rewritten(fused)[0]}
 
 
@@ -81,6 +77,7 @@ def race(models: dict, size: int, batch: int, latent_dim: int, blocks: int, seco
         print(f"{size} px batch {batch}, {k}: median {medians[k]:.0f}, "
               f"best {batch / t.min():.0f} points/s ({len(t)} calls)")
     return medians
+
 
 if __name__ == "__main__":
     main()

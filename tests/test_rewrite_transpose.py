@@ -275,6 +275,24 @@ def test_all_four_on_a_dcgan_graph(rng):
     _same(new, plain, rng.standard_normal((4, 12)).astype(np.float32), "z")
 
 
+def test_the_rewrites_in_turn_infer_shapes_once(rng, monkeypatch):
+    """One shape inference serves the chain; each rewrite alone, inferring its own shapes, gives the same graph."""
+    import corrkit._core.rewrite_transpose as rt
+    from corrkit._core.rewrite_phases import conv_transpose_phase_convs
+
+    plain = _dcgan_graph(rng, chans=(16, 8, 4, 16))  # the 32x32 layer in one-conv phase form
+    alone = plain
+    for step in (rt.fold_batchnorm, rt.conv_transpose_1x1_gemm, rt.conv_transpose_phase_form,
+                 conv_transpose_phase_convs):
+        alone, k = step(alone)
+        assert k
+    calls, infer = [], rt._spatial_dims
+    monkeypatch.setattr(rt, "_spatial_dims", lambda m: calls.append(1) or infer(m))
+    chained, counts = transpose_rewrites(plain, into_conv=True)
+    assert len(calls) == 1 and len(counts) == 4
+    assert chained.SerializeToString() == alone.SerializeToString()
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torch_dcgan_through_the_engine(tmp_path):
     """A DCGAN as torch exports it (TorchScript exporter: BatchNormalization kept) gives the plain probabilities."""

@@ -138,7 +138,7 @@ TRANSPOSE_FORM = {  # backend -> transpose_rewrites' options (rewritten())
 }
 
 
-def rewritten(model, backend: str = "onnxruntime"):
+def rewritten(model, backend: str = "onnxruntime", **form):
     """``(model, rewrites)``: the exact graph rewrites applied (SPEC §10), and how many of each.
 
     ``backend="openvino"`` shapes the ConvTranspose phase form for OpenVINO's kernels
@@ -149,11 +149,12 @@ def rewritten(model, backend: str = "onnxruntime"):
     onnxruntime's blocked layout, and their interleave moves the padding (benchmarks/RESULTS.md).
     Where a stride-2 conv reads such a layer (a classifier's first conv on the image), that conv reads
     its phases directly instead, with no interleave (``conv_transpose_into_conv``, onnxruntime only).
+    ``form`` overrides the backend's transpose_rewrites options (the benchmarks' A/B graphs).
     """
     from corrkit._core.rewrite import subpixel_phase_form, thin_conv_split
     from corrkit._core.rewrite_transpose import transpose_rewrites
 
-    model, done = transpose_rewrites(model, **TRANSPOSE_FORM.get(backend, TRANSPOSE_FORM["onnxruntime"]))
+    model, done = transpose_rewrites(model, **{**TRANSPOSE_FORM.get(backend, TRANSPOSE_FORM["onnxruntime"]), **form})
     model, n_sub = subpixel_phase_form(model)
     model, n_split = thin_conv_split(model, max_out=4)
     done.update({k: v for k, v in [("subpixel_phase_form", n_sub), ("thin_conv_split", n_split)] if v})

@@ -33,7 +33,7 @@ import numpy as np
 from corrkit._core.onnx_graph import attrs
 from corrkit._core.rewrite import apply_replacements as _apply
 from corrkit._core.rewrite_transpose import (_activations_on, _axis_plan, _bias, _copy, _doubles, _float32_weights,
-                                             _Index, _phase_weights, _plain_transposes, _spatial_dims)
+                                             _Index, _phase_conv, _plain_transposes, _Shapes)
 
 
 def _grid_axis(k: int, p: int, crop: int, h: int):
@@ -99,16 +99,17 @@ def _grid_kernel(k: np.ndarray, channels: int, axes) -> np.ndarray:
     return out
 
 
-def conv_transpose_into_conv(model, pad_to: int = 16):
+def conv_transpose_into_conv(model, pad_to: int = 16, shapes=None):
     """A doubling ConvTranspose read (through activations) by a stride-2 Conv -> phase conv, mask, conv on the phases.
 
-    Returns the model and the count. See the module docstring for the conditions.
+    Returns the model and the count. See the module docstring for the conditions. ``shapes``: the
+    graph's shapes where the caller has them (:func:`~corrkit._core.rewrite_transpose.transpose_rewrites`).
     """
     from onnx import helper, numpy_helper
 
     m = _copy(model)
     idx = _Index(m)
-    shapes = None
+    shapes = _Shapes(m) if shapes is None else shapes
     replace, drop, new_inits = {}, set(), []
     for n, w, a in _plain_transposes(m, idx):
         if not _doubles(w, a):
@@ -121,7 +122,6 @@ def conv_transpose_into_conv(model, pad_to: int = 16):
         k, cpads = conv
         pb = a["pads"][:2]
         plans = (_axis_plan(w.shape[2], pb[0]), _axis_plan(w.shape[3], pb[1]))
-        shapes = _spatial_dims(m) if shapes is None else shapes
         size = shapes.get(n.input[0], [None] * 4)[2:]
         if None in plans or len(size) != 2 or None in size or k.shape[1] != w.shape[1]:
             continue
@@ -130,19 +130,13 @@ def conv_transpose_into_conv(model, pad_to: int = 16):
         if None in axes or 4 * np.prod([max(u) - min(u) + 1 for u, *_ in axes]) > 2 * k.shape[2] * k.shape[3]:
             continue  # not taps on the grid, or over twice the multiply-adds of the conv it replaces
         cout, tag = w.shape[1], n.name or n.output[0]
-        real = 4 * cout
+        real = 4 * cout  # channel 4 c + 2 beta_y + beta_x
         channels = -(-real // pad_to) * pad_to
-        phases = _phase_weights(w, tuple(pb), plans)  # [4 Cout, Cin, wh, ww], channel 4 c + 2 beta_y + beta_x
-        pw = np.zeros((channels, *phases.shape[1:]), np.float32)
-        pw[:real] = phases
-        bias = np.zeros(channels, np.float32)
-        bias[:real] = np.repeat(_bias(n, idx.consts, cout), 4)
-        (_, (ly, hy), (pty, pby), _), (_, (lx, hx), (ptx, pbx), _) = plans
-        ins = [n.input[0], tag + "/grid_w", tag + "/grid_b"]
-        new_inits += [numpy_helper.from_array(pw, ins[1]), numpy_helper.from_array(bias, ins[2])]
         out = tag + "/grid"
-        nodes = [helper.make_node("Conv", ins, [out], name=out, kernel_shape=[hy - ly + 1, hx - lx + 1],
-                                  pads=[pty, ptx, pby, pbx])]
+        inits, grid_conv = _phase_conv(n, w, pb, plans, _bias(n, idx.consts, cout),
+                                       (tag + "/grid_w", tag + "/grid_b", out), channels=channels)
+        new_inits += inits
+        nodes = [grid_conv]
         chain, out = _activations_on(idx, n, out, nodes, tag + "/grid_act")
         grid = (size[0] + crop[0], size[1] + crop[1])
         mask = _edge_mask(channels, real, grid, crop, size)

@@ -18,7 +18,7 @@ import numpy as np
 
 from corrkit._core.rewrite import apply_replacements as _apply
 from corrkit._core.rewrite_transpose import (MIN_PHASE_SIDE, _activations_on, _bias, _copy, _doubles,
-                                             _Index, _plain_transposes, _spatial_dims, phase_taps)
+                                             _Index, _plain_transposes, _Shapes, phase_taps)
 
 
 def _phase_kernel(w: np.ndarray, pad_begin: tuple[int, int], dy: list[int], dx: list[int], a: int, b: int):
@@ -35,7 +35,7 @@ def _phase_kernel(w: np.ndarray, pad_begin: tuple[int, int], dy: list[int], dx: 
     return k
 
 
-def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1):
+def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE, min_out_channels: int = 1, shapes=None):
     """Stride-2 ConvTranspose with output exactly twice an input smaller than ``max_side`` -> four Convs + DepthToSpace.
 
     Taken when the output is exactly ``2 H x 2 W`` (as for the one-conv phase form), each phase's
@@ -45,13 +45,14 @@ def conv_transpose_phase_convs(model, max_side: int = MIN_PHASE_SIDE, min_out_ch
     ``(a, b)``'s Conv has kernel ``len(d_y) x len(d_x)`` and pads ``(-min d, max d)`` per axis;
     the bias goes to each; the elementwise activations right after the ConvTranspose run on each
     phase (onnxruntime fuses them into its Conv). Layers with fewer than ``min_out_channels``
-    outputs are left whole. Returns the model and the count.
+    outputs are left whole. ``shapes``: the graph's shapes where the caller has them
+    (:func:`~corrkit._core.rewrite_transpose.transpose_rewrites`). Returns the model and the count.
     """
     from onnx import helper, numpy_helper
 
     m = _copy(model)
     idx = _Index(m)
-    shapes = _spatial_dims(m)
+    shapes = _Shapes(m) if shapes is None else shapes
     replace, drop, new_inits = {}, set(), []
     for n, w, a in _plain_transposes(m, idx):
         sides = shapes.get(n.input[0], [None] * 4)[2:]

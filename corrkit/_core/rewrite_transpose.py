@@ -179,6 +179,22 @@ def _spatial_dims(model) -> dict[str, list]:
     return out
 
 
+class _Shapes:
+    """:func:`_spatial_dims` of one graph, inferred on first use.
+
+    The rewrites keep the names of the tensors they read and write at their boundaries, so one
+    inference of the graph they start from serves each of them in turn (:func:`transpose_rewrites`).
+    """
+
+    def __init__(self, model):
+        self._model, self._dims = model, None
+
+    def get(self, name: str, default=None):
+        if self._dims is None:
+            self._dims = _spatial_dims(self._model)
+        return self._dims.get(name, default)
+
+
 def _plain_transpose(node, w) -> dict | None:
     """Attributes of an ungrouped, undilated, explicitly padded 2D ConvTranspose, else None."""
     a = attrs(node)
@@ -217,26 +233,25 @@ def _activations_on(idx, n, out: str, nodes: list, prefix: str):
     return chain, out
 
 
-def conv_transpose_1x1_gemm(model):
+def conv_transpose_1x1_gemm(model, shapes=None):
     """ConvTranspose (pads 0, no output padding) of a ``[B, N, 1, 1]`` input -> Gemm + Reshape.
 
     With one input pixel, output pixel ``(y, x)`` of channel ``o`` is ``sum_n z[n] W[n, o, y, x]``
     whatever the stride: ``[B, N] x W.reshape(N, C kh kw)`` plus the bias repeated ``kh kw``
     times. The 2D input is the Reshape/Flatten's own input where the 1x1 came from one, else
     a Flatten. Activations right after move before the Reshape (onnxruntime fuses them into
-    the Gemm). Returns the model and the count.
+    the Gemm). ``shapes``: the graph's :class:`_Shapes` where the caller has them. Returns the
+    model and the count.
     """
     from onnx import helper, numpy_helper
 
     m = _copy(model)
     idx = _Index(m)
-    shapes = None
+    shapes = _Shapes(m) if shapes is None else shapes
     replace, drop, new_inits = {}, set(), []
     for n, w, a in _plain_transposes(m, idx):
         if any(a["pads"]) or any(a["output_padding"]):
             continue
-        if shapes is None:
-            shapes = _spatial_dims(m)
         shape = shapes.get(n.input[0])
         if shape is None or len(shape) != 4 or shape[2:] != [1, 1] or shape[1] != w.shape[0]:
             continue
@@ -349,11 +364,33 @@ def _interleave_weights(cout: int) -> np.ndarray:
     return k.reshape(4 * cout, 1, 2, 2)
 
 
+def _phase_conv(n, w, pads_begin, plans, bias, names: tuple[str, str, str], order: str = "CRD",
+                channels: int | None = None):
+    """``(initializers, node)``: the phase form's one Conv of ``n``'s input, making its four phases.
+
+    ``names`` are its weights', bias' and output's; ``order`` as in :func:`_phase_weights`;
+    ``channels`` pads its outputs with zero channels to that many (:mod:`~corrkit._core.rewrite_into_conv`).
+    """
+    from onnx import helper, numpy_helper
+
+    pw = _phase_weights(w, tuple(pads_begin), plans, order)
+    pbias = (np.repeat(bias, 4) if order == "CRD" else np.tile(bias, 4)).astype(np.float32)
+    extra = (channels or len(pbias)) - len(pbias)
+    if extra > 0:
+        pw = np.concatenate([pw, np.zeros((extra, *pw.shape[1:]), np.float32)])
+        pbias = np.concatenate([pbias, np.zeros(extra, np.float32)])
+    (_, (ly, hy), (pty, pby), _), (_, (lx, hx), (ptx, pbx), _) = plans
+    inits = [numpy_helper.from_array(pw, names[0]), numpy_helper.from_array(pbias, names[1])]
+    node = helper.make_node("Conv", [n.input[0], *names[:2]], [names[2]], name=names[2],
+                            kernel_shape=[hy - ly + 1, hx - lx + 1], pads=[pty, ptx, pby, pbx])
+    return inits, node
+
+
 MIN_PHASE_SIDE = 16  # onnxruntime CPU, from 16x16 inputs up; smaller ones: rewrite_phases
 
 
 def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_side: int = MIN_PHASE_SIDE,
-                              min_out_channels: int = 1):
+                              min_out_channels: int = 1, shapes=None):
     """Stride-2 ConvTranspose with output exactly twice its input -> one Conv to 4 Cout + an interleave.
 
     Taken when the output is exactly ``2 H x 2 W`` (``k + output_padding - pad_begin - pad_end
@@ -373,7 +410,8 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     ``min_out_channels`` outputs are left whole too (``--mode bf16-delta``: OpenVINO's blocked
     bf16 layout pads a 3-channel image to 16 channels, and the interleave and crop of the phase
     form move that padded data at full resolution; its own bf16 deconvolution is faster there).
-    Every other ConvTranspose is left alone too. Returns the model and the count.
+    Every other ConvTranspose is left alone too. ``shapes``: the graph's :class:`_Shapes` where the
+    caller has them. Returns the model and the count.
     """
     from onnx import helper, numpy_helper
 
@@ -382,13 +420,12 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
     order = "CRD" if interleave == "grouped_transpose" else "DCR"
     m = _copy(model)
     idx = _Index(m)
-    shapes = None
+    shapes = _Shapes(m) if shapes is None else shapes
     replace, drop, new_inits = {}, set(), []
     for n, w, a in _plain_transposes(m, idx):
         if not _doubles(w, a):
             continue
         if min_side > 1:
-            shapes = _spatial_dims(m) if shapes is None else shapes
             sides = shapes.get(n.input[0], [None] * 4)[2:]
             if any(s is not None and s < min_side for s in sides):
                 continue
@@ -400,16 +437,13 @@ def conv_transpose_phase_form(model, interleave: str = "grouped_transpose", min_
         if None in plans:
             continue
         cout = w.shape[1]
-        bias = _bias(n, idx.consts, cout)
         tag = n.name or n.output[0]
-        ins = [n.input[0], tag + "/phase_w", tag + "/phase_b"]
-        new_inits += [numpy_helper.from_array(_phase_weights(w, tuple(pb), plans, order), ins[1]),
-                      numpy_helper.from_array((np.repeat(bias, 4) if order == "CRD" else np.tile(bias, 4))
-                                              .astype(np.float32), ins[2])]
-        (_, (ly, hy), (pty, pby), cy), (_, (lx, hx), (ptx, pbx), cx) = plans
         out = tag + "/phases"
-        nodes = [helper.make_node("Conv", ins, [out], name=out, kernel_shape=[hy - ly + 1, hx - lx + 1],
-                                  pads=[pty, ptx, pby, pbx])]
+        inits, conv = _phase_conv(n, w, pb, plans, _bias(n, idx.consts, cout),
+                                  (tag + "/phase_w", tag + "/phase_b", out), order)
+        new_inits += inits
+        nodes = [conv]
+        cy, cx = plans[0][3], plans[1][3]
         chain, out = _activations_on(idx, n, out, nodes, tag + "/phase_act")
         last = chain[-1] if chain else n
         if order == "CRD":
@@ -451,18 +485,22 @@ def transpose_rewrites(model, phase_form: bool = True, interleave: str = "groupe
     from corrkit._core.rewrite_phases import conv_transpose_phase_convs
 
     counts = {}
-    steps = [("batchnorm_fold", fold_batchnorm), ("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
+    model, k = fold_batchnorm(model)
+    if k:
+        counts["batchnorm_fold"] = k
+    shapes = _Shapes(model)  # inferred once, on the folded graph, when a rewrite first asks
+    steps = [("conv_transpose_1x1_gemm", conv_transpose_1x1_gemm)]
     if phase_form and into_conv:
         steps.append(("conv_transpose_into_conv", conv_transpose_into_conv))
     if phase_form:
         steps.append(("conv_transpose_phase_form",
-                      lambda m: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side,
-                                                          min_out_channels=min_out_channels)))
+                      lambda m, shapes: conv_transpose_phase_form(m, interleave=interleave, min_side=min_side,
+                                                                  min_out_channels=min_out_channels, shapes=shapes)))
         if min_side > 1:
-            steps.append(("conv_transpose_phase_convs", lambda m: conv_transpose_phase_convs(
-                m, max_side=min_side, min_out_channels=min_out_channels)))
+            steps.append(("conv_transpose_phase_convs", lambda m, shapes: conv_transpose_phase_convs(
+                m, max_side=min_side, min_out_channels=min_out_channels, shapes=shapes)))
     for name, fn in steps:
-        model, k = fn(model)
+        model, k = fn(model, shapes=shapes)
         if k:
             counts[name] = k
     return model, counts
