@@ -11,9 +11,7 @@ times them in alternating blocks of back-to-back calls (:func:`benchmarks.thin_l
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,19 +25,9 @@ def graphs(fused) -> dict:
 
 
 def main(argv=None) -> None:
-    from benchmarks.scale_models import bundle
-    from benchmarks.thin_layer import race
+    from benchmarks.thin_layer import ab_main
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=256, choices=(64, 128, 256))
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--seconds", type=float, default=2.5)
-    a = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as work:
-        b = bundle(a.size, Path(work) / f"dcgan{a.size}")
-        fused = b.fused_model()
-    race(graphs(fused), a.size, a.batch, b.latent_dim, a.blocks, a.seconds)
+    ab_main(graphs, __doc__, argv, size=256, batch=32, blocks=6)
 
 
 if __name__ == "__main__":

@@ -40,18 +40,23 @@ def session(model):
 
 
 def main(argv=None) -> None:
+    ab_main(graphs, __doc__, argv, size=64, batch=64, blocks=4)
+
+
+def ab_main(make_graphs, doc: str, argv, size: int, batch: int, blocks: int) -> dict:
+    """An A/B script's command line: build the suite's DCGAN at ``--size``, race ``make_graphs(fused)``."""
     from benchmarks.scale_models import bundle
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=64, choices=(64, 128, 256))
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--blocks", type=int, default=4)
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--size", type=int, default=size, choices=(64, 128, 256))
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--blocks", type=int, default=blocks)
     ap.add_argument("--seconds", type=float, default=2.5)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         b = bundle(a.size, Path(work) / f"dcgan{a.size}")
         fused = b.fused_model()
-    race(graphs(fused), a.size, a.batch, b.latent_dim, a.blocks, a.seconds)
+    return race(make_graphs(fused), a.size, a.batch, b.latent_dim, a.blocks, a.seconds)
 
 
 def race(models: dict, size: int, batch: int, latent_dim: int, blocks: int, seconds: float) -> dict:

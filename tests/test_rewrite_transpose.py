@@ -7,9 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from corrkit._core.rewrite_transpose import (conv_transpose_1x1_gemm, conv_transpose_phase_form, fold_batchnorm,
-                                             phase_taps, transpose_rewrites)
-from corrkit._core.rewrite_phases import conv_transpose_phase_convs
+from corrkit._core.rewrite_phases import conv_transpose_phase_convs, conv_transpose_phase_form, phase_taps
+from corrkit._core.rewrite_transpose import conv_transpose_1x1_gemm, fold_batchnorm, transpose_rewrites
 
 
 def _model(nodes, inits, shape, name="x"):
@@ -278,12 +277,9 @@ def test_all_four_on_a_dcgan_graph(rng):
 def test_the_rewrites_in_turn_infer_shapes_once(rng, monkeypatch):
     """One shape inference serves the chain; each rewrite alone, inferring its own shapes, gives the same graph."""
     import corrkit._core.rewrite_transpose as rt
-    from corrkit._core.rewrite_phases import conv_transpose_phase_convs
-
     plain = _dcgan_graph(rng, chans=(16, 8, 4, 16))  # the 32x32 layer in one-conv phase form
     alone = plain
-    for step in (rt.fold_batchnorm, rt.conv_transpose_1x1_gemm, rt.conv_transpose_phase_form,
-                 conv_transpose_phase_convs):
+    for step in (rt.fold_batchnorm, rt.conv_transpose_1x1_gemm, conv_transpose_phase_form, conv_transpose_phase_convs):
         alone, k = step(alone)
         assert k
     calls, infer = [], rt._spatial_dims

@@ -2,7 +2,7 @@
 
 A DCGAN's last ConvTranspose(4, 2, 1) writes the image; a strided classifier's first
 Conv(4, 2, 1) reads it back two rows and columns at a time. In the phase form
-(:func:`~corrkit._core.rewrite_transpose.conv_transpose_phase_form`) the conv before the
+(:func:`~corrkit._core.rewrite_phases.conv_transpose_phase_form`) the conv before the
 interleave holds the image as four phase channel blocks on a grid of ``(H + 1) x (W + 1)``
 positions: block ``2 beta_y + beta_x`` at grid row ``P`` is image row ``2 P + beta_y - 1``.
 A stride-2 conv reads image rows ``2 i - p + t``, which are grid rows ``i + u`` of block
@@ -32,8 +32,9 @@ import numpy as np
 
 from corrkit._core.onnx_graph import attrs
 from corrkit._core.rewrite import apply_replacements as _apply
-from corrkit._core.rewrite_transpose import (_activations_on, _axis_plan, _bias, _copy, _doubles, _float32_weights,
-                                             _Index, _phase_conv, _plain_transposes, _Shapes)
+from corrkit._core.rewrite_phases import _axis_plan, _phase_conv
+from corrkit._core.rewrite_transpose import (_activations_on, _bias, _copy, _doubling_transposes, _float32_weights,
+                                             _Index, _Shapes)
 
 
 def _grid_axis(k: int, p: int, crop: int, h: int):
@@ -111,9 +112,7 @@ def conv_transpose_into_conv(model, pad_to: int = 16, shapes=None):
     idx = _Index(m)
     shapes = _Shapes(m) if shapes is None else shapes
     replace, drop, new_inits = {}, set(), []
-    for n, w, a in _plain_transposes(m, idx):
-        if not _doubles(w, a):
-            continue
+    for n, w, a in _doubling_transposes(m, idx):
         chain = idx.activations_after(n)
         c = idx.only_user((chain[-1] if chain else n).output[0])
         conv = _strided_conv(c, idx.consts) if c is not None and id(c) not in drop else None
