@@ -52,9 +52,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def key(model_bytes: bytes, device: str, provider: str, threads: int, budget_rows: int) -> str:
+def key(model_bytes: bytes, device: str, provider: str, threads: int, budget_rows: int, lanes: int = 1) -> str:
     h = hashlib.sha256(model_bytes).hexdigest()[:24]
-    return f"{h}|{device}|{provider}|threads={threads}|budget_rows={budget_rows}|{cpu_name()}"
+    return f"{h}|{device}|{provider}|threads={threads}|lanes={lanes}|budget_rows={budget_rows}|{cpu_name()}"
 
 
 def candidates(budget_rows: int) -> list[int]:

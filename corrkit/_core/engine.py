@@ -170,6 +170,33 @@ def _ort_session(model, options, providers):
         raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
 
 
+def _session_options(threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def _ort_lanes(model, options, providers, threads: int, lanes: int | None, can_split: bool):
+    """``(session, lanes)``: one onnxruntime session, or a :class:`~corrkit._core.lanes.Lanes` of ``lanes``."""
+    from corrkit._core.lanes import Lanes, default_lanes, lane_threads
+
+    n = (default_lanes(threads) if lanes is None else int(lanes)) if can_split else 1
+    if n <= 1:
+        return _ort_session(model, options, providers), 1
+    sessions = []
+    for t in lane_threads(threads, n):
+        so = _session_options(t)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # a spinning lane takes another's core
+        sessions.append(_ort_session(model, so, providers))
+    return Lanes(sessions, "z"), n
+
+
 OPENVINO_PRECISION = {"bf16": "bf16", "ov-fp32": "fp32"}  # --mode -> the generator part's OpenVINO precision
 
 
@@ -217,6 +244,10 @@ class Engine:
         onnxruntime intra-op threads (default: all cores of this process). Numba
         kernels run between session calls, never at the same time, so they get the
         same cores without contention.
+    lanes : int, optional
+        onnxruntime CPU sessions that each run a contiguous part of every batch at once, the
+        threads shared out among them (:mod:`corrkit._core.lanes`; default 2 from 2 threads up, on
+        CPU fp32 and int8; 1 on CUDA, OpenVINO and graphs of a fixed batch). Rows do not depend on it.
     io_binding : bool, optional
         Bind input and a preallocated output buffer (default: on for CUDA).
     check_probabilities : bool
@@ -242,9 +273,9 @@ class Engine:
     def __init__(self, bundle, *, device: str = "auto", batch_size: int | None = None,
                  memory_budget_mb: int | None = None, threads: int | None = None,
                  io_binding: bool | None = None, check_probabilities: bool = True, mode: str = "fp32",
-                 seed: int = 0, rewrite: bool = True, autotune: bool | None = None, attributes: bool | None = None):
+                 seed: int = 0, rewrite: bool = True, autotune: bool | None = None, attributes: bool | None = None,
+                 lanes: int | None = None):
         import onnx
-        import onnxruntime as ort
 
         from corrkit._core.quantize import check_mode, quantize_int8
 
@@ -290,25 +321,22 @@ class Engine:
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
+        so = _session_options(self.threads)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
         if ov:
             self.session, done = _openvino_session(model, parts, self.threads, so, providers, can_rewrite, mode)
             self.rewrites = done or self.rewrites
-        else:
-            self.session = _ort_session(model, so, providers)
-        self.provider = self.session.get_providers()[0] if self.delta is None else self.delta.provider
-        self.model = model
         from corrkit._core.conventions import fixed_batch
 
         # A graph whose batch could not be freed runs on chunks of its own size (conventions.run_in_chunks).
         self.fixed_batch = fixed_batch(model)
+        self.lanes = 1
+        if not ov:
+            self.session, self.lanes = _ort_lanes(model, so, providers, self.threads, lanes,
+                                                  self.device == "cpu" and self.fixed_batch is None)
+        self.provider = self.session.get_providers()[0] if self.delta is None else self.delta.provider
+        self.model = model
         self.io_binding = (self.device == "cuda") if io_binding is None else bool(io_binding)
         if self.fixed_batch is not None or ov:
             self.io_binding = False
@@ -335,7 +363,8 @@ class Engine:
 
             self.batch_size, self.batch_source = tune.tuned_batch_size(
                 self._run, self.latent_dim, budget_rows,
-                tune.key(model.SerializeToString(), self.device, self.provider, self.threads, budget_rows))
+                tune.key(model.SerializeToString(), self.device, self.provider, self.threads, budget_rows,
+                         self.lanes))
 
     def _run(self, z: np.ndarray) -> np.ndarray:
         try:
