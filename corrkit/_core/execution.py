@@ -44,7 +44,9 @@ class Execution:
         Rows per inference call (default: from the memory budget). With ``shard_points``
         part of a result's definition: float64 sums are accumulated per batch and shard.
     threads : int, optional
-        onnxruntime threads of this process, or of each Ray worker (default 1 there).
+        onnxruntime threads of this process, or of each Ray worker (default 1 there); on CPU
+        from 2 up they are shared out between two onnxruntime sessions that each run
+        half of every batch (:mod:`corrkit._core.lanes`: the same rows, faster).
     mode : {"fp32", "int8", "bf16", "ov-fp32", "bf16-delta"}
         ``fp32`` is the reference; ``int8`` (onnxruntime QDQ convolutions) and ``bf16``
         (the generator's convolutions in OpenVINO bf16, on CPUs with AVX-512 BF16 or AMX,

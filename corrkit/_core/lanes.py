@@ -2,11 +2,11 @@
 
 A generator's graph is a chain of convolutions and of data-movement nodes (interleaves,
 layout reorders, activations) that take a millisecond or less each. One session with two
-intra-op threads splits every node between them and joins after it, so the short nodes
-pay a fork and a join each, and a thread waits whenever the halves are uneven. Two
-single-thread sessions on the two halves of the batch run the whole chain without meeting:
-on 2 cores 1.05–1.17× the rows per second of one two-thread session on the 64–256-px
-DCGANs (benchmarks/RESULTS.md, run P). The rows a call returns do not depend on how they
+intra-op threads splits every node between them and joins after it; two single-thread
+sessions on the two halves of the batch run the whole chain each without meeting. On 2
+cores ``apcr`` ran 1.07–1.16× (medians) as many points per second on lanes as on one
+two-thread session on the 64–256-px DCGANs, 1.08× on the built-in bundle
+(benchmarks/RESULTS.md, the lanes A/B). The rows a call returns do not depend on how they
 were split (every lane runs the same graph, and a row's arithmetic does not depend on the
 rows beside it), so lanes change the speed, not the result: ``test_lanes.py`` holds them
 to the one-session answer.
