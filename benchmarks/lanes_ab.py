@@ -34,11 +34,13 @@ def ab(size: str, rounds: int) -> None:
         b, kw = as_bundle(None), {"samples_per_class": 10}
     else:
         from benchmarks.scale_models import bundle
+        from benchmarks.scale_suite import CODES, DIRECTIONS
 
         folder = Path(tempfile.mkdtemp()) / "bundle"
         bundle(int(size), folder)
         b = load_bundle(str(folder))
-        kw = {"directions": np.eye(b.latent_dim, dtype=np.float32)[:32], "samples_per_class": 8, "steps": 2}
+        kw = {"directions": np.eye(b.latent_dim, dtype=np.float32)[:DIRECTIONS], "samples_per_class": CODES,
+              "steps": 2}
     engines = {n: Engine(b, device="cpu", lanes=n) for n in (1, 2)}
     print(f"{size}: batch {engines[1].batch_size} (1 lane) / {engines[2].batch_size} (2 lanes), threads "
           f"{engines[1].threads}", flush=True)

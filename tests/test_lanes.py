@@ -49,35 +49,29 @@ def test_lanes_give_the_rows_of_one_session_and_of_torch(tmp_path):
 
 
 def test_a_run_on_lanes_is_the_run_on_one_session(tmp_path):
-    from corrkit._core.bundle import load_bundle
     from corrkit.methods.sequential import apcr
 
-    p = um.pair(tmp_path / "export", batch=None)
-    b = load_bundle(um_bundle(p, tmp_path / "b"))
+    b = _bundle(um.pair(tmp_path / "export", batch=None))
     runs = [apcr(b, samples_per_class=4, steps=2, engine=Engine(b, device="cpu", threads=2, lanes=n, batch_size=24))
             for n in (1, 2)]
     for key in ("apcr", "curves", "latents"):
         np.testing.assert_array_equal(getattr(runs[1], key), getattr(runs[0], key), err_msg=key)
 
 
-def um_bundle(p, out):
-    from corrkit._core.bundle import create_bundle
+def _bundle(p: um.Pair):
+    from corrkit._core.bundle import from_pair
 
-    create_bundle(p.generator, p.classifier, out, classifier_output="logits", force=True)
-    return out
+    return from_pair(p.generator, p.classifier, classifier_output="logits")
 
 
 def test_rows_that_cannot_be_split_run_on_one_session(tmp_path):
-    from corrkit._core.bundle import load_bundle
-
     p = um.pair(tmp_path / "fixed", batch=4, external=False)
     um.pin_batch(p)  # its batch of 4 cannot be freed: chunks of exactly 4 rows, never halves
-    e = Engine(load_bundle(um_bundle(p, tmp_path / "b")), device="cpu", threads=2, lanes=2, batch_size=8)
+    e = Engine(_bundle(p), device="cpu", threads=2, lanes=2, batch_size=8)
     assert e.fixed_batch == 4 and e.lanes == 1
     z = np.random.default_rng(1).standard_normal((11, um.N)).astype(np.float32)
     np.testing.assert_allclose(e.probabilities(z), p.onnxruntime_probabilities(z), rtol=1e-5, atol=1e-7)
-    free = um.pair(tmp_path / "free", batch=None)
-    assert Engine(load_bundle(um_bundle(free, tmp_path / "b2")), device="cpu", threads=1).lanes == 1
+    assert Engine(_bundle(um.pair(tmp_path / "free", batch=None)), device="cpu", threads=1).lanes == 1
 
 
 def test_a_failure_in_the_second_lane_is_one_error():

@@ -170,7 +170,7 @@ def _ort_session(model, options, providers):
         raise BundleError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
 
 
-def _session_options(threads: int):
+def _session_options(threads: int, spin: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -179,22 +179,21 @@ def _session_options(threads: int):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
-def _ort_lanes(model, options, providers, threads: int, lanes: int | None, can_split: bool):
+def _ort_lanes(model, providers, threads: int, lanes: int | None, can_split: bool):
     """``(session, lanes)``: one onnxruntime session, or a :class:`~corrkit._core.lanes.Lanes` of ``lanes``."""
     from corrkit._core.lanes import Lanes, default_lanes, lane_threads
 
     n = (default_lanes(threads) if lanes is None else int(lanes)) if can_split else 1
     if n <= 1:
-        return _ort_session(model, options, providers), 1
-    sessions = []
-    for t in lane_threads(threads, n):
-        so = _session_options(t)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # a spinning lane takes another's core
-        sessions.append(_ort_session(model, so, providers))
-    return Lanes(sessions, "z"), n
+        return _ort_session(model, _session_options(threads), providers), 1
+    # no spinning: a lane's spinning threads would take the cores of the others
+    return Lanes([_ort_session(model, _session_options(t, spin=False), providers)
+                  for t in lane_threads(threads, n)], "z"), n
 
 
 OPENVINO_PRECISION = {"bf16": "bf16", "ov-fp32": "fp32"}  # --mode -> the generator part's OpenVINO precision
@@ -321,19 +320,18 @@ class Engine:
         if mode == "int8":
             model = quantize_int8(model, self.latent_dim, seed=seed)
         self.threads = threads or cpu_count()
-        so = _session_options(self.threads)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda" else [
             "CPUExecutionProvider"]
-        if ov:
-            self.session, done = _openvino_session(model, parts, self.threads, so, providers, can_rewrite, mode)
-            self.rewrites = done or self.rewrites
         from corrkit._core.conventions import fixed_batch
 
         # A graph whose batch could not be freed runs on chunks of its own size (conventions.run_in_chunks).
         self.fixed_batch = fixed_batch(model)
-        self.lanes = 1
-        if not ov:
-            self.session, self.lanes = _ort_lanes(model, so, providers, self.threads, lanes,
+        if ov:
+            self.session, done = _openvino_session(model, parts, self.threads, _session_options(self.threads),
+                                                   providers, can_rewrite, mode)
+            self.rewrites, self.lanes = done or self.rewrites, 1
+        else:
+            self.session, self.lanes = _ort_lanes(model, providers, self.threads, lanes,
                                                   self.device == "cpu" and self.fixed_batch is None)
         self.provider = self.session.get_providers()[0] if self.delta is None else self.delta.provider
         self.model = model

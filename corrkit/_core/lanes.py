@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-MAX_LANES = 2  # measured on 2 cores only; more lanes on more cores stay one per pair of them, unmeasured
+MAX_LANES = 2  # measured on 2 cores only: on more cores, 2 lanes of several threads each (more lanes unmeasured)
 MIN_LANE_ROWS = 2  # a call with fewer rows per lane runs on the first lane alone
 
 
@@ -75,8 +75,3 @@ class Lanes:
         first = self.sessions[0].run(names, parts[0])
         rest = [f.result() for f in futures]  # a lane's error is raised here, as its own session raised it
         return [np.concatenate([o, *(r[i] for r in rest)]) for i, o in enumerate(first)]
-
-    def close(self) -> None:
-        if self._pool is not None and self._pid == os.getpid():
-            self._pool.shutdown(wait=False)
-        self._pool = None
